@@ -1,0 +1,120 @@
+/* msrnn.h — the public interface of libmsrnn.
+ *
+ * msrnn runs transformer language models stored as GGUF files on the CPU. A model is opened once
+ * (weights are memory-mapped, never copied); any number of sessions can then be opened on it, each with
+ * its own attention state (the KV cache) sized up front. Every call returns a status; on failure
+ * msrnn_last_error() gives a message naming the file, field and expected value. The library never
+ * prints to stdout and never exits the process.
+ */
+#ifndef MSRNN_H
+#define MSRNN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    MSRNN_OK = 0,
+    MSRNN_ERR_IO,          /* a file could not be opened, read, mapped or written */
+    MSRNN_ERR_FORMAT,      /* a file is malformed (bad magic, truncated, out-of-range data...) */
+    MSRNN_ERR_INVALID,     /* a bad argument: out-of-range token, wrong size, bad flag value */
+    MSRNN_ERR_NOMEM,       /* an allocation failed or a requested size is absurd */
+    MSRNN_ERR_UNSUPPORTED, /* a valid file that uses something msrnn does not implement */
+    MSRNN_ERR_FULL,        /* the session's context is full */
+} msrnn_status;
+
+/* The message of the most recent failure on this thread ("" if none). */
+const char *msrnn_last_error(void);
+const char *msrnn_status_name(msrnn_status st);
+
+/* ---- models ---------------------------------------------------------------------------------- */
+
+typedef struct msrnn_model msrnn_model;
+
+typedef struct {
+    int n_vocab;
+    int dim;        /* model width D */
+    int n_layers;   /* L */
+    int n_heads;    /* H query heads */
+    int n_kv_heads; /* H_kv key/value heads */
+    int head_dim;   /* d */
+    int ffn_dim;    /* SwiGLU hidden width */
+    int n_ctx;      /* trained context length */
+    float rope_base;
+    float norm_eps;
+    int tied_output; /* 1 when the output head reuses token_embd */
+    int bos_id, eos_id;
+    uint64_t n_params;
+    uint64_t weight_bytes; /* bytes of tensor data in the file */
+} msrnn_model_info;
+
+msrnn_status msrnn_model_open(const char *path, msrnn_model **out);
+void msrnn_model_close(msrnn_model *m);
+const msrnn_model_info *msrnn_model_get_info(const msrnn_model *m);
+
+/* ---- sessions: one attention state over a model ---------------------------------------------- */
+
+typedef struct msrnn_session msrnn_session;
+
+typedef struct {
+    int n_ctx;     /* tokens the KV cache holds (0: the model's n_ctx) */
+    int n_threads; /* worker threads (0: all cores) */
+    int n_batch;   /* tokens processed together during prompt evaluation (0: 512) */
+    int kv_f16;    /* store the KV cache as f16 instead of f32 */
+} msrnn_session_params;
+
+msrnn_session_params msrnn_session_default_params(void);
+msrnn_status msrnn_session_open(msrnn_model *m, const msrnn_session_params *p, msrnn_session **out);
+void msrnn_session_close(msrnn_session *s);
+/* Forget every token seen: the next token is at position 0. */
+void msrnn_session_reset(msrnn_session *s);
+/* Tokens fed so far (the position of the next token). */
+int msrnn_session_n_past(const msrnn_session *s);
+/* Bytes held by the session's buffers (KV cache plus scratch), fixed at open. */
+size_t msrnn_session_bytes(const msrnn_session *s);
+
+/* Feed n tokens. If logits_all is non-NULL it receives n × n_vocab logits (row i for token i);
+ * the last token's logits are always available through msrnn_session_logits(). */
+msrnn_status msrnn_session_eval(msrnn_session *s, const int32_t *tokens, int n, float *logits_all);
+const float *msrnn_session_logits(const msrnn_session *s);
+
+/* ---- tokenizer (read from the model file's metadata) ----------------------------------------- */
+
+/* Encode UTF-8 text. Writes at most cap ids; *n_out is the number the full encoding needs
+ * (so a call with cap too small returns MSRNN_ERR_INVALID and tells the size to allocate). */
+msrnn_status msrnn_tokenize(const msrnn_model *m, const char *text, size_t len, int add_bos,
+                            int32_t *ids, size_t cap, size_t *n_out);
+/* The bytes of one token as it appears in text (prev: the previous id, -1 at the start; the
+ * SentencePiece leading space is dropped after BOS or at the start). Returns the length, writing
+ * at most cap bytes to buf. */
+size_t msrnn_token_to_text(const msrnn_model *m, int32_t prev, int32_t id, char *buf, size_t cap);
+
+/* ---- sampling --------------------------------------------------------------------------------- */
+
+typedef struct {
+    float temperature;    /* <= 0: greedy */
+    int top_k;            /* <= 0: off */
+    float top_p;          /* >= 1: off */
+    float min_p;          /* <= 0: off */
+    float repeat_penalty; /* 1: off */
+    int repeat_last_n;    /* how many recent tokens the penalty looks at */
+    uint64_t seed;
+} msrnn_sampler_params;
+
+typedef struct msrnn_sampler msrnn_sampler;
+
+msrnn_sampler_params msrnn_sampler_default_params(void);
+msrnn_status msrnn_sampler_open(const msrnn_sampler_params *p, int n_vocab, msrnn_sampler **out);
+void msrnn_sampler_close(msrnn_sampler *s);
+/* Pick the next token from logits (not modified); history = the tokens so far, for the penalty. */
+int32_t msrnn_sample(msrnn_sampler *s, const float *logits, const int32_t *history, int n_history);
+/* Remember that a token was chosen (for the repetition penalty window). */
+void msrnn_sampler_accept(msrnn_sampler *s, int32_t id);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,59 @@
+/* tokenizer.h — the SentencePiece-BPE tokenizer (GGUF `tokenizer.ggml.model = llama`).
+ *
+ * Encoding follows SentencePiece's BPE model exactly: the text (UTF-8) gets a leading "▁" when
+ * add_space_prefix is set, every space becomes "▁" (U+2581), the text is split into Unicode
+ * characters, and the adjacent pair whose concatenation is a vocabulary piece with the highest score
+ * is merged repeatedly (ties: leftmost first); a character with no piece is emitted as its UTF-8
+ * bytes through the <0xNN> byte-fallback tokens. Decoding reverses it.
+ */
+#ifndef MSRNN_TEXT_TOKENIZER_H
+#define MSRNN_TEXT_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/status.h"
+
+/* Token types as GGUF stores them in tokenizer.ggml.token_type (llama.cpp's numbering). */
+enum {
+    TOKEN_TYPE_NORMAL = 1,
+    TOKEN_TYPE_UNKNOWN = 2,
+    TOKEN_TYPE_CONTROL = 3,
+    TOKEN_TYPE_USER_DEFINED = 4,
+    TOKEN_TYPE_UNUSED = 5,
+    TOKEN_TYPE_BYTE = 6,
+};
+
+typedef struct spm_tokenizer spm_tokenizer;
+
+typedef struct {
+    int n_vocab;
+    const char *const *pieces; /* n_vocab pieces, UTF-8, not necessarily NUL-terminated */
+    const uint64_t *piece_lens;
+    const float *scores;  /* n_vocab */
+    const int32_t *types; /* n_vocab, TOKEN_TYPE_*; NULL: all NORMAL */
+    int bos_id, eos_id, unk_id;
+    int add_space_prefix; /* 1 for Llama/SentencePiece default */
+} spm_vocab;
+
+/* Build lookup structures (copies everything it needs). Validates ids and piece bytes. */
+msrnn_status spm_tokenizer_build(const spm_vocab *v, spm_tokenizer **out);
+void spm_tokenizer_free(spm_tokenizer *t);
+
+/* Encode; n_ids never exceeds len + 2, so cap = len + 2 always suffices. Invalid UTF-8 bytes are
+ * encoded through byte fallback, never read past len. Returns MSRNN_ERR_INVALID if cap is too small
+ * (with *n_out = the size needed). */
+msrnn_status spm_encode(const spm_tokenizer *t, const char *text, size_t len, int add_bos,
+                        int32_t *ids, size_t cap, size_t *n_out);
+
+/* Bytes of token id as text: "▁" becomes ' ', <0xNN> becomes that byte, control tokens give "";
+ * the leading space of a piece is dropped when prev is -1 or BOS and add_space_prefix is set.
+ * Returns the full length; writes at most cap bytes. */
+size_t spm_token_to_text(const spm_tokenizer *t, int32_t prev, int32_t id, char *buf, size_t cap);
+
+/* Decode a whole sequence into buf (same rules); returns the full length. */
+size_t spm_decode(const spm_tokenizer *t, const int32_t *ids, size_t n, char *buf, size_t cap);
+
+int spm_n_vocab(const spm_tokenizer *t);
+
+#endif
