@@ -109,10 +109,10 @@ typedef struct msrnn_sampler msrnn_sampler;
 msrnn_sampler_params msrnn_sampler_default_params(void);
 msrnn_status msrnn_sampler_open(const msrnn_sampler_params *p, int n_vocab, msrnn_sampler **out);
 void msrnn_sampler_close(msrnn_sampler *s);
-/* Pick the next token from logits (not modified); history = the tokens so far, for the penalty. */
+/* Pick the next token from logits (not modified); history = the tokens so far (prompt included),
+ * of which the last repeat_last_n are penalised. Order: repetition penalty, top-k, temperature
+ * softmax, top-p, min-p, draw (temperature <= 0: argmax after the penalty). */
 int32_t msrnn_sample(msrnn_sampler *s, const float *logits, const int32_t *history, int n_history);
-/* Remember that a token was chosen (for the repetition penalty window). */
-void msrnn_sampler_accept(msrnn_sampler *s, int32_t id);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,125 @@
+/* cmd_bench.c — `msrnn bench`, measured like llama-bench: pp = one batch of P prompt tokens from an
+ * empty cache, tg = N tokens generated one at a time from an empty cache; a warm-up run first, then
+ * the mean and standard deviation of tokens/s over r repetitions. Token ids are random (fixed seed):
+ * speed does not depend on them. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "args.h"
+#include "cli.h"
+#include "common.h"
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: msrnn bench -m FILE [-p 512] [-n 128] [-r 5] [options] [--json]\n%s", RUN_OPTIONS_HELP);
+    fprintf(f, "  -p, --n-prompt N      prompt tokens for pp (default 512; 0 = skip)\n"
+               "  -n, --n-gen N         generated tokens for tg (default 128; 0 = skip)\n"
+               "  -r, --repetitions N   (default 5)\n");
+}
+
+static void mean_sd(const double *x, int n, double *mean, double *sd) {
+    double s = 0, ss = 0;
+    for (int i = 0; i < n; i++) s += x[i];
+    *mean = s / n;
+    for (int i = 0; i < n; i++) ss += (x[i] - *mean) * (x[i] - *mean);
+    *sd = n > 1 ? sqrt(ss / (n - 1)) : 0;
+}
+
+int cmd_bench(int argc, char **argv) {
+    const char *cmd = "bench";
+    run_options o;
+    run_options_init(&o);
+    int n_prompt = 512, n_gen = 128, reps = 5, json = 0, rc = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (run_options_parse(cmd, &o, argc, argv, &i, &rc)) {
+            if (rc) return rc;
+            continue;
+        }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--json")) {
+            json = 1;
+            continue;
+        }
+        if (!(v = arg_value(cmd, argc, argv, i++))) return 2;
+        if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) rc = arg_int(cmd, a, v, 0, 1 << 20, &n_prompt);
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) rc = arg_int(cmd, a, v, 0, 1 << 20, &n_gen);
+        else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions")) rc = arg_int(cmd, a, v, 1, 1000, &reps);
+        else {
+            fprintf(stderr, "msrnn %s: unknown option '%s'\n", cmd, a);
+            usage(stderr);
+            return 2;
+        }
+        if (rc) return rc;
+    }
+    if (o.sp.n_ctx == 0) o.sp.n_ctx = (n_prompt > n_gen ? n_prompt : n_gen) + 1;
+    if (o.sp.n_batch < n_prompt && o.sp.n_batch == 512) o.sp.n_batch = n_prompt;
+    msrnn_model *m;
+    msrnn_session *s;
+    if ((rc = open_model_session(cmd, &o, &m, &s))) return rc;
+    const msrnn_model_info *in = msrnn_model_get_info(m);
+    int n_tok = n_prompt > n_gen ? n_prompt : n_gen;
+    int32_t *tok = malloc((size_t)(n_tok > 0 ? n_tok : 1) * sizeof *tok);
+    double *pp = calloc((size_t)reps, sizeof *pp), *tg = calloc((size_t)reps, sizeof *tg);
+    if (!tok || !pp || !tg) {
+        fprintf(stderr, "msrnn %s: out of memory\n", cmd);
+        rc = 1;
+        goto done;
+    }
+    uint64_t x = 42;
+    for (int i = 0; i < n_tok; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        tok[i] = (int32_t)((x >> 33) % (uint64_t)in->n_vocab);
+    }
+    for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
+        if (n_prompt > 0) {
+            msrnn_session_reset(s);
+            double t0 = now_seconds();
+            if (msrnn_session_eval(s, tok, n_prompt, NULL) != MSRNN_OK) goto fail;
+            if (r >= 0) pp[r] = n_prompt / (now_seconds() - t0);
+        }
+        if (n_gen > 0) {
+            msrnn_session_reset(s);
+            int n = r < 0 ? (n_gen < 8 ? n_gen : 8) : n_gen;
+            double t0 = now_seconds();
+            for (int i = 0; i < n; i++)
+                if (msrnn_session_eval(s, &tok[i], 1, NULL) != MSRNN_OK) goto fail;
+            if (r >= 0) tg[r] = n / (now_seconds() - t0);
+        }
+    }
+    double pp_m = 0, pp_sd = 0, tg_m = 0, tg_sd = 0;
+    if (n_prompt > 0) mean_sd(pp, reps, &pp_m, &pp_sd);
+    if (n_gen > 0) mean_sd(tg, reps, &tg_m, &tg_sd);
+    if (json) {
+        printf("{\"model\": ");
+        json_string(stdout, o.model_path, strlen(o.model_path));
+        printf(", \"n_params\": %llu, \"model_bytes\": %llu, \"threads\": %d, \"n_prompt\": %d, "
+               "\"n_gen\": %d, \"repetitions\": %d, \"pp_tps\": %.3f, \"pp_sd\": %.3f, "
+               "\"tg_tps\": %.3f, \"tg_sd\": %.3f}\n",
+               (unsigned long long)in->n_params, (unsigned long long)in->weight_bytes,
+               o.sp.n_threads, n_prompt, n_gen, reps, pp_m, pp_sd, tg_m, tg_sd);
+    } else {
+        printf("| model | size | params | threads | test | t/s |\n|---|---:|---:|---:|---|---:|\n");
+        if (n_prompt > 0)
+            printf("| %s | %.1f MiB | %.1f M | %d | pp%d | %.2f ± %.2f |\n", o.model_path,
+                   in->weight_bytes / 1048576.0, in->n_params / 1e6, o.sp.n_threads, n_prompt, pp_m, pp_sd);
+        if (n_gen > 0)
+            printf("| %s | %.1f MiB | %.1f M | %d | tg%d | %.2f ± %.2f |\n", o.model_path,
+                   in->weight_bytes / 1048576.0, in->n_params / 1e6, o.sp.n_threads, n_gen, tg_m, tg_sd);
+    }
+    goto done;
+fail:
+    fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
+    rc = 1;
+done:
+    free(tok);
+    free(pp);
+    free(tg);
+    msrnn_session_close(s);
+    msrnn_model_close(m);
+    return rc;
+}

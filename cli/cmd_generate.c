@@ -1,0 +1,179 @@
+/* cmd_generate.c — `msrnn generate`: tokenize a prompt, evaluate it in batches, then sample and
+ * stream tokens. Speeds go to stderr; with --json, stdout carries one JSON object instead of text. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "args.h"
+#include "cli.h"
+#include "common.h"
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: msrnn generate -m FILE (-p TEXT | -f FILE) [-n N] [options]\n%s", RUN_OPTIONS_HELP);
+    fprintf(f, "  -p, --prompt TEXT     prompt\n"
+               "  -f, --file FILE       read the prompt from a file\n"
+               "  -n, --n-predict N     tokens to generate (default 128; stops early at EOS)\n"
+               "  --temp X              temperature (default 0.8; 0 = greedy)\n"
+               "  --top-k N             (default 40; 0 = off)\n"
+               "  --top-p X             (default 0.95; 1 = off)\n"
+               "  --min-p X             (default 0.05; 0 = off)\n"
+               "  --repeat-penalty X    (default 1.0 = off)\n"
+               "  --repeat-last-n N     tokens the penalty looks back (default 64)\n"
+               "  -s, --seed N          random seed (default: from the clock, printed)\n"
+               "  --ignore-eos          keep generating after EOS\n"
+               "  --json                print {prompt_ids, ids, text, prompt_tps, gen_tps}\n");
+}
+
+int cmd_generate(int argc, char **argv) {
+    const char *cmd = "generate";
+    run_options o;
+    run_options_init(&o);
+    msrnn_sampler_params sp = msrnn_sampler_default_params();
+    int seed_set = 0, n_predict = 128, json = 0, ignore_eos = 0, rc = 0;
+    const char *prompt = NULL, *prompt_file = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        if (run_options_parse(cmd, &o, argc, argv, &i, &rc)) {
+            if (rc) return rc;
+            continue;
+        }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--json")) {
+            json = 1;
+            continue;
+        }
+        if (!strcmp(a, "--ignore-eos")) {
+            ignore_eos = 1;
+            continue;
+        }
+        if (!(v = arg_value(cmd, argc, argv, i))) return 2;
+        i++;
+        if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) prompt = v;
+        else if (!strcmp(a, "-f") || !strcmp(a, "--file")) prompt_file = v;
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) rc = arg_int(cmd, a, v, 0, 1 << 28, &n_predict);
+        else if (!strcmp(a, "--temp")) rc = arg_float(cmd, a, v, 0, 1e6, &sp.temperature);
+        else if (!strcmp(a, "--top-k")) rc = arg_int(cmd, a, v, 0, 1 << 24, &sp.top_k);
+        else if (!strcmp(a, "--top-p")) rc = arg_float(cmd, a, v, 0, 1, &sp.top_p);
+        else if (!strcmp(a, "--min-p")) rc = arg_float(cmd, a, v, 0, 1, &sp.min_p);
+        else if (!strcmp(a, "--repeat-penalty")) rc = arg_float(cmd, a, v, 1e-3, 1e3, &sp.repeat_penalty);
+        else if (!strcmp(a, "--repeat-last-n")) rc = arg_int(cmd, a, v, 0, 1 << 24, &sp.repeat_last_n);
+        else if (!strcmp(a, "-s") || !strcmp(a, "--seed")) rc = arg_u64(cmd, a, v, &sp.seed), seed_set = 1;
+        else {
+            fprintf(stderr, "msrnn %s: unknown option '%s'\n", cmd, a);
+            usage(stderr);
+            return 2;
+        }
+        if (rc) return rc;
+    }
+    if (!prompt == !prompt_file) {
+        fprintf(stderr, "msrnn %s: give exactly one of -p TEXT or -f FILE\n", cmd);
+        return 2;
+    }
+    char *owned = NULL;
+    size_t plen;
+    if (prompt_file) {
+        if (!(owned = read_text_file(cmd, prompt_file, &plen))) return 1;
+        prompt = owned;
+    } else {
+        plen = strlen(prompt);
+    }
+    if (!seed_set) {
+        sp.seed = (uint64_t)(now_seconds() * 1e6);
+        if (sp.temperature > 0) fprintf(stderr, "msrnn %s: seed %llu\n", cmd, (unsigned long long)sp.seed);
+    }
+
+    msrnn_model *m;
+    msrnn_session *s;
+    if ((rc = open_model_session(cmd, &o, &m, &s))) {
+        free(owned);
+        return rc;
+    }
+    const msrnn_model_info *in = msrnn_model_get_info(m);
+    int n_ctx = o.sp.n_ctx > 0 ? o.sp.n_ctx : in->n_ctx;
+    size_t cap = plen + 2, n_prompt = 0;
+    int32_t *ids = malloc((cap + (size_t)n_predict) * sizeof *ids);
+    msrnn_sampler *smp = NULL;
+    char piece[256];
+    if (!ids) {
+        fprintf(stderr, "msrnn %s: out of memory\n", cmd);
+        rc = 1;
+        goto done;
+    }
+    if (msrnn_tokenize(m, prompt, plen, 1, ids, cap, &n_prompt) != MSRNN_OK ||
+        msrnn_sampler_open(&sp, in->n_vocab, &smp) != MSRNN_OK) {
+        fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
+        rc = 1;
+        goto done;
+    }
+    if ((int)n_prompt + n_predict > n_ctx) {
+        fprintf(stderr, "msrnn %s: prompt (%zu tokens) + %d to generate exceed the context of %d "
+                "(use -c to raise it or -n to lower it)\n", cmd, n_prompt, n_predict, n_ctx);
+        rc = 1;
+        goto done;
+    }
+    if (!json) {
+        fwrite(prompt, 1, plen, stdout);
+        fflush(stdout);
+    }
+    double t0 = now_seconds();
+    if (msrnn_session_eval(s, ids, (int)n_prompt, NULL) != MSRNN_OK) {
+        fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
+        rc = 1;
+        goto done;
+    }
+    double t1 = now_seconds();
+    int n_gen = 0;
+    while (n_gen < n_predict) {
+        int32_t id = msrnn_sample(smp, msrnn_session_logits(s), ids, (int)n_prompt + n_gen);
+        ids[n_prompt + n_gen++] = id;
+        if (id == in->eos_id && !ignore_eos) break;
+        if (!json) {
+            size_t len = msrnn_token_to_text(m, ids[n_prompt + n_gen - 2], id, piece, sizeof piece);
+            fwrite(piece, 1, len < sizeof piece ? len : sizeof piece, stdout);
+            fflush(stdout);
+        }
+        if (n_gen == n_predict) break;
+        if (msrnn_session_eval(s, &id, 1, NULL) != MSRNN_OK) {
+            fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
+            rc = 1;
+            goto done;
+        }
+    }
+    double t2 = now_seconds();
+    /* generation speed counts the evaluations of generated tokens (the last sampled one is not fed) */
+    int n_fed = n_gen > 0 ? n_gen - 1 : 0;
+    double pp_tps = n_prompt / (t1 - t0), tg_tps = n_fed > 0 ? n_fed / (t2 - t1) : 0;
+    if (json) {
+        printf("{\"prompt_ids\": [");
+        for (size_t i = 0; i < n_prompt; i++) printf("%s%d", i ? ", " : "", ids[i]);
+        printf("], \"ids\": [");
+        for (int i = 0; i < n_gen; i++) printf("%s%d", i ? ", " : "", ids[n_prompt + i]);
+        printf("], \"text\": ");
+        /* the generated text, decoded as a whole (byte tokens joined before escaping) */
+        size_t tcap = (size_t)n_gen * 64 + 1, tlen = 0;
+        char *text = malloc(tcap);
+        for (int i = 0; text && i < n_gen; i++) {
+            int32_t id = ids[n_prompt + i];
+            if (id == in->eos_id) continue;
+            tlen += msrnn_token_to_text(m, ids[n_prompt + i - 1], id, text + tlen, tcap - tlen);
+            if (tlen > tcap) tlen = tcap;
+        }
+        json_string(stdout, text ? text : "", text ? tlen : 0);
+        free(text);
+        printf(", \"prompt_tps\": %.3f, \"gen_tps\": %.3f}\n", pp_tps, tg_tps);
+    } else {
+        printf("\n");
+    }
+    fprintf(stderr, "msrnn %s: prompt %zu tokens, %.1f tok/s; generated %d tokens, %.1f tok/s\n", cmd,
+            n_prompt, pp_tps, n_gen, tg_tps);
+done:
+    msrnn_sampler_close(smp);
+    free(ids);
+    free(owned);
+    msrnn_session_close(s);
+    msrnn_model_close(m);
+    return rc;
+}

@@ -1,0 +1,82 @@
+/* cmd_tokenize.c — `msrnn tokenize`: the ids of a text under a file's tokenizer. Needs only the
+ * vocabulary (a vocab-only GGUF works). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "args.h"
+#include "cli.h"
+#include "io/gguf.h"
+#include "text/tokenizer.h"
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: msrnn tokenize -m FILE (-p TEXT | -f FILE) [--no-bos] [--json | --ids]\n"
+               "  prints one 'id<TAB>piece' line per token; --ids prints the ids on one line;\n"
+               "  --json prints {\"ids\": [...]}\n");
+}
+
+int cmd_tokenize(int argc, char **argv) {
+    const char *cmd = "tokenize", *model = NULL, *text = NULL, *file = NULL;
+    int bos = 1, json = 0, only_ids = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--no-bos")) bos = 0;
+        else if (!strcmp(a, "--json")) json = 1;
+        else if (!strcmp(a, "--ids")) only_ids = 1;
+        else if (!strcmp(a, "-m") || !strcmp(a, "--model") || !strcmp(a, "-p") ||
+                 !strcmp(a, "--prompt") || !strcmp(a, "-f") || !strcmp(a, "--file")) {
+            const char *v = arg_value(cmd, argc, argv, i++);
+            if (!v) return 2;
+            if (a[1] == 'm' || a[2] == 'm') model = v;
+            else if (a[1] == 'p' || a[2] == 'p') text = v;
+            else file = v;
+        } else {
+            fprintf(stderr, "msrnn %s: unknown option '%s'\n", cmd, a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!model || !text == !file) {
+        fprintf(stderr, "msrnn %s: needs -m FILE and exactly one of -p TEXT or -f FILE\n", cmd);
+        return 2;
+    }
+    char *owned = NULL;
+    size_t len;
+    if (file) {
+        if (!(owned = read_text_file(cmd, file, &len))) return 1;
+        text = owned;
+    } else {
+        len = strlen(text);
+    }
+    gguf_file *g = NULL;
+    spm_tokenizer *tok = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int rc = 0;
+    if (gguf_open(model, &g) != MSRNN_OK || spm_tokenizer_from_gguf(g, &tok) != MSRNN_OK ||
+        !(ids = malloc((len + 2) * sizeof *ids)) ||
+        spm_encode(tok, text, len, bos, ids, len + 2, &n) != MSRNN_OK) {
+        fprintf(stderr, "msrnn %s: %s\n", cmd, ids || !tok ? msrnn_last_error() : "out of memory");
+        rc = 1;
+    } else if (json || only_ids) {
+        printf(json ? "{\"ids\": [" : "");
+        for (size_t i = 0; i < n; i++) printf(json ? "%s%d" : "%s%d", i ? (json ? ", " : " ") : "", ids[i]);
+        printf(json ? "]}\n" : "\n");
+    } else {
+        char piece[256];
+        for (size_t i = 0; i < n; i++) {
+            size_t pl = spm_token_to_text(tok, i ? ids[i - 1] : -1, ids[i], piece, sizeof piece);
+            printf("%d\t", ids[i]);
+            json_string(stdout, piece, pl < sizeof piece ? pl : sizeof piece);
+            printf("\n");
+        }
+    }
+    free(ids);
+    spm_tokenizer_free(tok);
+    gguf_close(g);
+    free(owned);
+    return rc;
+}

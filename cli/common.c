@@ -1,0 +1,74 @@
+/* common.c — shared options of generate, bench and (later) perplexity. */
+#include "common.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "args.h"
+
+const char *const RUN_OPTIONS_HELP =
+    "  -m, --model FILE      GGUF model (required)\n"
+    "  -t, --threads N       threads (default: all cores)\n"
+    "  -c, --ctx-size N      context length (default: the model's)\n"
+    "  -b, --batch-size N    tokens per batch in prompt processing (default 512)\n"
+    "  --kv-type f32|f16     KV cache element type (default f32)\n";
+
+void run_options_init(run_options *o) {
+    memset(o, 0, sizeof *o);
+    o->sp = msrnn_session_default_params();
+}
+
+int run_options_parse(const char *cmd, run_options *o, int argc, char **argv, int *i, int *rc) {
+    const char *a = argv[*i];
+    const char *v;
+    *rc = 0;
+    if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+        if (!(v = arg_value(cmd, argc, argv, *i))) return (*rc = 2), 1;
+        o->model_path = v;
+    } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+        if (!(v = arg_value(cmd, argc, argv, *i))) return (*rc = 2), 1;
+        *rc = arg_int(cmd, a, v, 1, 1024, &o->sp.n_threads);
+    } else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) {
+        if (!(v = arg_value(cmd, argc, argv, *i))) return (*rc = 2), 1;
+        *rc = arg_int(cmd, a, v, 0, 1 << 28, &o->sp.n_ctx);
+    } else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) {
+        if (!(v = arg_value(cmd, argc, argv, *i))) return (*rc = 2), 1;
+        *rc = arg_int(cmd, a, v, 1, 1 << 16, &o->sp.n_batch);
+    } else if (!strcmp(a, "--kv-type")) {
+        if (!(v = arg_value(cmd, argc, argv, *i))) return (*rc = 2), 1;
+        if (!strcmp(v, "f32")) o->sp.kv_f16 = 0;
+        else if (!strcmp(v, "f16")) o->sp.kv_f16 = 1;
+        else {
+            fprintf(stderr, "msrnn %s: --kv-type expects f32 or f16, got '%s'\n", cmd, v);
+            *rc = 2;
+        }
+    } else {
+        return 0;
+    }
+    ++*i;
+    return 1;
+}
+
+int open_model_session(const char *cmd, const run_options *o, msrnn_model **m, msrnn_session **s) {
+    *m = NULL;
+    *s = NULL;
+    if (!o->model_path) {
+        fprintf(stderr, "msrnn %s: a model is required (-m FILE)\n", cmd);
+        return 2;
+    }
+    if (msrnn_model_open(o->model_path, m) != MSRNN_OK) {
+        fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
+        return 1;
+    }
+    const msrnn_model_info *in = msrnn_model_get_info(*m);
+    if (o->sp.n_ctx > in->n_ctx)
+        fprintf(stderr, "msrnn %s: warning: context %d is longer than the model's trained %d\n", cmd,
+                o->sp.n_ctx, in->n_ctx);
+    if (msrnn_session_open(*m, &o->sp, s) != MSRNN_OK) {
+        fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
+        msrnn_model_close(*m);
+        *m = NULL;
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,38 @@
+/* main.c — the msrnn tool: dispatch to one file per subcommand. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const struct {
+    const char *name;
+    int (*run)(int, char **);
+    const char *help;
+} commands[] = {
+    {"generate", cmd_generate, "generate text from a prompt"},
+    {"tokenize", cmd_tokenize, "show the token ids of a text"},
+    {"bench", cmd_bench, "measure prompt-processing and generation speed"},
+    {"info", cmd_info, "print a GGUF file's metadata and tensors"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: msrnn COMMAND [options]   (msrnn COMMAND --help for its options)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "msrnn: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,94 @@
+/* kv_full.c — the full KV cache: every token's key and value kept, at slot = position.
+ * Unbounded in principle (capacity = the session's context); the topline every bounded memory is
+ * measured against. Layout per layer: keys then values, each (H_kv, capacity, d), f32 or f16, so one
+ * head's keys are contiguous for the score loop.
+ */
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "memory/memory.h"
+#include "tensor/kernels.h"
+
+typedef struct {
+    int n_used; /* tokens stored (same in every layer after a full pass) */
+    int layer_used[1]; /* per layer; sized n_layers */
+} full_header;
+
+static size_t elem_bytes(const memory_shape *s) { return s->kv_f16 ? 2 : 4; }
+
+static size_t header_bytes(const memory_shape *s) {
+    return (sizeof(full_header) + sizeof(int) * (size_t)s->n_layers + 63) & ~(size_t)63;
+}
+
+static size_t layer_bytes(const memory_shape *s) {
+    return 2 * (size_t)s->n_kv_heads * s->capacity * s->head_dim * elem_bytes(s);
+}
+
+static size_t scratch_floats(const memory_shape *s) { return ((size_t)s->capacity + 15) & ~(size_t)15; }
+
+static size_t full_bytes(const memory_shape *s) {
+    return header_bytes(s) + layer_bytes(s) * s->n_layers +
+           scratch_floats(s) * sizeof(float) * s->n_threads;
+}
+
+static void full_init(memory *m, void *buf) { m->state = buf; }
+
+static void full_reset(memory *m) {
+    full_header *h = m->state;
+    memset(h, 0, header_bytes(&m->shape));
+}
+
+/* Key or value row (kv head g, slot) of a layer. */
+static void *kv_row(const memory *m, int layer, int is_v, int g, int slot) {
+    const memory_shape *s = &m->shape;
+    uint8_t *base = (uint8_t *)m->state + header_bytes(s) + layer_bytes(s) * layer;
+    size_t half = layer_bytes(s) / 2;
+    size_t off = ((size_t)g * s->capacity + slot) * s->head_dim * elem_bytes(s);
+    return base + (is_v ? half : 0) + off;
+}
+
+static void store_row(void *dst, const float *src, int d, int f16) {
+    if (f16) quantize_row(TYPE_F16, src, dst, d);
+    else memcpy(dst, src, (size_t)d * sizeof(float));
+}
+
+static msrnn_status full_attend(memory *m, int layer, int n, const float *q, const float *k,
+                                const float *v, const int32_t *pos, float *out) {
+    const memory_shape *s = &m->shape;
+    full_header *h = m->state;
+    int *used = h->layer_used;
+    const int d = s->head_dim, H = s->n_heads, Hkv = s->n_kv_heads, group = H / Hkv;
+    const int base = used[layer];
+    if (base + n > s->capacity)
+        return msrnn_fail(MSRNN_ERR_FULL, "the KV cache holds %d tokens and %d more do not fit",
+                          s->capacity, n);
+    (void)pos; /* slot = position order: token t of this call is at slot base + t */
+    for (int t = 0; t < n; t++)
+        for (int g = 0; g < Hkv; g++) {
+            store_row(kv_row(m, layer, 0, g, base + t), k + ((size_t)t * Hkv + g) * d, d, s->kv_f16);
+            store_row(kv_row(m, layer, 1, g, base + t), v + ((size_t)t * Hkv + g) * d, d, s->kv_f16);
+        }
+    used[layer] = base + n;
+    if (layer == 0) h->n_used = base + n;
+
+    const tensor_type et = s->kv_f16 ? TYPE_F16 : TYPE_F32;
+    const vec_dot_fn dot = kernels_for(et)->dot_simd;
+    const float scale = 1.0f / sqrtf((float)d);
+    float *scratch0 = (float *)((uint8_t *)m->state + header_bytes(s) + layer_bytes(s) * s->n_layers);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int job = 0; job < n * H; job++) {
+        const int t = job / H, hq = job % H, g = hq / group;
+        const int n_keys = base + t + 1; /* causal: itself and everything before */
+        float *att = scratch0 + scratch_floats(s) * (size_t)omp_get_thread_num();
+        const float *qh = q + ((size_t)t * H + hq) * d;
+        for (int j = 0; j < n_keys; j++) att[j] = dot(kv_row(m, layer, 0, g, j), qh, d) * scale;
+        softmax(att, n_keys);
+        float *o = out + ((size_t)t * H + hq) * d;
+        memset(o, 0, (size_t)d * sizeof(float));
+        for (int j = 0; j < n_keys; j++) axpy_row(et, o, att[j], kv_row(m, layer, 1, g, j), d);
+    }
+    return MSRNN_OK;
+}
+
+const memory_kind memory_full = {"full", full_bytes, full_init, full_reset, full_attend};

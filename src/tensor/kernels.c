@@ -1,0 +1,302 @@
+/* kernels.c — dot products per weight type (scalar reference + AVX2), matrix products, and the
+ * small element-wise ops of the Llama block.
+ *
+ * The scalar versions are the oracle: tests/test_kernels.c compares every SIMD kernel against them.
+ * Matrix products: decode (few tokens) is memory-bound, so each thread streams its share of W's rows
+ * once and dots every token against each row while it is in L1; prompt processing (many tokens) is
+ * compute-bound, so W is dequantised a panel of rows at a time into an f32 scratch and handed to
+ * OpenBLAS sgemm.
+ */
+#include "tensor/kernels.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define HAVE_AVX2 1
+#else
+#define HAVE_AVX2 0
+#endif
+
+/* ---- scalar reference dot products ------------------------------------------------------------ */
+
+static float dot_f32_ref(const void *row, const float *x, int n) {
+    const float *w = row;
+    double s = 0;
+    for (int i = 0; i < n; i++) s += (double)w[i] * x[i];
+    return (float)s;
+}
+
+static float dot_f16_ref(const void *row, const float *x, int n) {
+    const uint16_t *w = row;
+    double s = 0;
+    for (int i = 0; i < n; i++) s += (double)fp16_to_fp32(w[i]) * x[i];
+    return (float)s;
+}
+
+static float dot_bf16_ref(const void *row, const float *x, int n) {
+    const uint16_t *w = row;
+    double s = 0;
+    for (int i = 0; i < n; i++) s += (double)bf16_to_fp32(w[i]) * x[i];
+    return (float)s;
+}
+
+static float dot_q8_0_ref(const void *row, const float *x, int n) {
+    const block_q8_0 *b = row;
+    double s = 0;
+    for (int i = 0; i < n / QK; i++) {
+        double bs = 0;
+        for (int j = 0; j < QK; j++) bs += (double)b[i].qs[j] * x[i * QK + j];
+        s += bs * fp16_to_fp32(b[i].d);
+    }
+    return (float)s;
+}
+
+static float dot_q4_0_ref(const void *row, const float *x, int n) {
+    const block_q4_0 *b = row;
+    double s = 0;
+    for (int i = 0; i < n / QK; i++) {
+        double bs = 0;
+        for (int j = 0; j < QK / 2; j++) {
+            bs += (double)((b[i].qs[j] & 0xf) - 8) * x[i * QK + j];
+            bs += (double)((b[i].qs[j] >> 4) - 8) * x[i * QK + j + QK / 2];
+        }
+        s += bs * fp16_to_fp32(b[i].d);
+    }
+    return (float)s;
+}
+
+/* ---- AVX2 dot products ------------------------------------------------------------------------ */
+
+#if HAVE_AVX2
+static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static float dot_f32_avx2(const void *row, const float *x, int n) {
+    const float *w = row;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+    float s = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < n; i++) s += w[i] * x[i];
+    return s;
+}
+
+static float dot_f16_avx2(const void *row, const float *x, int n) {
+    const uint16_t *w = row;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i))),
+                             _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 8))),
+                             _mm256_loadu_ps(x + i + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 16))),
+                             _mm256_loadu_ps(x + i + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 24))),
+                             _mm256_loadu_ps(x + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8)
+        a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i))),
+                             _mm256_loadu_ps(x + i), a0);
+    float s = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < n; i++) s += fp16_to_fp32(w[i]) * x[i];
+    return s;
+}
+
+static inline __m256 bf16x8(const uint16_t *p) {
+    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+static float dot_bf16_avx2(const void *row, const float *x, int n) {
+    const uint16_t *w = row;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm256_fmadd_ps(bf16x8(w + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(bf16x8(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+    }
+    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(bf16x8(w + i), _mm256_loadu_ps(x + i), a0);
+    float s = hsum256(_mm256_add_ps(a0, a1));
+    for (; i < n; i++) s += bf16_to_fp32(w[i]) * x[i];
+    return s;
+}
+
+static inline __m256 i8x8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
+
+static float dot_q8_0_avx2(const void *row, const float *x, int n) {
+    const block_q8_0 *b = row;
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < n / QK; i++, x += QK) {
+        __m128i lo = _mm_loadu_si128((const __m128i *)b[i].qs);
+        __m128i hi = _mm_loadu_si128((const __m128i *)(b[i].qs + 16));
+        __m256 s = _mm256_mul_ps(i8x8(lo), _mm256_loadu_ps(x));
+        s = _mm256_fmadd_ps(i8x8(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(x + 8), s);
+        s = _mm256_fmadd_ps(i8x8(hi), _mm256_loadu_ps(x + 16), s);
+        s = _mm256_fmadd_ps(i8x8(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(x + 24), s);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_fp32(b[i].d)), s, acc);
+    }
+    return hsum256(acc);
+}
+
+static float dot_q4_0_avx2(const void *row, const float *x, int n) {
+    const block_q4_0 *b = row;
+    const __m128i mask = _mm_set1_epi8(0xf), eight = _mm_set1_epi8(8);
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < n / QK; i++, x += QK) {
+        __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
+        __m128i lo = _mm_sub_epi8(_mm_and_si128(q, mask), eight);
+        __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), mask), eight);
+        __m256 s = _mm256_mul_ps(i8x8(lo), _mm256_loadu_ps(x));
+        s = _mm256_fmadd_ps(i8x8(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(x + 8), s);
+        s = _mm256_fmadd_ps(i8x8(hi), _mm256_loadu_ps(x + 16), s);
+        s = _mm256_fmadd_ps(i8x8(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(x + 24), s);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_fp32(b[i].d)), s, acc);
+    }
+    return hsum256(acc);
+}
+#else
+#define dot_f32_avx2 dot_f32_ref
+#define dot_f16_avx2 dot_f16_ref
+#define dot_bf16_avx2 dot_bf16_ref
+#define dot_q8_0_avx2 dot_q8_0_ref
+#define dot_q4_0_avx2 dot_q4_0_ref
+#endif
+
+static const type_kernels table[TYPE_COUNT] = {
+    [TYPE_F32] = {dot_f32_ref, dot_f32_avx2},   [TYPE_F16] = {dot_f16_ref, dot_f16_avx2},
+    [TYPE_BF16] = {dot_bf16_ref, dot_bf16_avx2}, [TYPE_Q8_0] = {dot_q8_0_ref, dot_q8_0_avx2},
+    [TYPE_Q4_0] = {dot_q4_0_ref, dot_q4_0_avx2},
+};
+
+static int use_simd = 1;
+
+const type_kernels *kernels_for(tensor_type t) {
+    if ((unsigned)t >= TYPE_COUNT || !table[t].dot_ref) return NULL;
+    return &table[t];
+}
+
+void kernels_use_simd(int on) { use_simd = on; }
+
+static vec_dot_fn dot_of(tensor_type t) { return use_simd ? table[t].dot_simd : table[t].dot_ref; }
+
+/* ---- matrix products -------------------------------------------------------------------------- */
+
+/* Below this many tokens, stream the weights once through dot products; at or above, use sgemm. */
+#define GEMM_MIN_TOKENS 8
+/* Floats of scratch for one dequantised panel of rows (~2 MiB: stays in L2/L3 while sgemm runs). */
+#define PANEL_FLOATS (1 << 19)
+
+size_t matmul_scratch_floats(int in) {
+    size_t rows = PANEL_FLOATS / (size_t)in;
+    if (rows < 16) rows = 16;
+    return rows * (size_t)in;
+}
+
+void matmul(float *y, const float *x, const weight *w, int n, float *scratch) {
+    const int in = w->in, out = w->out;
+    const uint8_t *base = w->data;
+    if (n < GEMM_MIN_TOKENS) {
+        vec_dot_fn dot = dot_of(w->type);
+#pragma omp parallel for schedule(static)
+        for (int r = 0; r < out; r++) {
+            const void *row = base + (size_t)r * w->row_bytes;
+            for (int t = 0; t < n; t++) y[(size_t)t * out + r] = dot(row, x + (size_t)t * in, in);
+        }
+        return;
+    }
+    if (w->type == TYPE_F32) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in,
+                    (const float *)w->data, in, 0.0f, y, out);
+        return;
+    }
+    const int panel = (int)(matmul_scratch_floats(in) / (size_t)in);
+    for (int r0 = 0; r0 < out; r0 += panel) {
+        const int rows = out - r0 < panel ? out - r0 : panel;
+#pragma omp parallel for schedule(static)
+        for (int r = 0; r < rows; r++)
+            dequantize_row(w->type, base + (size_t)(r0 + r) * w->row_bytes, scratch + (size_t)r * in,
+                           in);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, in, 1.0f, x, in, scratch, in,
+                    0.0f, y + r0, out);
+    }
+}
+
+void weight_row(const weight *w, int i, float *dst) {
+    dequantize_row(w->type, (const uint8_t *)w->data + (size_t)i * w->row_bytes, dst, w->in);
+}
+
+/* ---- element-wise ---------------------------------------------------------------------------- */
+
+float dot_f32(const float *a, const float *b, int n) {
+#if HAVE_AVX2
+    return dot_f32_avx2(a, b, n);
+#else
+    return dot_f32_ref(a, b, n);
+#endif
+}
+
+void axpy_f32(float *y, float a, const float *x, int n) {
+    int i = 0;
+#if HAVE_AVX2
+    __m256 va = _mm256_set1_ps(a);
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+#endif
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+void axpy_row(tensor_type t, float *y, float a, const void *x, int n) {
+    if (t == TYPE_F32) {
+        axpy_f32(y, a, x, n);
+        return;
+    }
+    const uint16_t *h = x;
+    int i = 0;
+#if HAVE_AVX2
+    __m256 va = _mm256_set1_ps(a);
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))),
+                                                _mm256_loadu_ps(y + i)));
+#endif
+    for (; i < n; i++) y[i] += a * fp16_to_fp32(h[i]);
+}
+
+void kernels_set_threads(int n) {
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+}
+
+void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float scale = (float)(1.0 / sqrt(ss / n + eps));
+    for (int i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
+}
+
+void swiglu(float *h, const float *up, int n) {
+    for (int i = 0; i < n; i++) h[i] = h[i] / (1.0f + expf(-h[i])) * up[i];
+}
+
+void softmax(float *x, int n) {
+    float max = x[0];
+    for (int i = 1; i < n; i++) max = x[i] > max ? x[i] : max;
+    float sum = 0;
+    for (int i = 0; i < n; i++) sum += x[i] = expf(x[i] - max);
+    float inv = 1.0f / sum;
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}

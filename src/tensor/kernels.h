@@ -1,0 +1,58 @@
+/* kernels.h — the numeric kernels of the forward pass.
+ *
+ * Each weight type has a row dot product (a row of the weight in its stored type, times an f32
+ * vector); the table in kernels.c holds a scalar reference and an AVX2 version of each, and
+ * tests/test_kernels.c holds the two together. Matrix products pick between a threaded
+ * matrix-vector loop (few tokens: memory-bound, weights streamed once) and OpenBLAS sgemm on
+ * dequantised row panels (many tokens: compute-bound).
+ *
+ * Dimension legend: n tokens, in/out widths of a projection; a weight W is stored as `out` rows of
+ * `in` elements (GGUF ne = [in, out]), and y = x Wᵀ.
+ */
+#ifndef MSRNN_TENSOR_KERNELS_H
+#define MSRNN_TENSOR_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tensor/types.h"
+
+/* dot(row of type t with n elements, x) */
+typedef float (*vec_dot_fn)(const void *row, const float *x, int n);
+
+typedef struct {
+    vec_dot_fn dot_ref;  /* scalar reference */
+    vec_dot_fn dot_simd; /* AVX2/FMA (equal to dot_ref when not built for AVX2) */
+} type_kernels;
+
+const type_kernels *kernels_for(tensor_type t);
+/* 1 to use the SIMD kernels (default), 0 to force the scalar reference everywhere (for tests). */
+void kernels_use_simd(int on);
+
+/* A weight matrix as the kernels see it. */
+typedef struct {
+    const void *data;
+    tensor_type type;
+    int in, out;      /* row length and row count */
+    size_t row_bytes; /* bytes per row */
+} weight;
+
+/* y[n, out] = x[n, in] · Wᵀ. scratch: at least matmul_scratch_floats(w) floats (used to dequantise
+ * panels of W for sgemm when n is large). Uses OpenMP threads / OpenBLAS internally. */
+void matmul(float *y, const float *x, const weight *w, int n, float *scratch);
+size_t matmul_scratch_floats(int in);
+
+/* Row i of W as f32 (embedding lookup). */
+void weight_row(const weight *w, int i, float *dst);
+
+float dot_f32(const float *a, const float *b, int n);
+void axpy_f32(float *y, float a, const float *x, int n); /* y += a x */
+/* y += a x, x a row of type t (f32 or f16: KV cache rows) */
+void axpy_row(tensor_type t, float *y, float a, const void *x, int n);
+/* Threads used by matmul and the attention loops (OpenMP and OpenBLAS). */
+void kernels_set_threads(int n);
+void rmsnorm(float *out, const float *x, const float *w, int n, float eps);
+void swiglu(float *h, const float *up, int n); /* h = silu(h) * up, h holding the gate */
+void softmax(float *x, int n);                 /* in place, max-subtracted, f32 */
+
+#endif
