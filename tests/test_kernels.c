@@ -1,0 +1,163 @@
+/* test_kernels.c — every SIMD kernel against its scalar reference (normalised MSE, as ggml's
+ * test-backend-ops does), the matrix product's two paths against a double-precision loop, and the
+ * scalar conversions against their definitions. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tensor/kernels.h"
+
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
+static int failures, checks;
+
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        checks++;                                                                                  \
+        if (!(cond)) {                                                                             \
+            failures++;                                                                            \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
+            printf(__VA_ARGS__);                                                                   \
+            printf("\n");                                                                          \
+        }                                                                                          \
+    } while (0)
+
+static uint64_t rng = 12345;
+static float frand(void) { /* uniform in [-1, 1) */
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((rng >> 40) / (double)(1ull << 24)) * 2 - 1;
+}
+
+static double nmse(const float *a, const float *ref, int n) {
+    double num = 0, den = 0;
+    for (int i = 0; i < n; i++) num += (a[i] - ref[i]) * (double)(a[i] - ref[i]), den += (double)ref[i] * ref[i];
+    return den > 0 ? num / den : num;
+}
+
+static const tensor_type types[] = {TYPE_F32, TYPE_F16, TYPE_BF16, TYPE_Q8_0, TYPE_Q4_0};
+
+static void test_dots(void) {
+    const int sizes[] = {32, 64, 96, 288, 768, 2048, 4096};
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+        tensor_type t = types[ti];
+        const type_kernels *k = kernels_for(t);
+        for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+            int n = sizes[si], rows = 64;
+            float *w = malloc(sizeof(float) * n * rows), *x = malloc(sizeof(float) * n);
+            float *ys = malloc(sizeof(float) * rows), *yr = malloc(sizeof(float) * rows);
+            uint8_t *q = malloc(type_row_bytes(t, n) * rows);
+            for (int i = 0; i < n * rows; i++) w[i] = frand();
+            for (int i = 0; i < n; i++) x[i] = frand();
+            quantize_row(t, w, q, (int64_t)n * rows);
+            for (int r = 0; r < rows; r++) {
+                ys[r] = k->dot_simd(q + r * type_row_bytes(t, n), x, n);
+                yr[r] = k->dot_ref(q + r * type_row_bytes(t, n), x, n);
+            }
+            double e = nmse(ys, yr, rows);
+            CHECK(e < 1e-10, "%s dot n=%d: nmse %.3g >= 1e-10", type_traits(t)->name, n, e);
+            free(w), free(x), free(ys), free(yr), free(q);
+        }
+    }
+    /* odd lengths for the float types (tails) */
+    for (int n = 1; n < 70; n++) {
+        float w[70], x[70];
+        uint16_t h[70];
+        for (int i = 0; i < n; i++) w[i] = frand(), x[i] = frand();
+        float a = kernels_for(TYPE_F32)->dot_simd(w, x, n), b = kernels_for(TYPE_F32)->dot_ref(w, x, n);
+        CHECK(fabsf(a - b) <= 1e-5f * (1 + fabsf(b)), "f32 dot tail n=%d: %g vs %g", n, a, b);
+        quantize_row(TYPE_F16, w, h, n);
+        a = kernels_for(TYPE_F16)->dot_simd(h, x, n), b = kernels_for(TYPE_F16)->dot_ref(h, x, n);
+        CHECK(fabsf(a - b) <= 1e-5f * (1 + fabsf(b)), "f16 dot tail n=%d: %g vs %g", n, a, b);
+        quantize_row(TYPE_BF16, w, h, n);
+        a = kernels_for(TYPE_BF16)->dot_simd(h, x, n), b = kernels_for(TYPE_BF16)->dot_ref(h, x, n);
+        CHECK(fabsf(a - b) <= 1e-5f * (1 + fabsf(b)), "bf16 dot tail n=%d: %g vs %g", n, a, b);
+        float y1[70] = {0}, y2[70] = {0};
+        axpy_row(TYPE_F16, y1, 0.5f, h, n); /* h now holds bf16 bits; any f16 bits do */
+        for (int i = 0; i < n; i++) y2[i] += 0.5f * fp16_to_fp32(h[i]);
+        CHECK(!memcmp(y1, y2, sizeof(float) * n) || nmse(y1, y2, n) < 1e-12, "axpy f16 n=%d", n);
+    }
+}
+
+/* matmul's matrix-vector path (n < 8) and sgemm path (n >= 8) against a double loop over the
+ * dequantised weights. */
+static void test_matmul(void) {
+    const int ins[] = {64, 288, 768}, outs[] = {3, 100, 1000}, ns[] = {1, 3, 7, 8, 33};
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++)
+        for (int a = 0; a < 3; a++)
+            for (int b = 0; b < 3; b++)
+                for (int c = 0; c < 5; c++) {
+                    tensor_type t = types[ti];
+                    int in = ins[a], out = outs[b], n = ns[c];
+                    float *w = malloc(sizeof(float) * in * out), *x = malloc(sizeof(float) * in * n);
+                    float *y = malloc(sizeof(float) * out * n), *yr = malloc(sizeof(float) * out * n);
+                    uint8_t *q = malloc(type_row_bytes(t, in) * out);
+                    float *scratch = malloc(sizeof(float) * matmul_scratch_floats(in));
+                    for (int i = 0; i < in * out; i++) w[i] = frand();
+                    for (int i = 0; i < in * n; i++) x[i] = frand();
+                    quantize_row(t, w, q, (int64_t)in * out);
+                    dequantize_row(t, q, w, (int64_t)in * out);
+                    weight W = {q, t, in, out, type_row_bytes(t, in)};
+                    matmul(y, x, &W, n, scratch);
+                    for (int i = 0; i < n; i++)
+                        for (int r = 0; r < out; r++) {
+                            double s = 0;
+                            for (int j = 0; j < in; j++) s += (double)w[r * in + j] * x[i * in + j];
+                            yr[i * out + r] = (float)s;
+                        }
+                    double e = nmse(y, yr, out * n);
+                    CHECK(e < 1e-11, "matmul %s in=%d out=%d n=%d: nmse %.3g", type_traits(t)->name,
+                          in, out, n, e);
+                    free(w), free(x), free(y), free(yr), free(q), free(scratch);
+                }
+}
+
+static void test_conversions(void) {
+    /* f16: every one of the 65536 bit patterns survives f16 -> f32 -> f16 (NaNs stay NaN) */
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = fp16_to_fp32((uint16_t)h);
+        uint16_t back = fp32_to_fp16(f);
+        if (isnan(f) ? !isnan(fp16_to_fp32(back)) : back != h) bad++;
+    }
+    CHECK(bad == 0, "f16 round trip: %d bit patterns differ", bad);
+    CHECK(fp16_to_fp32(0x3c00) == 1.0f && fp16_to_fp32(0xc000) == -2.0f, "f16 1.0 / -2.0");
+    CHECK(fp16_to_fp32(0x0001) == ldexpf(1, -24), "smallest f16 subnormal");
+    CHECK(fp32_to_fp16(65520.0f) == 0x7c00 && fp32_to_fp16(65519.0f) == 0x7bff, "f16 overflow edge");
+    CHECK(fp32_to_fp16(1.0f + ldexpf(1, -11)) == 0x3c00, "f16 ties to even (down)");
+    CHECK(fp32_to_fp16(1.0f + 3 * ldexpf(1, -11)) == 0x3c02, "f16 ties to even (up)");
+    /* agree with the hardware conversion (F16C) on many random values */
+#if defined(__F16C__)
+    for (int i = 0; i < 100000; i++) {
+        float f = frand() * ldexpf(1, (int)(frand() * 20));
+        uint16_t hw = (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(f), _MM_FROUND_TO_NEAREST_INT), 0);
+        if (hw != fp32_to_fp16(f)) bad++;
+    }
+    CHECK(bad == 0, "f16 conversion disagrees with F16C on %d values", bad);
+#endif
+    CHECK(bf16_to_fp32(fp32_to_bf16(1.5f)) == 1.5f, "bf16 exact value");
+    CHECK(fp32_to_bf16(1.0f + ldexpf(1, -8)) == 0x3f80, "bf16 ties to even");
+    /* q8_0 / q4_0 dequantise(quantise(x)) error bounded by half a step */
+    float x[64], y[64];
+    block_q8_0 b8[2];
+    block_q4_0 b4[2];
+    for (int i = 0; i < 64; i++) x[i] = frand();
+    quantize_row(TYPE_Q8_0, x, b8, 64);
+    dequantize_row(TYPE_Q8_0, b8, y, 64);
+    for (int i = 0; i < 64; i++)
+        CHECK(fabsf(x[i] - y[i]) <= fp16_to_fp32(b8[i / 32].d) * 0.5f + 1e-3f, "q8_0 error at %d", i);
+    quantize_row(TYPE_Q4_0, x, b4, 64);
+    dequantize_row(TYPE_Q4_0, b4, y, 64);
+    for (int i = 0; i < 64; i++)
+        CHECK(fabsf(x[i] - y[i]) <= fabsf(fp16_to_fp32(b4[i / 32].d)) * 1.0f + 1e-3f, "q4_0 error at %d", i);
+}
+
+int main(void) {
+    test_dots();
+    test_matmul();
+    test_conversions();
+    printf("test_kernels: %d passed, %d failed\n", checks - failures, failures);
+    return failures != 0;
+}
