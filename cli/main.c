@@ -13,6 +13,7 @@ static const struct {
     {"tokenize", cmd_tokenize, "show the token ids of a text"},
     {"bench", cmd_bench, "measure prompt-processing and generation speed"},
     {"info", cmd_info, "print a GGUF file's metadata and tensors"},
+    {"init-model", cmd_init_model, "write a new model with freshly initialised weights"},
 };
 
 static void usage(FILE *f) {

@@ -1,0 +1,28 @@
+/* init.h — write a new Llama model file with freshly initialised weights: the starting point of
+ * training, and a model of any shape for tests and benchmarks. */
+#ifndef MSRNN_MODEL_INIT_H
+#define MSRNN_MODEL_INIT_H
+
+#include <stdint.h>
+
+#include "base/status.h"
+#include "tensor/types.h"
+
+typedef struct {
+    int dim, n_layers, n_heads, n_kv_heads, ffn_dim, n_ctx;
+    int n_vocab;        /* 0: the vocabulary file's size */
+    float rope_base;    /* 10000 */
+    float norm_eps;     /* 1e-5 */
+    int tied;           /* share token_embd as the output head */
+    tensor_type type;   /* type of the matrices (norms stay f32) */
+    float init_std;     /* std of the normal init of matrices (0.02) */
+    uint64_t seed;
+    const char *name;   /* general.name */
+} model_init_params;
+
+/* Write path (atomically): hyper-parameters, tokenizer keys copied from vocab_path (any GGUF with a
+ * `llama` vocabulary), and weights ~ N(0, init_std²) (output projections scaled by 1/sqrt(2L), as
+ * GPT-2 does), norm weights 1. */
+msrnn_status model_write_init(const model_init_params *p, const char *vocab_path, const char *path);
+
+#endif
