@@ -2,9 +2,9 @@
  *
  * Encoding follows SentencePiece's BPE model exactly: the text (UTF-8) gets a leading "▁" when
  * add_space_prefix is set, every space becomes "▁" (U+2581), the text is split into Unicode
- * characters, and the adjacent pair whose concatenation is a vocabulary piece with the highest score
- * is merged repeatedly (ties: leftmost first); a character with no piece is emitted as its UTF-8
- * bytes through the <0xNN> byte-fallback tokens. Decoding reverses it.
+ * characters, and the adjacent pair whose concatenation is a vocabulary piece with the highest
+ * score is merged repeatedly (ties: leftmost first); a character with no piece is emitted as its
+ * UTF-8 bytes through the <0xNN> byte-fallback tokens. Decoding reverses it.
  */
 #ifndef MSRNN_TEXT_TOKENIZER_H
 #define MSRNN_TEXT_TOKENIZER_H
@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "base/status.h"
+#include "io/gguf.h"
 
 /* Token types as GGUF stores them in tokenizer.ggml.token_type (llama.cpp's numbering). */
 enum {
@@ -40,9 +41,10 @@ typedef struct {
 msrnn_status spm_tokenizer_build(const spm_vocab *v, spm_tokenizer **out);
 void spm_tokenizer_free(spm_tokenizer *t);
 
-/* Encode; n_ids never exceeds len + 2, so cap = len + 2 always suffices. Invalid UTF-8 bytes are
- * encoded through byte fallback, never read past len. Returns MSRNN_ERR_INVALID if cap is too small
- * (with *n_out = the size needed). */
+/* Encode; n_ids never exceeds spm_max_ids(t, len), so cap = spm_max_ids(t, len) always suffices.
+ * Each malformed UTF-8 byte becomes U+FFFD first (as sentencepiece does), then that character's
+ * piece or its bytes through byte fallback; never reads past len. Returns MSRNN_ERR_INVALID if cap
+ * is too small (with *n_out = the size needed). ids may be NULL with cap 0 to ask for the size. */
 msrnn_status spm_encode(const spm_tokenizer *t, const char *text, size_t len, int add_bos,
                         int32_t *ids, size_t cap, size_t *n_out);
 
@@ -55,5 +57,15 @@ size_t spm_token_to_text(const spm_tokenizer *t, int32_t prev, int32_t id, char 
 size_t spm_decode(const spm_tokenizer *t, const int32_t *ids, size_t n, char *buf, size_t cap);
 
 int spm_n_vocab(const spm_tokenizer *t);
+
+/* An upper bound on the ids spm_encode gives for len bytes (BOS included): len + 2 when "▁" and
+ * U+FFFD are pieces and user-defined pieces are whole characters (Llama 2), else 3 * len + 4 (a
+ * space or malformed byte can become three byte tokens). */
+size_t spm_max_ids(const spm_tokenizer *t, size_t len);
+
+/* Build a tokenizer from a GGUF file's tokenizer.ggml.* keys (tokenizer.ggml.model must be "llama";
+ * tokens, scores and token_type arrays of one length; bos/eos/unknown ids in range;
+ * add_space_prefix defaults to true). */
+msrnn_status spm_tokenizer_from_gguf(const gguf_file *f, spm_tokenizer **out);
 
 #endif
