@@ -76,7 +76,8 @@ static msrnn_status full_attend(memory *m, int layer, int n, const float *q, con
     const vec_dot_fn dot = kernels_for(et)->dot_simd;
     const float scale = 1.0f / sqrtf((float)d);
     float *scratch0 = (float *)((uint8_t *)m->state + header_bytes(s) + layer_bytes(s) * s->n_layers);
-#pragma omp parallel for schedule(dynamic, 1)
+    const int64_t work = (int64_t)n * H * (base + n) * d;
+#pragma omp parallel for schedule(dynamic, 1) if (work > 16384)
     for (int job = 0; job < n * H; job++) {
         const int t = job / H, hq = job % H, g = hq / group;
         const int n_keys = base + t + 1; /* causal: itself and everything before */

@@ -150,13 +150,13 @@ static msrnn_status eval_batch(msrnn_session *s, const int32_t *tokens, int n, f
     for (int l = 0; l < in->n_layers; l++) {
         const layer_weights *lw = &m->layers[l];
         /* attention sub-block: x += Wo · attend(rope(Wq xb), rope(Wk xb), Wv xb) */
-#pragma omp parallel for
+#pragma omp parallel for if (n > 8)
         for (int t = 0; t < n; t++)
             rmsnorm(s->xb + (size_t)t * D, s->x + (size_t)t * D, lw->attn_norm, D, in->norm_eps);
-        matmul(s->q, s->xb, &lw->wq, n, s->scratch);
-        matmul(s->k, s->xb, &lw->wk, n, s->scratch);
-        matmul(s->v, s->xb, &lw->wv, n, s->scratch);
-#pragma omp parallel for
+        float *qkv[3] = {s->q, s->k, s->v};
+        const weight *wqkv[3] = {&lw->wq, &lw->wk, &lw->wv};
+        matmul_many(3, qkv, s->xb, wqkv, n, s->scratch);
+#pragma omp parallel for if (n > 8)
         for (int t = 0; t < n; t++) {
             const float *cs = s->rope_cs + (size_t)t * R * 2;
             rope_apply(s->q + (size_t)t * qd, H, d, m->n_rot, cs);
@@ -166,12 +166,13 @@ static msrnn_status eval_batch(msrnn_session *s, const int32_t *tokens, int n, f
         matmul(s->xb, s->att, &lw->wo, n, s->scratch);
         for (size_t i = 0; i < (size_t)n * D; i++) s->x[i] += s->xb[i];
         /* FFN sub-block: x += W_down (silu(W_gate xb) ⊙ W_up xb) */
-#pragma omp parallel for
+#pragma omp parallel for if (n > 8)
         for (int t = 0; t < n; t++)
             rmsnorm(s->xb + (size_t)t * D, s->x + (size_t)t * D, lw->ffn_norm, D, in->norm_eps);
-        matmul(s->hb, s->xb, &lw->w_gate, n, s->scratch);
-        matmul(s->hb2, s->xb, &lw->w_up, n, s->scratch);
-#pragma omp parallel for
+        float *gate_up[2] = {s->hb, s->hb2};
+        const weight *wgu[2] = {&lw->w_gate, &lw->w_up};
+        matmul_many(2, gate_up, s->xb, wgu, n, s->scratch);
+#pragma omp parallel for if (n > 8)
         for (int t = 0; t < n; t++) swiglu(s->hb + (size_t)t * F, s->hb2 + (size_t)t * F, F);
         matmul(s->xb, s->hb, &lw->w_down, n, s->scratch);
         for (size_t i = 0; i < (size_t)n * D; i++) s->x[i] += s->xb[i];

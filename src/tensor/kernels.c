@@ -207,16 +207,44 @@ size_t matmul_scratch_floats(int in) {
     return rows * (size_t)in;
 }
 
+/* Rows [r0, r1) of the concatenation of ws[0..count): y_k[t, r] = dot(row r of W_k, x_t). */
+static void matvec_rows(float *const *ys, const weight *const *ws, int count, const float *x, int n,
+                        int r0, int r1) {
+    int k = 0, base = 0;
+    while (r0 >= base + ws[k]->out) base += ws[k++]->out;
+    for (int r = r0; r < r1; r++) {
+        while (r >= base + ws[k]->out) base += ws[k++]->out;
+        const weight *w = ws[k];
+        const void *row = (const uint8_t *)w->data + (size_t)(r - base) * w->row_bytes;
+        vec_dot_fn dot = dot_of(w->type);
+        for (int t = 0; t < n; t++) ys[k][(size_t)t * w->out + (r - base)] = dot(row, x + (size_t)t * w->in, w->in);
+    }
+    (void)count;
+}
+
+void matmul_many(int count, float *const *ys, const float *x, const weight *const *ws, int n,
+                 float *scratch) {
+    if (n >= GEMM_MIN_TOKENS) {
+        for (int k = 0; k < count; k++) matmul(ys[k], x, ws[k], n, scratch);
+        return;
+    }
+    /* decode: one parallel region streams every weight's rows once, split evenly across threads */
+    int total = 0;
+    for (int k = 0; k < count; k++) total += ws[k]->out;
+    const int work = total * ws[0]->in * n;
+#pragma omp parallel if (work > 32768)
+    {
+        const int nth = omp_get_num_threads(), ith = omp_get_thread_num();
+        const int r0 = (int)((int64_t)total * ith / nth), r1 = (int)((int64_t)total * (ith + 1) / nth);
+        if (r0 < r1) matvec_rows(ys, ws, count, x, n, r0, r1);
+    }
+}
+
 void matmul(float *y, const float *x, const weight *w, int n, float *scratch) {
     const int in = w->in, out = w->out;
     const uint8_t *base = w->data;
     if (n < GEMM_MIN_TOKENS) {
-        vec_dot_fn dot = dot_of(w->type);
-#pragma omp parallel for schedule(static)
-        for (int r = 0; r < out; r++) {
-            const void *row = base + (size_t)r * w->row_bytes;
-            for (int t = 0; t < n; t++) y[(size_t)t * out + r] = dot(row, x + (size_t)t * in, in);
-        }
+        matmul_many(1, &y, x, &w, n, scratch);
         return;
     }
     if (w->type == TYPE_F32) {

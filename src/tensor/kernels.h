@@ -41,6 +41,10 @@ typedef struct {
  * panels of W for sgemm when n is large). Uses OpenMP threads / OpenBLAS internally. */
 void matmul(float *y, const float *x, const weight *w, int n, float *scratch);
 size_t matmul_scratch_floats(int in);
+/* Several products of the same input (q, k, v; gate, up) in one pass: for decoding, a single parallel
+ * region over all their rows. Every ws[k]->in must be equal. */
+void matmul_many(int count, float *const *ys, const float *x, const weight *const *ws, int n,
+                 float *scratch);
 
 /* Row i of W as f32 (embedding lookup). */
 void weight_row(const weight *w, int i, float *dst);

@@ -416,16 +416,23 @@ typedef struct {
 } symbol;
 
 typedef struct {
-    float score;
+    uint64_t key; /* score (order-preserving bits) above, ~left below: larger key first */
     int32_t left, right;
     uint32_t size; /* bytes of the merged piece, to detect stale entries */
     int32_t id;
 } pair;
 
-/* Max-heap order: higher score first, then the leftmost pair. */
-static int pair_before(const pair *a, const pair *b) {
-    return a->score > b->score || (a->score == b->score && a->left < b->left);
+/* The queue's order as one integer: higher score first, then the leftmost pair (sentencepiece's
+ * SymbolPairComparator). -0 and +0 compare equal as floats, so they share a key. */
+static uint64_t pair_key(float score, int32_t left) {
+    uint32_t bits;
+    if (score == 0.0f) score = 0.0f;
+    memcpy(&bits, &score, sizeof bits);
+    bits = (bits & 0x80000000u) ? ~bits : bits | 0x80000000u;
+    return (uint64_t)bits << 32 | (uint32_t) ~(uint32_t)left;
 }
+
+static int pair_before(const pair *a, const pair *b) { return a->key > b->key; }
 
 typedef struct {
     uint32_t start, len;
@@ -489,7 +496,7 @@ static void maybe_add_pair(encoder *e, int32_t left, int32_t right) {
     uint32_t size = l->len + r->len;
     int32_t id = table_find(e->t, &e->t->mergeable, e->norm + l->start, size);
     if (id < 0) return;
-    pair p = {e->t->scores[id], left, right, size, id};
+    pair p = {pair_key(e->t->scores[id], left), left, right, size, id};
     heap_push(e, p);
     if (e->rev_split && e->t->types[id] == TOKEN_TYPE_UNUSED) e->rev_split[id] = (int32_t)l->len;
 }
@@ -556,28 +563,39 @@ static void resegment(encoder *e, uint32_t start, uint32_t len, int32_t id) {
     }
 }
 
-/* Normalize text into a fresh buffer (see the file comment); returns its length. */
+/* Emit one final symbol: its id as sentencepiece's PieceToId gives it, then resegment. */
+static void emit_symbol(encoder *e, const symbol *s) {
+    const spm_tokenizer *t = e->t;
+    int32_t id = s->id >= 0 ? t->resolved[s->id] : piece_to_id(t, e->norm + s->start, s->len);
+    resegment(e, s->start, s->len, id);
+}
+
+/* Merge the n symbols in e->sym (linked in order) and emit what they become. */
+static void flush_segment(encoder *e, int32_t n) {
+    if (n == 0) return;
+    e->sym[n - 1].next = -1;
+    if (n > 1) merge_segment(e, 0, n - 1);
+    if (e->failed) return;
+    for (int32_t i = 0; i >= 0; i = e->sym[i].next) emit_symbol(e, &e->sym[i]);
+}
+
+/* Normalize text (see the file comment) into out, or only measure it when out is NULL; returns
+ * the normalized length. */
 static size_t normalize(const spm_tokenizer *t, const char *text, size_t len, char *out) {
     size_t o = 0;
     if (t->add_space_prefix) {
-        memcpy(out, kSpace, 3);
+        if (out) memcpy(out, kSpace, 3);
         o = 3;
     }
     const uint8_t *s = (const uint8_t *)text;
     for (size_t i = 0; i < len;) {
-        if (s[i] == ' ') {
-            memcpy(out + o, kSpace, 3);
-            o += 3;
-            i++;
-            continue;
-        }
-        size_t k = utf8_valid_len(s + i, len - i);
-        if (k == 0) {
-            memcpy(out + o, kReplacement, 3);
+        size_t k = s[i] == ' ' ? 0 : utf8_valid_len(s + i, len - i);
+        if (k == 0) { /* a space becomes "▁", a malformed byte U+FFFD */
+            if (out) memcpy(out + o, s[i] == ' ' ? kSpace : kReplacement, 3);
             o += 3;
             i++;
         } else {
-            memcpy(out + o, s + i, k);
+            if (out) memcpy(out + o, s + i, k);
             o += k;
             i += k;
         }
@@ -607,74 +625,65 @@ msrnn_status spm_encode(const spm_tokenizer *t, const char *text, size_t len, in
                    : MSRNN_OK;
     }
 
-    /* A symbol has at least one byte (a user-defined piece that is not whole characters can split
-     * one, so there may be more symbols than characters). */
-    size_t max_norm = 3 * len + 3;
-    char *norm = malloc(max_norm);
-    symbol *sym = malloc(max_norm * sizeof *sym);
+    size_t nlen = normalize(t, text, len, NULL);
+    char *norm = malloc(nlen);
     if (t->has_unused) {
         e.rev_split = malloc((size_t)t->n_vocab * sizeof *e.rev_split);
         e.stack = malloc(((size_t)t->max_piece_len + 2) * sizeof *e.stack);
     }
-    if (!norm || !sym || (t->has_unused && (!e.rev_split || !e.stack))) {
-        free(norm);
-        free(sym);
-        free(e.rev_split);
-        free(e.stack);
-        return msrnn_fail(MSRNN_ERR_NOMEM, "tokenizer: out of memory encoding %zu bytes", len);
+    e.failed = !norm || (t->has_unused && (!e.rev_split || !e.stack));
+    if (!e.failed) {
+        normalize(t, text, len, norm);
+        e.norm = norm;
+        if (e.rev_split)
+            for (int i = 0; i < t->n_vocab; i++) e.rev_split[i] = -1;
     }
-    if (e.rev_split)
-        for (int i = 0; i < t->n_vocab; i++) e.rev_split[i] = -1;
-    size_t nlen = normalize(t, text, len, norm);
-    e.norm = norm;
-    e.sym = sym;
 
-    /* Split into symbols: user-defined pieces or single characters. */
-    int32_t n_sym = 0;
-    for (size_t p = 0; p < nlen;) {
-        uint32_t k = t->trie_nodes ? trie_longest(t, norm + p, nlen - p) : 0;
-        int frozen = k > 0;
-        if (!k) k = (uint32_t)utf8_char_len((uint8_t)norm[p]);
-        if (k > nlen - p) k = (uint32_t)(nlen - p);
-        sym[n_sym] = (symbol){(uint32_t)p, k, n_sym - 1, n_sym + 1, -2, frozen};
+    /* Split into symbols (user-defined pieces or single characters), and merge and emit them one
+     * segment between isolating bytes at a time. With unused pieces the whole text is one segment:
+     * which pair an unused piece splits back into depends on the global order of the queue's
+     * pushes. */
+    size_t n_sym = 0, cap_sym = 0;
+    for (size_t p = 0; p <= nlen && !e.failed;) {
+        uint32_t k = 0;
+        int frozen = 0, barrier = p == nlen;
+        if (!barrier) {
+            k = t->trie_nodes ? trie_longest(t, norm + p, nlen - p) : 0;
+            frozen = k > 0;
+            if (!k) k = (uint32_t)utf8_char_len((uint8_t)norm[p]);
+            if (k > nlen - p) k = (uint32_t)(nlen - p);
+            uint8_t c = (uint8_t)norm[p];
+            barrier = k == 1 && c < 128 && t->isolating[c] && !t->has_unused;
+        }
+        if (barrier) {
+            flush_segment(&e, (int32_t)n_sym);
+            n_sym = 0;
+            if (p == nlen) break;
+            emit_symbol(&e, &(symbol){(uint32_t)p, 1, -1, -1, -2, 0});
+            p++;
+            continue;
+        }
+        if (n_sym == cap_sym) {
+            size_t cap2 = cap_sym ? 2 * cap_sym : 1024;
+            symbol *s2 = realloc(e.sym, cap2 * sizeof *s2);
+            if (!s2) {
+                e.failed = 1;
+                break;
+            }
+            e.sym = s2;
+            cap_sym = cap2;
+        }
+        e.sym[n_sym] = (symbol){(uint32_t)p, k, (int32_t)n_sym - 1, (int32_t)n_sym + 1, -2, frozen};
         n_sym++;
         p += k;
     }
-    sym[n_sym - 1].next = -1;
-
-    /* Merge, one segment between isolating bytes at a time. With unused pieces the whole text is
-     * one segment: which pair an unused piece splits back into depends on the global order of the
-     * queue's pushes. */
-    int32_t first = 0;
-    for (int32_t i = 0; i <= n_sym && !e.failed; i++) {
-        int barrier = i == n_sym;
-        if (!barrier && sym[i].len == 1 && !t->has_unused) {
-            uint8_t c = (uint8_t)norm[sym[i].start];
-            barrier = c < 128 && t->isolating[c];
-        }
-        if (!barrier) continue;
-        if (i - first > 1) merge_segment(&e, first, i - 1);
-        first = i + 1;
-    }
-    if (e.failed) {
-        free(norm);
-        free(sym);
-        free(e.heap);
-        free(e.rev_split);
-        free(e.stack);
-        return msrnn_fail(MSRNN_ERR_NOMEM, "tokenizer: out of memory encoding %zu bytes", len);
-    }
-
-    for (int32_t i = 0; i >= 0; i = sym[i].next) {
-        const symbol *s = &sym[i];
-        int32_t id = s->id >= 0 ? t->resolved[s->id] : piece_to_id(t, norm + s->start, s->len);
-        resegment(&e, s->start, s->len, id);
-    }
     free(norm);
-    free(sym);
+    free(e.sym);
     free(e.heap);
     free(e.rev_split);
     free(e.stack);
+    if (e.failed)
+        return msrnn_fail(MSRNN_ERR_NOMEM, "tokenizer: out of memory encoding %zu bytes", len);
     *n_out = e.n_out;
     if (e.n_out > e.cap)
         return msrnn_fail(MSRNN_ERR_INVALID, "tokenizer: %zu ids need room, %zu given", e.n_out,
