@@ -167,9 +167,11 @@ static void exercise(const spm_tokenizer *t, const uint8_t *data, size_t size, i
     CHECK(n <= cap);
     if (llama) CHECK(n <= size + 2);
     for (size_t i = 0; i < n; i++) CHECK(ids[i] >= 0 && ids[i] < spm_n_vocab(t));
-    CHECK(spm_encode(t, text, size, 0, NULL, 0, &n2) == (n ? MSRNN_ERR_INVALID : MSRNN_OK));
-    CHECK(n2 == n);
-    if (n > 0) { /* a cap one short: the size needed, and the ids that fit */
+    if (size <= 512) { /* the size alone (ids NULL), a cap one short: the size needed */
+        CHECK(spm_encode(t, text, size, 0, NULL, 0, &n2) == (n ? MSRNN_ERR_INVALID : MSRNN_OK));
+        CHECK(n2 == n);
+    }
+    if (n > 0 && size <= 512) {
         int32_t *few = malloc(n * sizeof *few);
         CHECK(few);
         CHECK(spm_encode(t, text, size, 1, few, n, &n2) ==
