@@ -93,7 +93,7 @@ int cmd_generate(int argc, char **argv) {
     }
     const msrnn_model_info *in = msrnn_model_get_info(m);
     int n_ctx = o.sp.n_ctx > 0 ? o.sp.n_ctx : in->n_ctx;
-    size_t cap = plen + 2, n_prompt = 0;
+    size_t cap = msrnn_tokenize_max(m, plen), n_prompt = 0;
     int32_t *ids = malloc((cap + (size_t)n_predict) * sizeof *ids);
     msrnn_sampler *smp = NULL;
     char piece[256];

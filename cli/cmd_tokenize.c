@@ -57,8 +57,8 @@ int cmd_tokenize(int argc, char **argv) {
     size_t n = 0;
     int rc = 0;
     if (gguf_open(model, &g) != MSRNN_OK || spm_tokenizer_from_gguf(g, &tok) != MSRNN_OK ||
-        !(ids = malloc((len + 2) * sizeof *ids)) ||
-        spm_encode(tok, text, len, bos, ids, len + 2, &n) != MSRNN_OK) {
+        !(ids = malloc(spm_max_ids(tok, len) * sizeof *ids)) ||
+        spm_encode(tok, text, len, bos, ids, spm_max_ids(tok, len), &n) != MSRNN_OK) {
         fprintf(stderr, "msrnn %s: %s\n", cmd, ids || !tok ? msrnn_last_error() : "out of memory");
         rc = 1;
     } else if (json || only_ids) {

@@ -87,6 +87,8 @@ const float *msrnn_session_logits(const msrnn_session *s);
  * (so a call with cap too small returns MSRNN_ERR_INVALID and tells the size to allocate). */
 msrnn_status msrnn_tokenize(const msrnn_model *m, const char *text, size_t len, int add_bos,
                             int32_t *ids, size_t cap, size_t *n_out);
+/* An ids buffer of this many entries always holds the encoding of len bytes (BOS included). */
+size_t msrnn_tokenize_max(const msrnn_model *m, size_t len);
 /* The bytes of one token as it appears in text (prev: the previous id, -1 at the start; the
  * SentencePiece leading space is dropped after BOS or at the start). Returns the length, writing
  * at most cap bytes to buf. */

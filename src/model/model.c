@@ -188,6 +188,10 @@ msrnn_status msrnn_tokenize(const msrnn_model *m, const char *text, size_t len, 
     return spm_encode(m->tok, text, len, add_bos, ids, cap, n_out);
 }
 
+size_t msrnn_tokenize_max(const msrnn_model *m, size_t len) {
+    return m->tok ? spm_max_ids(m->tok, len) : len + 2;
+}
+
 size_t msrnn_token_to_text(const msrnn_model *m, int32_t prev, int32_t id, char *buf, size_t cap) {
     if (!m->tok) return 0;
     return spm_token_to_text(m->tok, prev, id, buf, cap);
