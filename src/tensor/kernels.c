@@ -201,10 +201,10 @@ static vec_dot_fn dot_of(tensor_type t) { return use_simd ? table[t].dot_simd : 
 /* Floats of scratch for one dequantised panel of rows (~2 MiB: stays in L2/L3 while sgemm runs). */
 #define PANEL_FLOATS (1 << 19)
 
+/* Non-decreasing in `in`, so a scratch sized for the widest input serves every product. */
 size_t matmul_scratch_floats(int in) {
-    size_t rows = PANEL_FLOATS / (size_t)in;
-    if (rows < 16) rows = 16;
-    return rows * (size_t)in;
+    size_t min = 16 * (size_t)in;
+    return min > PANEL_FLOATS ? min : PANEL_FLOATS;
 }
 
 /* Rows [r0, r1) of the concatenation of ws[0..count): y_k[t, r] = dot(row r of W_k, x_t). */
