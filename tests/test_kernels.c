@@ -58,6 +58,17 @@ static void test_dots(void) {
             }
             double e = nmse(ys, yr, rows);
             CHECK(e < 1e-10, "%s dot n=%d: nmse %.3g >= 1e-10", type_traits(t)->name, n, e);
+            if (k->dot_q8_ref) { /* integer dot against Q8_0 activations */
+                block_q8_0 *xq = malloc(sizeof(block_q8_0) * (n / 32));
+                quantize_row(TYPE_Q8_0, x, xq, n);
+                for (int r = 0; r < rows; r++) {
+                    ys[r] = k->dot_q8_simd(q + r * type_row_bytes(t, n), xq, n);
+                    yr[r] = k->dot_q8_ref(q + r * type_row_bytes(t, n), xq, n);
+                }
+                e = nmse(ys, yr, rows);
+                CHECK(e < 1e-10, "%s x q8_0 dot n=%d: nmse %.3g >= 1e-10", type_traits(t)->name, n, e);
+                free(xq);
+            }
             free(w), free(x), free(ys), free(yr), free(q);
         }
     }
@@ -99,18 +110,27 @@ static void test_matmul(void) {
                     for (int i = 0; i < in * n; i++) x[i] = frand();
                     quantize_row(t, w, q, (int64_t)in * out);
                     dequantize_row(t, q, w, (int64_t)in * out);
+                    /* decoding (n < 8) with quantised weights rounds the activations to Q8_0 first */
+                    const int act_q8 = kernels_for(t)->dot_q8_ref && n < 8;
+                    float *xr = malloc(sizeof(float) * in * n);
+                    block_q8_0 *xq = malloc(sizeof(block_q8_0) * (in / 32 + 1) * n);
+                    memcpy(xr, x, sizeof(float) * in * n);
+                    if (act_q8) {
+                        quantize_row(TYPE_Q8_0, x, xq, (int64_t)in * n);
+                        dequantize_row(TYPE_Q8_0, xq, xr, (int64_t)in * n);
+                    }
                     weight W = {q, t, in, out, type_row_bytes(t, in)};
                     matmul(y, x, &W, n, scratch);
                     for (int i = 0; i < n; i++)
                         for (int r = 0; r < out; r++) {
                             double s = 0;
-                            for (int j = 0; j < in; j++) s += (double)w[r * in + j] * x[i * in + j];
+                            for (int j = 0; j < in; j++) s += (double)w[r * in + j] * xr[i * in + j];
                             yr[i * out + r] = (float)s;
                         }
                     double e = nmse(y, yr, out * n);
                     CHECK(e < 1e-11, "matmul %s in=%d out=%d n=%d: nmse %.3g", type_traits(t)->name,
                           in, out, n, e);
-                    free(w), free(x), free(y), free(yr), free(q), free(scratch);
+                    free(w), free(x), free(y), free(yr), free(q), free(scratch), free(xr), free(xq);
                 }
 }
 
@@ -123,6 +143,11 @@ static void test_conversions(void) {
         if (isnan(f) ? !isnan(fp16_to_fp32(back)) : back != h) bad++;
     }
     CHECK(bad == 0, "f16 round trip: %d bit patterns differ", bad);
+    for (uint32_t h = 0; h < 65536; h++) { /* hardware and bit-level conversions agree */
+        float a = fp16_to_fp32((uint16_t)h), b = fp16_to_fp32_ref((uint16_t)h);
+        if (isnan(a) ? !isnan(b) : memcmp(&a, &b, 4) != 0) bad++;
+    }
+    CHECK(bad == 0, "f16 -> f32: F16C and reference differ on %d bit patterns", bad);
     CHECK(fp16_to_fp32(0x3c00) == 1.0f && fp16_to_fp32(0xc000) == -2.0f, "f16 1.0 / -2.0");
     CHECK(fp16_to_fp32(0x0001) == ldexpf(1, -24), "smallest f16 subnormal");
     CHECK(fp32_to_fp16(65520.0f) == 0x7c00 && fp32_to_fp16(65519.0f) == 0x7bff, "f16 overflow edge");

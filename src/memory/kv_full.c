@@ -3,6 +3,7 @@
  * measured against. Layout per layer: keys then values, each (H_kv, capacity, d), f32 or f16, so one
  * head's keys are contiguous for the score loop.
  */
+#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -27,9 +28,17 @@ static size_t layer_bytes(const memory_shape *s) {
 
 static size_t scratch_floats(const memory_shape *s) { return ((size_t)s->capacity + 15) & ~(size_t)15; }
 
+/* Query rows per block in the batched (sgemm) path: a block's scores take rows × capacity floats. */
+static int block_rows(const memory_shape *s) {
+    int rows = (int)((1 << 22) / (size_t)s->capacity);
+    return rows < 8 ? 8 : rows > 64 ? 64 : rows;
+}
+
 static size_t full_bytes(const memory_shape *s) {
+    size_t per_thread = scratch_floats(s) * s->n_threads;
+    size_t batched = (size_t)block_rows(s) * scratch_floats(s);
     return header_bytes(s) + layer_bytes(s) * s->n_layers +
-           scratch_floats(s) * sizeof(float) * s->n_threads;
+           (per_thread > batched ? per_thread : batched) * sizeof(float);
 }
 
 static void full_init(memory *m, void *buf) { m->state = buf; }
@@ -53,6 +62,33 @@ static void store_row(void *dst, const float *src, int d, int f16) {
     else memcpy(dst, src, (size_t)d * sizeof(float));
 }
 
+/* Prompt processing: for each query head and block of query rows, scores = Q Kᵀ and out = P V with
+ * sgemm over the f32 cache (causal mask applied between the two by zeroing the future). */
+static void attend_batched(memory *m, int layer, int n, int base, const float *q, float *out,
+                           float *scores) {
+    const memory_shape *s = &m->shape;
+    const int d = s->head_dim, H = s->n_heads, group = H / s->n_kv_heads, qb = block_rows(s);
+    const float scale = 1.0f / sqrtf((float)d);
+    const size_t ld = scratch_floats(s);
+    for (int hq = 0; hq < H; hq++) {
+        const float *K = kv_row(m, layer, 0, hq / group, 0), *V = kv_row(m, layer, 1, hq / group, 0);
+        for (int t0 = 0; t0 < n; t0 += qb) {
+            const int rows = n - t0 < qb ? n - t0 : qb, n_keys = base + t0 + rows;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n_keys, d, scale,
+                        q + ((size_t)t0 * H + hq) * d, H * d, K, d, 0.0f, scores, (int)ld);
+#pragma omp parallel for if (rows * n_keys > 32768)
+            for (int r = 0; r < rows; r++) {
+                const int valid = base + t0 + r + 1;
+                float *row = scores + (size_t)r * ld;
+                softmax(row, valid);
+                memset(row + valid, 0, (size_t)(n_keys - valid) * sizeof(float));
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, n_keys, 1.0f, scores,
+                        (int)ld, V, d, 0.0f, out + ((size_t)t0 * H + hq) * d, H * d);
+        }
+    }
+}
+
 static msrnn_status full_attend(memory *m, int layer, int n, const float *q, const float *k,
                                 const float *v, const int32_t *pos, float *out) {
     const memory_shape *s = &m->shape;
@@ -72,10 +108,14 @@ static msrnn_status full_attend(memory *m, int layer, int n, const float *q, con
     used[layer] = base + n;
     if (layer == 0) h->n_used = base + n;
 
+    float *scratch0 = (float *)((uint8_t *)m->state + header_bytes(s) + layer_bytes(s) * s->n_layers);
+    if (!s->kv_f16 && n >= 8) {
+        attend_batched(m, layer, n, base, q, out, scratch0);
+        return MSRNN_OK;
+    }
     const tensor_type et = s->kv_f16 ? TYPE_F16 : TYPE_F32;
     const vec_dot_fn dot = kernels_for(et)->dot_simd;
     const float scale = 1.0f / sqrtf((float)d);
-    float *scratch0 = (float *)((uint8_t *)m->state + header_bytes(s) + layer_bytes(s) * s->n_layers);
     const int64_t work = (int64_t)n * H * (base + n) * d;
 #pragma omp parallel for schedule(dynamic, 1) if (work > 16384)
     for (int job = 0; job < n * H; job++) {

@@ -69,6 +69,30 @@ static float dot_q4_0_ref(const void *row, const float *x, int n) {
     return (float)s;
 }
 
+/* Integer dot products against Q8_0 activations: per block, sum(w_q * x_q) * d_w * d_x. */
+static float dot_q8_0_q8_ref(const void *row, const block_q8_0 *xq, int n) {
+    const block_q8_0 *b = row;
+    float s = 0;
+    for (int i = 0; i < n / QK; i++) {
+        int sum = 0;
+        for (int j = 0; j < QK; j++) sum += b[i].qs[j] * xq[i].qs[j];
+        s += (float)sum * fp16_to_fp32(b[i].d) * fp16_to_fp32(xq[i].d);
+    }
+    return s;
+}
+
+static float dot_q4_0_q8_ref(const void *row, const block_q8_0 *xq, int n) {
+    const block_q4_0 *b = row;
+    float s = 0;
+    for (int i = 0; i < n / QK; i++) {
+        int sum = 0;
+        for (int j = 0; j < QK / 2; j++)
+            sum += ((b[i].qs[j] & 0xf) - 8) * xq[i].qs[j] + ((b[i].qs[j] >> 4) - 8) * xq[i].qs[j + QK / 2];
+        s += (float)sum * fp16_to_fp32(b[i].d) * fp16_to_fp32(xq[i].d);
+    }
+    return s;
+}
+
 /* ---- AVX2 dot products ------------------------------------------------------------------------ */
 
 #if HAVE_AVX2
@@ -169,7 +193,43 @@ static float dot_q4_0_avx2(const void *row, const float *x, int n) {
     }
     return hsum256(acc);
 }
+/* Sum of the 32 products of signed bytes w and x, as 8 int32 lanes in float: |w| * sign(x, w) keeps
+ * maddubs (unsigned × signed) exact for w in [-127, 127]. */
+static inline __m256 i8_dot32(__m256i w, __m256i x) {
+    __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+static float dot_q8_0_q8_avx2(const void *row, const block_q8_0 *xq, int n) {
+    const block_q8_0 *b = row;
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < n / QK; i++) {
+        __m256i w = _mm256_loadu_si256((const __m256i *)b[i].qs);
+        __m256i x = _mm256_loadu_si256((const __m256i *)xq[i].qs);
+        const float d = fp16_to_fp32(b[i].d) * fp16_to_fp32(xq[i].d);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), i8_dot32(w, x), acc);
+    }
+    return hsum256(acc);
+}
+
+static float dot_q4_0_q8_avx2(const void *row, const block_q8_0 *xq, int n) {
+    const block_q4_0 *b = row;
+    const __m128i mask = _mm_set1_epi8(0xf);
+    const __m256i eight = _mm256_set1_epi8(8);
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < n / QK; i++) {
+        __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
+        __m256i w = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), mask), _mm_and_si128(q, mask));
+        w = _mm256_sub_epi8(w, eight);
+        __m256i x = _mm256_loadu_si256((const __m256i *)xq[i].qs);
+        const float d = fp16_to_fp32(b[i].d) * fp16_to_fp32(xq[i].d);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), i8_dot32(w, x), acc);
+    }
+    return hsum256(acc);
+}
 #else
+#define dot_q8_0_q8_avx2 dot_q8_0_q8_ref
+#define dot_q4_0_q8_avx2 dot_q4_0_q8_ref
 #define dot_f32_avx2 dot_f32_ref
 #define dot_f16_avx2 dot_f16_ref
 #define dot_bf16_avx2 dot_bf16_ref
@@ -178,9 +238,11 @@ static float dot_q4_0_avx2(const void *row, const float *x, int n) {
 #endif
 
 static const type_kernels table[TYPE_COUNT] = {
-    [TYPE_F32] = {dot_f32_ref, dot_f32_avx2},   [TYPE_F16] = {dot_f16_ref, dot_f16_avx2},
-    [TYPE_BF16] = {dot_bf16_ref, dot_bf16_avx2}, [TYPE_Q8_0] = {dot_q8_0_ref, dot_q8_0_avx2},
-    [TYPE_Q4_0] = {dot_q4_0_ref, dot_q4_0_avx2},
+    [TYPE_F32] = {dot_f32_ref, dot_f32_avx2, NULL, NULL},
+    [TYPE_F16] = {dot_f16_ref, dot_f16_avx2, NULL, NULL},
+    [TYPE_BF16] = {dot_bf16_ref, dot_bf16_avx2, NULL, NULL},
+    [TYPE_Q8_0] = {dot_q8_0_ref, dot_q8_0_avx2, dot_q8_0_q8_ref, dot_q8_0_q8_avx2},
+    [TYPE_Q4_0] = {dot_q4_0_ref, dot_q4_0_avx2, dot_q4_0_q8_ref, dot_q4_0_q8_avx2},
 };
 
 static int use_simd = 1;
@@ -208,18 +270,23 @@ size_t matmul_scratch_floats(int in) {
 }
 
 /* Rows [r0, r1) of the concatenation of ws[0..count): y_k[t, r] = dot(row r of W_k, x_t). */
-static void matvec_rows(float *const *ys, const weight *const *ws, int count, const float *x, int n,
-                        int r0, int r1) {
+static void matvec_rows(float *const *ys, const weight *const *ws, const float *x,
+                        const block_q8_0 *xq, int n, int r0, int r1) {
     int k = 0, base = 0;
     while (r0 >= base + ws[k]->out) base += ws[k++]->out;
     for (int r = r0; r < r1; r++) {
         while (r >= base + ws[k]->out) base += ws[k++]->out;
         const weight *w = ws[k];
         const void *row = (const uint8_t *)w->data + (size_t)(r - base) * w->row_bytes;
-        vec_dot_fn dot = dot_of(w->type);
-        for (int t = 0; t < n; t++) ys[k][(size_t)t * w->out + (r - base)] = dot(row, x + (size_t)t * w->in, w->in);
+        float *y = ys[k] + (r - base);
+        const vec_dot_q8_fn dq = use_simd ? table[w->type].dot_q8_simd : table[w->type].dot_q8_ref;
+        if (dq) {
+            for (int t = 0; t < n; t++) y[(size_t)t * w->out] = dq(row, xq + (size_t)t * (w->in / QK), w->in);
+        } else {
+            const vec_dot_fn dot = dot_of(w->type);
+            for (int t = 0; t < n; t++) y[(size_t)t * w->out] = dot(row, x + (size_t)t * w->in, w->in);
+        }
     }
-    (void)count;
 }
 
 void matmul_many(int count, float *const *ys, const float *x, const weight *const *ws, int n,
@@ -228,15 +295,20 @@ void matmul_many(int count, float *const *ys, const float *x, const weight *cons
         for (int k = 0; k < count; k++) matmul(ys[k], x, ws[k], n, scratch);
         return;
     }
-    /* decode: one parallel region streams every weight's rows once, split evenly across threads */
-    int total = 0;
-    for (int k = 0; k < count; k++) total += ws[k]->out;
-    const int work = total * ws[0]->in * n;
+    /* decode: one parallel region streams every weight's rows once, split evenly across threads;
+     * quantised weights dot against the activations rounded to Q8_0 once here (in scratch) */
+    int total = 0, need_q8 = 0;
+    for (int k = 0; k < count; k++) total += ws[k]->out, need_q8 |= table[ws[k]->type].dot_q8_ref != NULL;
+    const int in = ws[0]->in;
+    block_q8_0 *xq = (block_q8_0 *)scratch;
+    if (need_q8)
+        for (int t = 0; t < n; t++) quantize_row(TYPE_Q8_0, x + (size_t)t * in, xq + (size_t)t * (in / QK), in);
+    const int work = total * in * n;
 #pragma omp parallel if (work > 32768)
     {
         const int nth = omp_get_num_threads(), ith = omp_get_thread_num();
         const int r0 = (int)((int64_t)total * ith / nth), r1 = (int)((int64_t)total * (ith + 1) / nth);
-        if (r0 < r1) matvec_rows(ys, ws, count, x, n, r0, r1);
+        if (r0 < r1) matvec_rows(ys, ws, x, xq, n, r0, r1);
     }
 }
 

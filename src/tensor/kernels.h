@@ -20,9 +20,15 @@
 /* dot(row of type t with n elements, x) */
 typedef float (*vec_dot_fn)(const void *row, const float *x, int n);
 
+/* dot(row of type t with n elements, x quantised to Q8_0 blocks): the integer dot products that
+ * quantised weights use when decoding, as llama.cpp does (activations rounded to 8 bits per block). */
+typedef float (*vec_dot_q8_fn)(const void *row, const block_q8_0 *xq, int n);
+
 typedef struct {
     vec_dot_fn dot_ref;  /* scalar reference */
     vec_dot_fn dot_simd; /* AVX2/FMA (equal to dot_ref when not built for AVX2) */
+    vec_dot_q8_fn dot_q8_ref;  /* NULL for float types: they dot against f32 activations */
+    vec_dot_q8_fn dot_q8_simd;
 } type_kernels;
 
 const type_kernels *kernels_for(tensor_type t);

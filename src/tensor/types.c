@@ -39,7 +39,7 @@ static float bits_f32(uint32_t u) {
     return f;
 }
 
-float fp16_to_fp32(uint16_t h) {
+float fp16_to_fp32_ref(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
     if (exp == 0x1f) return bits_f32(sign | 0x7f800000u | (man << 13)); /* inf / nan */

@@ -41,8 +41,15 @@ const type_traits_t *type_traits(uint32_t t);
 /* Bytes of a row of n elements (n must be a multiple of the block size), or 0 if it is not. */
 size_t type_row_bytes(tensor_type t, uint64_t n);
 
-float fp16_to_fp32(uint16_t h);
-uint16_t fp32_to_fp16(float f); /* round to nearest even */
+float fp16_to_fp32_ref(uint16_t h); /* bit manipulation, no special instructions */
+uint16_t fp32_to_fp16(float f);     /* round to nearest even */
+
+#if defined(__F16C__)
+#include <immintrin.h>
+static inline float fp16_to_fp32(uint16_t h) { return _cvtsh_ss(h); }
+#else
+static inline float fp16_to_fp32(uint16_t h) { return fp16_to_fp32_ref(h); }
+#endif
 float bf16_to_fp32(uint16_t h);
 uint16_t fp32_to_bf16(float f); /* round to nearest even */
 
