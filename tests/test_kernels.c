@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <omp.h>
+
 #include "tensor/kernels.h"
 
 #if defined(__F16C__)
@@ -105,7 +107,7 @@ static void test_matmul(void) {
                     float *w = malloc(sizeof(float) * in * out), *x = malloc(sizeof(float) * in * n);
                     float *y = malloc(sizeof(float) * out * n), *yr = malloc(sizeof(float) * out * n);
                     uint8_t *q = malloc(type_row_bytes(t, in) * out);
-                    float *scratch = malloc(sizeof(float) * matmul_scratch_floats(in));
+                    float *scratch = malloc(sizeof(float) * matmul_scratch_floats(in, omp_get_max_threads()));
                     for (int i = 0; i < in * out; i++) w[i] = frand();
                     for (int i = 0; i < in * n; i++) x[i] = frand();
                     quantize_row(t, w, q, (int64_t)in * out);

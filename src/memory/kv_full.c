@@ -34,11 +34,10 @@ static int block_rows(const memory_shape *s) {
     return rows < 8 ? 8 : rows > 64 ? 64 : rows;
 }
 
+/* Per thread: one score row (decode) or one block of score rows (prompt). */
 static size_t full_bytes(const memory_shape *s) {
-    size_t per_thread = scratch_floats(s) * s->n_threads;
-    size_t batched = (size_t)block_rows(s) * scratch_floats(s);
     return header_bytes(s) + layer_bytes(s) * s->n_layers +
-           (per_thread > batched ? per_thread : batched) * sizeof(float);
+           (size_t)block_rows(s) * scratch_floats(s) * sizeof(float) * s->n_threads;
 }
 
 static void full_init(memory *m, void *buf) { m->state = buf; }
@@ -62,30 +61,32 @@ static void store_row(void *dst, const float *src, int d, int f16) {
     else memcpy(dst, src, (size_t)d * sizeof(float));
 }
 
-/* Prompt processing: for each query head and block of query rows, scores = Q Kᵀ and out = P V with
- * sgemm over the f32 cache (causal mask applied between the two by zeroing the future). */
+/* Prompt processing: for each (query head, block of query rows), scores = Q Kᵀ and out = P V with
+ * single-threaded sgemm over the f32 cache, the causal mask applied in between by zeroing the
+ * future. Jobs are spread over the OpenMP threads, each with its own block of score rows. */
 static void attend_batched(memory *m, int layer, int n, int base, const float *q, float *out,
-                           float *scores) {
+                           float *scratch) {
     const memory_shape *s = &m->shape;
     const int d = s->head_dim, H = s->n_heads, group = H / s->n_kv_heads, qb = block_rows(s);
+    const int n_blocks = (n + qb - 1) / qb;
     const float scale = 1.0f / sqrtf((float)d);
     const size_t ld = scratch_floats(s);
-    for (int hq = 0; hq < H; hq++) {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int job = 0; job < H * n_blocks; job++) {
+        const int hq = job / n_blocks, t0 = (job % n_blocks) * qb;
+        const int rows = n - t0 < qb ? n - t0 : qb, n_keys = base + t0 + rows;
         const float *K = kv_row(m, layer, 0, hq / group, 0), *V = kv_row(m, layer, 1, hq / group, 0);
-        for (int t0 = 0; t0 < n; t0 += qb) {
-            const int rows = n - t0 < qb ? n - t0 : qb, n_keys = base + t0 + rows;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n_keys, d, scale,
-                        q + ((size_t)t0 * H + hq) * d, H * d, K, d, 0.0f, scores, (int)ld);
-#pragma omp parallel for if (rows * n_keys > 32768)
-            for (int r = 0; r < rows; r++) {
-                const int valid = base + t0 + r + 1;
-                float *row = scores + (size_t)r * ld;
-                softmax(row, valid);
-                memset(row + valid, 0, (size_t)(n_keys - valid) * sizeof(float));
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, n_keys, 1.0f, scores,
-                        (int)ld, V, d, 0.0f, out + ((size_t)t0 * H + hq) * d, H * d);
+        float *scores = scratch + (size_t)omp_get_thread_num() * qb * ld;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n_keys, d, scale,
+                    q + ((size_t)t0 * H + hq) * d, H * d, K, d, 0.0f, scores, (int)ld);
+        for (int r = 0; r < rows; r++) {
+            const int valid = base + t0 + r + 1;
+            float *row = scores + (size_t)r * ld;
+            softmax(row, valid);
+            memset(row + valid, 0, (size_t)(n_keys - valid) * sizeof(float));
         }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, n_keys, 1.0f, scores,
+                    (int)ld, V, d, 0.0f, out + ((size_t)t0 * H + hq) * d, H * d);
     }
 }
 

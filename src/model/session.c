@@ -66,7 +66,7 @@ msrnn_status msrnn_session_open(msrnn_model *m, const msrnn_session_params *pp, 
     const memory_kind *kind = &memory_full;
     size_t sizes[] = {B * D * 4,  B * D * 4,   B * qd * 4, B * kvd * 4, B * kvd * 4,
                       B * qd * 4, B * F * 4,   B * F * 4,  B * R * 2 * 4, B * 4,
-                      V * 4,      matmul_scratch_floats((int)max_in) * 4, R * 8,
+                      V * 4,      matmul_scratch_floats((int)max_in, p.n_threads) * 4, R * 8,
                       kind->bytes(&shape)};
     enum { N_BUF = sizeof sizes / sizeof *sizes };
     size_t total = 0;

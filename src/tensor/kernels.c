@@ -263,11 +263,14 @@ static vec_dot_fn dot_of(tensor_type t) { return use_simd ? table[t].dot_simd : 
 /* Floats of scratch for one dequantised panel of rows (~2 MiB: stays in L2/L3 while sgemm runs). */
 #define PANEL_FLOATS (1 << 19)
 
-/* Non-decreasing in `in`, so a scratch sized for the widest input serves every product. */
-size_t matmul_scratch_floats(int in) {
+/* Per thread: one dequantised panel (non-decreasing in `in`, so a scratch sized for the widest input
+ * serves every product). */
+static size_t panel_floats(int in) {
     size_t min = 16 * (size_t)in;
     return min > PANEL_FLOATS ? min : PANEL_FLOATS;
 }
+
+size_t matmul_scratch_floats(int in, int n_threads) { return panel_floats(in) * (size_t)n_threads; }
 
 /* Rows [r0, r1) of the concatenation of ws[0..count): y_k[t, r] = dot(row r of W_k, x_t). */
 static void matvec_rows(float *const *ys, const weight *const *ws, const float *x,
@@ -313,26 +316,31 @@ void matmul_many(int count, float *const *ys, const float *x, const weight *cons
 }
 
 void matmul(float *y, const float *x, const weight *w, int n, float *scratch) {
-    const int in = w->in, out = w->out;
-    const uint8_t *base = w->data;
     if (n < GEMM_MIN_TOKENS) {
         matmul_many(1, &y, x, &w, n, scratch);
         return;
     }
-    if (w->type == TYPE_F32) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in,
-                    (const float *)w->data, in, 0.0f, y, out);
-        return;
-    }
-    const int panel = (int)(matmul_scratch_floats(in) / (size_t)in);
-    for (int r0 = 0; r0 < out; r0 += panel) {
-        const int rows = out - r0 < panel ? out - r0 : panel;
-#pragma omp parallel for schedule(static)
-        for (int r = 0; r < rows; r++)
-            dequantize_row(w->type, base + (size_t)(r0 + r) * w->row_bytes, scratch + (size_t)r * in,
-                           in);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, in, 1.0f, x, in, scratch, in,
-                    0.0f, y + r0, out);
+    /* prompt: each thread owns a slice of W's rows and runs a single-threaded sgemm on it (OpenBLAS
+     * is kept to one thread, so OpenMP workers never compete with OpenBLAS's own) */
+    const int in = w->in, out = w->out;
+    const uint8_t *base = w->data;
+    const int panel = (int)(panel_floats(in) / (size_t)in);
+#pragma omp parallel
+    {
+        const int nth = omp_get_num_threads(), ith = omp_get_thread_num();
+        const int r0 = (int)((int64_t)out * ith / nth), r1 = (int)((int64_t)out * (ith + 1) / nth);
+        float *mine = scratch + panel_floats(in) * (size_t)ith;
+        if (w->type == TYPE_F32 && r0 < r1) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r1 - r0, in, 1.0f, x, in,
+                        (const float *)w->data + (size_t)r0 * in, in, 0.0f, y + r0, out);
+        } else {
+            for (int p0 = r0; p0 < r1; p0 += panel) {
+                const int rows = r1 - p0 < panel ? r1 - p0 : panel;
+                dequantize_row(w->type, base + (size_t)p0 * w->row_bytes, mine, (int64_t)rows * in);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, in, 1.0f, x, in, mine,
+                            in, 0.0f, y + p0, out);
+            }
+        }
     }
 }
 
@@ -378,7 +386,7 @@ void axpy_row(tensor_type t, float *y, float a, const void *x, int n) {
 
 void kernels_set_threads(int n) {
     omp_set_num_threads(n);
-    openblas_set_num_threads(n);
+    openblas_set_num_threads(1); /* all parallelism is OpenMP's; see matmul */
 }
 
 void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {

@@ -43,10 +43,10 @@ typedef struct {
     size_t row_bytes; /* bytes per row */
 } weight;
 
-/* y[n, out] = x[n, in] · Wᵀ. scratch: at least matmul_scratch_floats(w) floats (used to dequantise
- * panels of W for sgemm when n is large). Uses OpenMP threads / OpenBLAS internally. */
+/* y[n, out] = x[n, in] · Wᵀ. scratch: at least matmul_scratch_floats(in, threads) floats, threads
+ * being the most OpenMP threads a call may use (kernels_set_threads). */
 void matmul(float *y, const float *x, const weight *w, int n, float *scratch);
-size_t matmul_scratch_floats(int in);
+size_t matmul_scratch_floats(int in, int n_threads);
 /* Several products of the same input (q, k, v; gate, up) in one pass: for decoding, a single parallel
  * region over all their rows. Every ws[k]->in must be equal. */
 void matmul_many(int count, float *const *ys, const float *x, const weight *const *ws, int n,
