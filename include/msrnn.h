@@ -60,10 +60,24 @@ const msrnn_model_info *msrnn_model_get_info(const msrnn_model *m);
 typedef struct msrnn_session msrnn_session;
 
 typedef struct {
-    int n_ctx;     /* tokens the KV cache holds (0: the model's n_ctx) */
+    int n_ctx;     /* longest sequence the session accepts (0: the model's n_ctx); with a bounded
+                      memory this may exceed the model's trained context */
     int n_threads; /* worker threads (0: all cores) */
     int n_batch;   /* tokens processed together during prompt evaluation (0: 512) */
     int kv_f16;    /* store the KV cache as f16 instead of f32 */
+    /* The attention memory (METHODS.md §1), per layer:
+     *   "full" (default, NULL too): every token kept;
+     *   "window": the last kv_size tokens; "sink": the first kv_sinks tokens + the most recent;
+     *   "h2o": kv_size/2 most recent + the rest by accumulated attention;
+     *   "tova": evict the entry the newest query attends to least (mean over all query heads);
+     *   "tova-head": TOVA with a kept set per kv head. */
+    const char *memory;
+    int kv_size;  /* entries kept per layer by the bounded memories */
+    int kv_sinks; /* "sink": tokens never evicted (0: 4) */
+    /* 1: prompt batches of the full memory use blocked sgemm attention (fast; default). 0: every
+     * memory attends token by token through the same scan, so a bounded memory whose budget covers
+     * the input gives bit-identical logits to full (perplexity sets this). */
+    int batched_attention;
 } msrnn_session_params;
 
 msrnn_session_params msrnn_session_default_params(void);
@@ -75,6 +89,14 @@ void msrnn_session_reset(msrnn_session *s);
 int msrnn_session_n_past(const msrnn_session *s);
 /* Bytes held by the session's buffers (KV cache plus scratch), fixed at open. */
 size_t msrnn_session_bytes(const msrnn_session *s);
+
+/* The entries a bounded memory holds now in `layer` (head: the kv head for "tova-head", else -1):
+ * writes up to cap absolute positions in ascending order to pos and, if score is non-NULL, each
+ * entry's current eviction score (tova: the newest query's probability averaged over the heads;
+ * h2o: the accumulated probability summed over heads; others: 0). Returns the number of entries. */
+int msrnn_session_kept(const msrnn_session *s, int layer, int head, int32_t *pos, float *score, int cap);
+/* Bytes of the attention memory alone (constant once a bounded memory is full). */
+size_t msrnn_session_memory_bytes(const msrnn_session *s);
 
 /* Feed n tokens. If logits_all is non-NULL it receives n × n_vocab logits (row i for token i);
  * the last token's logits are always available through msrnn_session_logits(). */
