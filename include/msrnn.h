@@ -60,8 +60,8 @@ const msrnn_model_info *msrnn_model_get_info(const msrnn_model *m);
 typedef struct msrnn_session msrnn_session;
 
 typedef struct {
-    int n_ctx;     /* longest sequence the session accepts (0: the model's n_ctx); with a bounded
-                      memory this may exceed the model's trained context */
+    int n_ctx;     /* the full memory: longest sequence the session accepts (0: the model's n_ctx);
+                      bounded memories accept any length */
     int n_threads; /* worker threads (0: all cores) */
     int n_batch;   /* tokens processed together during prompt evaluation (0: 512) */
     int kv_f16;    /* store the KV cache as f16 instead of f32 */

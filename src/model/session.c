@@ -37,7 +37,7 @@ struct msrnn_session {
 };
 
 msrnn_session_params msrnn_session_default_params(void) {
-    msrnn_session_params p = {0, 0, 512, 0};
+    msrnn_session_params p = {0, 0, 512, 0, "full", 0, 4, 1};
     return p;
 }
 
@@ -54,6 +54,7 @@ msrnn_status msrnn_session_open(msrnn_model *m, const msrnn_session_params *pp, 
         return msrnn_fail(MSRNN_ERR_INVALID, "session: n_threads %d, n_batch %d or n_ctx %d is absurd",
                           p.n_threads, p.n_batch, p.n_ctx);
     if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
+    if (!p.memory) p.memory = "full";
 
     const size_t B = (size_t)p.n_batch, D = (size_t)in->dim;
     const size_t qd = (size_t)in->n_heads * in->head_dim, kvd = (size_t)in->n_kv_heads * in->head_dim;
@@ -61,13 +62,15 @@ msrnn_status msrnn_session_open(msrnn_model *m, const msrnn_session_params *pp, 
     size_t max_in = D > F ? D : F;
     if (qd > max_in) max_in = qd;
 
-    memory_shape shape = {in->n_layers, in->n_heads, in->n_kv_heads, in->head_dim, p.n_ctx, p.kv_f16,
-                          p.n_threads};
-    const memory_kind *kind = &memory_full;
+    memory_shape shape = {in->n_layers, in->n_heads,  in->n_kv_heads, in->head_dim,
+                          p.n_ctx,      p.kv_size,    p.kv_sinks,     p.kv_f16,
+                          p.batched_attention, p.n_threads};
+    memory mem;
+    MSRNN_TRY(memory_setup(&mem, p.memory, &shape));
     size_t sizes[] = {B * D * 4,  B * D * 4,   B * qd * 4, B * kvd * 4, B * kvd * 4,
                       B * qd * 4, B * F * 4,   B * F * 4,  B * R * 2 * 4, B * 4,
                       V * 4,      matmul_scratch_floats((int)max_in, p.n_threads) * 4, R * 8,
-                      kind->bytes(&shape)};
+                      mem.kind->bytes(&mem)};
     enum { N_BUF = sizeof sizes / sizeof *sizes };
     size_t total = 0;
     for (int i = 0; i < N_BUF; i++) total += align64(sizes[i]);
@@ -94,10 +97,9 @@ msrnn_status msrnn_session_open(msrnn_model *m, const msrnn_session_params *pp, 
     s->hb = ptr[6], s->hb2 = ptr[7], s->rope_cs = ptr[8], s->pos = ptr[9], s->logits = ptr[10];
     s->scratch = ptr[11], s->inv_freq = ptr[12];
     for (size_t i = 0; i < R; i++) s->inv_freq[i] = pow((double)in->rope_base, -2.0 * i / m->n_rot);
-    s->mem.kind = kind;
-    s->mem.shape = shape;
-    kind->init(&s->mem, ptr[13]);
-    kind->reset(&s->mem);
+    s->mem = mem;
+    mem.kind->init(&s->mem, ptr[13]);
+    mem.kind->reset(&s->mem);
     *out = s;
     return MSRNN_OK;
 }
@@ -116,6 +118,12 @@ void msrnn_session_reset(msrnn_session *s) {
 int msrnn_session_n_past(const msrnn_session *s) { return s->n_past; }
 size_t msrnn_session_bytes(const msrnn_session *s) { return s->bytes; }
 const float *msrnn_session_logits(const msrnn_session *s) { return s->logits; }
+
+int msrnn_session_kept(const msrnn_session *s, int layer, int head, int32_t *pos, float *score, int cap) {
+    return s->mem.kind->kept(&s->mem, layer, head, pos, score, cap);
+}
+
+size_t msrnn_session_memory_bytes(const msrnn_session *s) { return s->mem.kind->used_bytes(&s->mem); }
 
 /* Rotate adjacent pairs (x[2i], x[2i+1]) of the first n_rot dims of each head by pos·base^(−2i/n_rot). */
 static void rope_apply(float *x, int n_heads, int head_dim, int n_rot, const float *cs) {
@@ -198,7 +206,7 @@ msrnn_status msrnn_session_eval(msrnn_session *s, const int32_t *tokens, int n, 
         if (tokens[i] < 0 || tokens[i] >= in->n_vocab)
             return msrnn_fail(MSRNN_ERR_INVALID, "eval: token %d at index %d is outside the "
                               "vocabulary [0, %d)", tokens[i], i, in->n_vocab);
-    if (s->n_past + n > s->params.n_ctx)
+    if (!s->mem.policy && s->n_past + n > s->params.n_ctx)
         return msrnn_fail(MSRNN_ERR_FULL, "eval: %d tokens after %d exceed the context of %d",
                           n, s->n_past, s->params.n_ctx);
     kernels_set_threads(s->params.n_threads);
