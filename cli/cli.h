@@ -8,5 +8,6 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_init_model(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
 
 #endif

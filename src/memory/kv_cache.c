@@ -121,11 +121,19 @@ static void attend_token(memory *m, const layout *L, int layer, const float *q, 
         const int g = hq / group, n_keys = count[L->n_sets > 1 ? g : 0];
         float *p = probs + (size_t)hq * L->ld;
         const float *qh = q + (size_t)hq * d;
-        for (int j = 0; j < n_keys; j++) p[j] = dot(kv_row(m, L, layer, 0, g, j), qh, d) * scale;
-        softmax(p, n_keys);
         float *o = out + (size_t)hq * d;
-        memset(o, 0, (size_t)d * sizeof(float));
-        for (int j = 0; j < n_keys; j++) axpy_row(et, o, p[j], kv_row(m, L, layer, 1, g, j), d);
+        if (et == TYPE_F32) { /* one head's keys and values are contiguous: two matrix-vector products */
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, n_keys, d, scale, kv_row(m, L, layer, 0, g, 0), d, qh, 1,
+                        0.0f, p, 1);
+            softmax(p, n_keys);
+            cblas_sgemv(CblasRowMajor, CblasTrans, n_keys, d, 1.0f, kv_row(m, L, layer, 1, g, 0), d, p, 1,
+                        0.0f, o, 1);
+        } else {
+            for (int j = 0; j < n_keys; j++) p[j] = dot(kv_row(m, L, layer, 0, g, j), qh, d) * scale;
+            softmax(p, n_keys);
+            memset(o, 0, (size_t)d * sizeof(float));
+            for (int j = 0; j < n_keys; j++) axpy_row(et, o, p[j], kv_row(m, L, layer, 1, g, j), d);
+        }
     }
     if (!pol) return;
     for (int set = 0; set < L->n_sets; set++) {
