@@ -15,7 +15,9 @@ static void usage(FILE *f) {
     fprintf(f, "usage: msrnn bench -m FILE [-p 512] [-n 128] [-r 5] [options] [--json]\n%s", RUN_OPTIONS_HELP);
     fprintf(f, "  -p, --n-prompt N      prompt tokens for pp (default 512; 0 = skip)\n"
                "  -n, --n-gen N         generated tokens for tg (default 128; 0 = skip)\n"
-               "  -r, --repetitions N   (default 5)\n");
+               "  -r, --repetitions N   (default 5)\n"
+               "  --depth D1,D2,...     generation speed after a context of D tokens (tg N at each depth),\n"
+               "                        with the memory's bytes there: flat for bounded memories\n");
 }
 
 static void mean_sd(const double *x, int n, double *mean, double *sd) {
@@ -26,11 +28,79 @@ static void mean_sd(const double *x, int n, double *mean, double *sd) {
     *sd = n > 1 ? sqrt(ss / (n - 1)) : 0;
 }
 
+static void random_tokens(int32_t *tok, int n, int n_vocab, uint64_t seed) {
+    for (int i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        tok[i] = (int32_t)((seed >> 33) % (uint64_t)n_vocab);
+    }
+}
+
+/* Generation tokens/s after a context of each depth: fill the memory with `depth` tokens (in
+ * batches, the memory's own policy applied), then time n_gen single-token steps; r repetitions of
+ * the timed part at each depth. */
+static int bench_depths(run_options *o, const int *depths, int n_depths, int n_gen, int reps, int json) {
+    const char *cmd = "bench";
+    int max_depth = 0;
+    for (int i = 0; i < n_depths; i++) max_depth = depths[i] > max_depth ? depths[i] : max_depth;
+    if (o->sp.n_ctx == 0) o->sp.n_ctx = max_depth + n_gen * reps + 1;
+    msrnn_model *m;
+    msrnn_session *s;
+    int rc = open_model_session(cmd, o, &m, &s);
+    if (rc) return rc;
+    const msrnn_model_info *in = msrnn_model_get_info(m);
+    int32_t *tok = malloc(((size_t)max_depth + (size_t)n_gen * reps + 1) * sizeof *tok);
+    double *tg = calloc((size_t)reps, sizeof *tg);
+    if (!tok || !tg) {
+        fprintf(stderr, "msrnn %s: out of memory\n", cmd);
+        rc = 1;
+        goto done;
+    }
+    random_tokens(tok, max_depth + n_gen * reps + 1, in->n_vocab, 7);
+    const char *mem = o->sp.memory ? o->sp.memory : "full";
+    if (json) printf("{\"model\": \"%s\", \"memory\": \"%s\", \"kv_size\": %d, \"n_gen\": %d, \"depths\": [",
+                     o->model_path, mem, o->sp.kv_size, n_gen);
+    else printf("| memory | depth | fill s | tg%d t/s | memory bytes |\n|---|---:|---:|---:|---:|\n", n_gen);
+    for (int di = 0; di < n_depths; di++) {
+        msrnn_session_reset(s);
+        double t0 = now_seconds();
+        if (depths[di] > 0 && msrnn_session_eval(s, tok, depths[di], NULL) != MSRNN_OK) goto fail;
+        double fill = now_seconds() - t0;
+        size_t bytes = msrnn_session_memory_bytes(s);
+        int at = depths[di];
+        for (int r = 0; r < reps; r++) {
+            double t1 = now_seconds();
+            for (int i = 0; i < n_gen; i++, at++)
+                if (msrnn_session_eval(s, &tok[at], 1, NULL) != MSRNN_OK) goto fail;
+            tg[r] = n_gen / (now_seconds() - t1);
+        }
+        double mean, sd;
+        mean_sd(tg, reps, &mean, &sd);
+        if (json)
+            printf("%s{\"depth\": %d, \"fill_s\": %.3f, \"tg_tps\": %.3f, \"tg_sd\": %.3f, \"memory_bytes\": %zu}",
+                   di ? ", " : "", depths[di], fill, mean, sd, bytes);
+        else
+            printf("| %s%s%.0d | %d | %.2f | %.2f ± %.2f | %zu |\n", mem, o->sp.kv_size ? " k=" : "",
+                   o->sp.kv_size, depths[di], fill, mean, sd, bytes);
+        fflush(stdout);
+    }
+    if (json) printf("]}\n");
+    goto done;
+fail:
+    fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
+    rc = 1;
+done:
+    free(tok);
+    free(tg);
+    msrnn_session_close(s);
+    msrnn_model_close(m);
+    return rc;
+}
+
 int cmd_bench(int argc, char **argv) {
     const char *cmd = "bench";
     run_options o;
     run_options_init(&o);
-    int n_prompt = 512, n_gen = 128, reps = 5, json = 0, rc = 0;
+    int n_prompt = 512, n_gen = 128, reps = 5, json = 0, rc = 0, n_depths = 0, depths[16];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (run_options_parse(cmd, &o, argc, argv, &i, &rc)) {
@@ -49,6 +119,17 @@ int cmd_bench(int argc, char **argv) {
         if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) rc = arg_int(cmd, a, v, 0, 1 << 20, &n_prompt);
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) rc = arg_int(cmd, a, v, 0, 1 << 20, &n_gen);
         else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions")) rc = arg_int(cmd, a, v, 1, 1000, &reps);
+        else if (!strcmp(a, "--depth")) {
+            char buf[256];
+            snprintf(buf, sizeof buf, "%s", v);
+            for (char *tok = strtok(buf, ","); tok && !rc; tok = strtok(NULL, ",")) {
+                if (n_depths == 16) {
+                    fprintf(stderr, "msrnn %s: --depth takes at most 16 values\n", cmd);
+                    return 2;
+                }
+                rc = arg_int(cmd, a, tok, 0, 1 << 26, &depths[n_depths++]);
+            }
+        }
         else {
             fprintf(stderr, "msrnn %s: unknown option '%s'\n", cmd, a);
             usage(stderr);
@@ -56,6 +137,7 @@ int cmd_bench(int argc, char **argv) {
         }
         if (rc) return rc;
     }
+    if (n_depths > 0) return bench_depths(&o, depths, n_depths, n_gen, reps, json);
     if (o.sp.n_ctx == 0) o.sp.n_ctx = (n_prompt > n_gen ? n_prompt : n_gen) + 1;
     if (o.sp.n_batch < n_prompt && o.sp.n_batch == 512) o.sp.n_batch = n_prompt;
     msrnn_model *m;
@@ -70,11 +152,7 @@ int cmd_bench(int argc, char **argv) {
         rc = 1;
         goto done;
     }
-    uint64_t x = 42;
-    for (int i = 0; i < n_tok; i++) {
-        x = x * 6364136223846793005ull + 1442695040888963407ull;
-        tok[i] = (int32_t)((x >> 33) % (uint64_t)in->n_vocab);
-    }
+    random_tokens(tok, n_tok, in->n_vocab, 42);
     for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
         if (n_prompt > 0) {
             msrnn_session_reset(s);

@@ -20,9 +20,6 @@ static void usage(FILE *f) {
     fprintf(f, "usage: msrnn perplexity -m FILE -f TEXT [-f TEXT ...] [options]\n%s", RUN_OPTIONS_HELP);
     fprintf(f, "  -f, --file TEXT       a text to score (repeatable, up to %d)\n"
                "  --ctx C               chunk length in tokens, BOS included (default: the model's)\n"
-               "  --kv POLICY           full (default), window, sink, h2o, tova, tova-head\n"
-               "  --kv-size K           entries kept per layer by a bounded policy\n"
-               "  --kv-sinks N          sink tokens (default 4)\n"
                "  --max-chunks N        score only the first N chunks of each text\n"
                "  --sweep K1,K2,...     every policy at every size, plus full: the TOVA paper's table\n"
                "  --policies P1,P2,...  policies of the sweep (default window,sink,h2o,tova)\n"
@@ -224,14 +221,6 @@ int cmd_perplexity(int argc, char **argv) {
             }
             files[n_files++] = v;
         } else if (!strcmp(a, "--ctx")) rc = arg_int(cmd, a, v, 2, 1 << 24, &ctx);
-        else if (!strcmp(a, "--kv")) {
-            if (strlen(v) >= sizeof single.policy) {
-                fprintf(stderr, "msrnn %s: unknown policy '%s'\n", cmd, v);
-                return 2;
-            }
-            strcpy(single.policy, v);
-        } else if (!strcmp(a, "--kv-size")) rc = arg_int(cmd, a, v, 1, 1 << 24, &single.kv_size);
-        else if (!strcmp(a, "--kv-sinks")) rc = arg_int(cmd, a, v, 1, 1 << 20, &o.sp.kv_sinks);
         else if (!strcmp(a, "--max-chunks")) rc = arg_int(cmd, a, v, 1, 1 << 30, &max_chunks);
         else if (!strcmp(a, "--policies")) policies = v;
         else if (!strcmp(a, "--plot")) plot = v;
@@ -258,6 +247,8 @@ int cmd_perplexity(int argc, char **argv) {
         }
         if (rc) return rc;
     }
+    snprintf(single.policy, sizeof single.policy, "%s", o.sp.memory ? o.sp.memory : "full");
+    single.kv_size = o.sp.kv_size;
     if (!o.model_path || n_files == 0) {
         fprintf(stderr, "msrnn %s: needs -m FILE and at least one -f TEXT\n", cmd);
         return 2;

@@ -11,7 +11,10 @@ const char *const RUN_OPTIONS_HELP =
     "  -t, --threads N       threads (default: all cores)\n"
     "  -c, --ctx-size N      context length (default: the model's)\n"
     "  -b, --batch-size N    tokens per batch in prompt processing (default 512)\n"
-    "  --kv-type f32|f16     KV cache element type (default f32)\n";
+    "  --kv-type f32|f16     KV cache element type (default f32)\n"
+    "  --kv POLICY           attention memory: full (default), window, sink, h2o, tova, tova-head\n"
+    "  --kv-size K           entries kept per layer by a bounded memory\n"
+    "  --kv-sinks N          sink tokens of the sink memory (default 4)\n";
 
 void run_options_init(run_options *o) {
     memset(o, 0, sizeof *o);
@@ -42,6 +45,22 @@ int run_options_parse(const char *cmd, run_options *o, int argc, char **argv, in
             fprintf(stderr, "msrnn %s: --kv-type expects f32 or f16, got '%s'\n", cmd, v);
             *rc = 2;
         }
+    } else if (!strcmp(a, "--kv")) {
+        if (!(v = arg_value(cmd, argc, argv, *i))) return (*rc = 2), 1;
+        static const char *const names[] = {"full", "window", "sink", "h2o", "tova", "tova-head"};
+        o->sp.memory = NULL;
+        for (size_t k = 0; k < sizeof names / sizeof *names; k++)
+            if (!strcmp(v, names[k])) o->sp.memory = names[k];
+        if (!o->sp.memory) {
+            fprintf(stderr, "msrnn %s: --kv expects full, window, sink, h2o, tova or tova-head, got '%s'\n", cmd, v);
+            *rc = 2;
+        }
+    } else if (!strcmp(a, "--kv-size")) {
+        if (!(v = arg_value(cmd, argc, argv, *i))) return (*rc = 2), 1;
+        *rc = arg_int(cmd, a, v, 1, 1 << 24, &o->sp.kv_size);
+    } else if (!strcmp(a, "--kv-sinks")) {
+        if (!(v = arg_value(cmd, argc, argv, *i))) return (*rc = 2), 1;
+        *rc = arg_int(cmd, a, v, 1, 1 << 20, &o->sp.kv_sinks);
     } else {
         return 0;
     }
@@ -56,12 +75,17 @@ int open_model_session(const char *cmd, const run_options *o, msrnn_model **m, m
         fprintf(stderr, "msrnn %s: a model is required (-m FILE)\n", cmd);
         return 2;
     }
+    if (o->sp.memory && strcmp(o->sp.memory, "full") && o->sp.kv_size == 0) {
+        fprintf(stderr, "msrnn %s: --kv %s needs --kv-size K\n", cmd, o->sp.memory);
+        return 2;
+    }
     if (msrnn_model_open(o->model_path, m) != MSRNN_OK) {
         fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
         return 1;
     }
     const msrnn_model_info *in = msrnn_model_get_info(*m);
-    if (o->sp.n_ctx > in->n_ctx)
+    const int bounded = o->sp.memory && strcmp(o->sp.memory, "full");
+    if (!bounded && o->sp.n_ctx > in->n_ctx)
         fprintf(stderr, "msrnn %s: warning: context %d is longer than the model's trained %d\n", cmd,
                 o->sp.n_ctx, in->n_ctx);
     if (msrnn_session_open(*m, &o->sp, s) != MSRNN_OK) {
