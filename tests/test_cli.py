@@ -1,0 +1,107 @@
+"""test_cli — the msrnn tool as a user meets it: exit codes and messages for bad input, JSON outputs
+that parse, seeded sampling that repeats, perplexity whose bounded-but-never-evicting run equals the
+full cache exactly, and a sweep that writes its table, JSON and a well-formed SVG.
+
+Uses ../shared/models/gutenberg-ref.gguf with short chunks so that it runs in seconds."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+
+BIN = os.environ["MSRNN_BIN"]
+SHARED = os.environ["MSRNN_SHARED"]
+MODEL = os.path.join(SHARED, "models", "gutenberg-ref.gguf")
+BOOK = os.path.join(SHARED, "data", "gutenberg", "pg55.txt")
+passed = failed = 0
+
+
+def run(*args, expect=0):
+    r = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=600)
+    return r
+
+
+def check(cond, what):
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print("FAIL:", what)
+
+
+# bad usage: exit 2 and a message naming the flag
+for args, needle in [
+    (["generate", "-m", MODEL, "-p", "x", "-n", "abc"], "-n"),
+    (["generate", "-m", MODEL, "-p", "x", "--temp", "-1"], "--temp"),
+    (["generate", "-m", MODEL, "-p", "x", "--top-p", "2"], "--top-p"),
+    (["generate", "-m", MODEL, "-p", "x", "--bogus"], "--bogus"),
+    (["generate", "-m", MODEL], "-p"),
+    (["bench", "-m", MODEL, "-t", "0"], "-t"),
+    (["perplexity", "-m", MODEL, "-f", BOOK, "--kv", "lru", "--kv-size", "8"], "--kv"),
+    (["perplexity", "-m", MODEL, "-f", BOOK, "--kv", "tova"], "--kv-size"),
+    (["perplexity", "-m", MODEL, "-f", BOOK, "--sweep", "64,32"], "increase"),
+    (["frobnicate"], "frobnicate"),
+]:
+    r = run(*args)
+    check(r.returncode == 2 and needle in r.stderr, f"{args}: rc {r.returncode}, stderr {r.stderr!r}")
+
+# runtime failures: exit 1 and a message naming the file
+with tempfile.TemporaryDirectory() as d:
+    bad = os.path.join(d, "bad.gguf")
+    with open(bad, "wb") as f:
+        f.write(b"GGUF\x03\x00\x00\x00" + b"\xff" * 16)
+    for cmd in (["info", bad], ["generate", "-m", bad, "-p", "x"], ["tokenize", "-m", bad, "-p", "x"]):
+        r = run(*cmd)
+        check(r.returncode == 1 and "bad.gguf" in r.stderr, f"{cmd}: rc {r.returncode}, {r.stderr!r}")
+    r = run("generate", "-m", os.path.join(d, "missing.gguf"), "-p", "x")
+    check(r.returncode == 1 and "missing.gguf" in r.stderr, f"missing model: {r.stderr!r}")
+
+# generate --json: parses, ids match tokenize, greedy repeats, a seed repeats, another seed differs
+r = run("generate", "-m", MODEL, "-p", "The sky was", "-n", "24", "--temp", "0", "--json", "-t", "2")
+g = json.loads(r.stdout)
+check(set(g) >= {"prompt_ids", "ids", "text", "prompt_tps", "gen_tps"} and len(g["ids"]) == 24, f"json keys {g}")
+t = json.loads(run("tokenize", "-m", MODEL, "-p", "The sky was", "--json").stdout)
+check(t["ids"] == g["prompt_ids"], f"tokenize {t['ids']} vs generate {g['prompt_ids']}")
+g2 = json.loads(run("generate", "-m", MODEL, "-p", "The sky was", "-n", "24", "--temp", "0", "--json", "-t", "1").stdout)
+check(g2["ids"] == g["ids"], "greedy differs between 1 and 2 threads")
+s1 = json.loads(run("generate", "-m", MODEL, "-p", "The sky was", "-n", "32", "--seed", "5", "--json").stdout)
+s2 = json.loads(run("generate", "-m", MODEL, "-p", "The sky was", "-n", "32", "--seed", "5", "--json").stdout)
+s3 = json.loads(run("generate", "-m", MODEL, "-p", "The sky was", "-n", "32", "--seed", "6", "--temp", "1.5", "--json").stdout)
+check(s1["ids"] == s2["ids"], "same seed, different output")
+check(s1["ids"] != s3["ids"], "different seed and temperature, same output")
+k1 = json.loads(run("generate", "-m", MODEL, "-p", "The sky was", "-n", "32", "--seed", "5", "--top-k", "1", "--temp", "2", "--json").stdout)
+check(k1["ids"] == g["ids"][:24] + k1["ids"][24:] and k1["ids"][:24] == g["ids"], "top-k 1 is not greedy")
+
+# perplexity: a bounded memory that never evicts equals full exactly; a small one is worse
+def ppl(*extra):
+    r = run("perplexity", "-m", MODEL, "-f", BOOK, "--ctx", "96", "--max-chunks", "3", "--json", "-t", "2", *extra)
+    check(r.returncode == 0, f"perplexity {extra}: {r.stderr[-300:]}")
+    return json.loads(r.stdout)
+
+full = ppl()
+check(set(full) >= {"ppl", "nll_mean", "bits_per_byte", "n_tokens", "tps", "kv_bytes"}, f"keys {full}")
+check(full["n_tokens"] == 3 * 95, f"n_tokens {full['n_tokens']}")
+for pol in ("window", "sink", "h2o", "tova"):
+    same = ppl("--kv", pol, "--kv-size", "96")
+    check(same["nll_mean"] == full["nll_mean"], f"{pol} k=96 nll {same['nll_mean']} != full {full['nll_mean']}")
+    small = ppl("--kv", pol, "--kv-size", "16")
+    check(small["ppl"] > full["ppl"] and small["kv_bytes"] < full["kv_bytes"], f"{pol} k=16: {small} vs {full}")
+
+with tempfile.TemporaryDirectory() as d:
+    js, svg = os.path.join(d, "s.json"), os.path.join(d, "s.svg")
+    r = run("perplexity", "-m", MODEL, "-f", BOOK, "--ctx", "64", "--max-chunks", "2", "--sweep", "8,16,32",
+            "--out", js, "--plot", svg, "-t", "2")
+    check(r.returncode == 0 and "| tova |" in r.stdout and "| window |" in r.stdout, f"sweep table: {r.stdout}")
+    res = json.load(open(js))
+    check(len(res["results"]) == 12 and res["full"]["policy"] == "full", f"sweep json {res}")
+    root = ET.parse(svg).getroot()
+    check(root.tag.endswith("svg") and len(root.findall(".//{http://www.w3.org/2000/svg}polyline")) == 4, "svg lines")
+
+# bench --json keys
+b = json.loads(run("bench", "-m", MODEL, "-p", "16", "-n", "4", "-r", "1", "--json").stdout)
+check(set(b) >= {"pp_tps", "tg_tps", "pp_sd", "tg_sd"}, f"bench keys {b}")
+
+print(f"test_cli: {passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
