@@ -1,0 +1,481 @@
+/* test_kv_policies.c — the bounded attention memories (METHODS.md §1) held to an independent
+ * token-by-token float64 reference.
+ *
+ * tests/ref/gen_kv_ref.py builds two random-weight GQA models (H 4/2 head dim 32, 3 layers; H 6/2
+ * head dim 64, 2 layers) and, for window, sink(4), h2o, tova and tova-head at k = 16, 32, 64, runs
+ * a 320-token text one token at a time, recording each layer's (each kv head's, for tova-head) kept
+ * positions after every step, the final scores, per-token NLLs and the last logits. For every
+ * model in $MSRNN_REF_DIR/kv/MANIFEST.tsv and every case, using only the public API:
+ *   (a) one token per call: after EVERY step msrnn_session_kept of every layer (every kv head for
+ *       tova-head) must equal the reference's set; per-token NLL within 1e-4; final scores within
+ *       1e-4 relative (h2o's accumulated sums, tova's mean probabilities); window must hold the
+ * last k positions and sink 0..n-1 plus the last k-n (checked on msrnn's sets, not the
+ * reference's); msrnn_session_memory_bytes() must be the same at every sampled step once k entries
+ * are held and below the full cache's after the whole input; for tova, a step where the reference
+ *       evicted the token just fed must exist and msrnn's set must lack that token;
+ *   (b) all tokens in one call with logits_all: NLL within 1e-4 and logits bit-identical to (a);
+ * plus: every policy with k = T gives logits bit-identical to "full" (both batched_attention 0).
+ * Prints one line per case and "test_kv_policies: N passed, M failed"; exits 1 on any failure.
+ *
+ * NAME.kvref (little-endian; the generator's docstring is the authority):
+ *   "KVRF", u32 version 1, u32 n_layers, n_heads, n_kv_heads, n_vocab, n_tokens T, n_cases;
+ *   i32 tokens[T]; per case: char policy[16], u32 k, u32 n_sinks, u32 n_sets, f32 min_gap,
+ *   f32 nll[T-1], f32 last_logits[n_vocab], i16 kept positions (for t, for set: min(t+1, k),
+ *   ascending), f32 final scores (for set: min(T, k)). The first case is "full" (k = 0, no sets).
+ */
+#include "msrnn.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NLL_TOL 1e-4   /* absolute, nats: f32 engine vs float64 reference, ~1e-6 expected */
+#define LOGIT_TOL 1e-4 /* max |logit - ref| / max |ref| for the last logits */
+#define SCORE_TOL 1e-4 /* relative, on the final kept scores */
+#define MAX_REPORTS 5  /* mismatching kept sets printed per case */
+
+typedef struct {
+    char policy[17];
+    int k, n_sinks, n_sets;
+    float min_gap;
+    float *nll;       /* (T-1) */
+    float *last;      /* (n_vocab) */
+    int16_t *kept;    /* all steps' sets, concatenated */
+    size_t *step_off; /* (T+1) offsets into kept of each step's first set */
+    float *scores;    /* (n_sets, min(T, k)) */
+} kv_case;
+
+typedef struct {
+    int n_layers, n_heads, n_kv_heads, n_vocab, T, n_cases;
+    int32_t *tokens;
+    kv_case *cases;
+} kv_ref;
+
+static int n_passed, n_failed;
+
+static int min_int(int a, int b) { return a < b ? a : b; }
+
+static void ref_free(kv_ref *r) {
+    for (int c = 0; r->cases && c < r->n_cases; c++) {
+        free(r->cases[c].nll);
+        free(r->cases[c].last);
+        free(r->cases[c].kept);
+        free(r->cases[c].step_off);
+        free(r->cases[c].scores);
+    }
+    free(r->cases);
+    free(r->tokens);
+    memset(r, 0, sizeof *r);
+}
+
+static void *xcalloc(size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size);
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        exit(2);
+    }
+    return p;
+}
+
+static int rd(FILE *f, void *buf, size_t size, size_t n) { return fread(buf, size, n, f) == n; }
+
+/* Reads NAME.kvref; returns 0 (and prints why) on failure. */
+static int ref_read(const char *path, kv_ref *r) {
+    memset(r, 0, sizeof *r);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        printf("  cannot open %s\n", path);
+        return 0;
+    }
+    char magic[4];
+    uint32_t h[7];
+    int ok = rd(f, magic, 1, 4) && memcmp(magic, "KVRF", 4) == 0 && rd(f, h, 4, 7) && h[0] == 1 &&
+             h[1] > 0 && h[1] < 64 && h[2] > 0 && h[2] < 256 && h[3] > 0 && h[3] <= h[2] &&
+             h[2] % h[3] == 0 && h[4] > 0 && h[4] < 1000000 && h[5] > 1 && h[5] < 30000 &&
+             h[6] > 0 && h[6] < 1000;
+    if (ok) {
+        r->n_layers = (int)h[1];
+        r->n_heads = (int)h[2];
+        r->n_kv_heads = (int)h[3];
+        r->n_vocab = (int)h[4];
+        r->T = (int)h[5];
+        r->n_cases = (int)h[6];
+        r->tokens = xcalloc((size_t)r->T, sizeof *r->tokens);
+        r->cases = xcalloc((size_t)r->n_cases, sizeof *r->cases);
+        ok = rd(f, r->tokens, 4, (size_t)r->T);
+    }
+    for (int c = 0; ok && c < r->n_cases; c++) {
+        kv_case *kc = &r->cases[c];
+        uint32_t u[3];
+        ok = rd(f, kc->policy, 1, 16) && rd(f, u, 4, 3) && rd(f, &kc->min_gap, 4, 1) &&
+             u[0] < 30000 && u[1] < 30000 && u[2] <= (uint32_t)(r->n_layers * r->n_kv_heads);
+        if (!ok) break;
+        kc->policy[16] = 0;
+        kc->k = (int)u[0];
+        kc->n_sinks = (int)u[1];
+        kc->n_sets = (int)u[2];
+        kc->nll = xcalloc((size_t)r->T - 1, sizeof *kc->nll);
+        kc->last = xcalloc((size_t)r->n_vocab, sizeof *kc->last);
+        kc->step_off = xcalloc((size_t)r->T + 1, sizeof *kc->step_off);
+        size_t total = 0;
+        for (int t = 0; t < r->T; t++) {
+            kc->step_off[t] = total;
+            total += (size_t)kc->n_sets * (size_t)min_int(t + 1, kc->k);
+        }
+        kc->step_off[r->T] = total;
+        size_t n_scores = (size_t)kc->n_sets * (size_t)min_int(r->T, kc->k);
+        kc->kept = xcalloc(total, sizeof *kc->kept);
+        kc->scores = xcalloc(n_scores, sizeof *kc->scores);
+        ok = rd(f, kc->nll, 4, (size_t)r->T - 1) && rd(f, kc->last, 4, (size_t)r->n_vocab) &&
+             rd(f, kc->kept, 2, total) && rd(f, kc->scores, 4, n_scores);
+    }
+    if (ok) ok = fgetc(f) == EOF; /* nothing left over */
+    fclose(f);
+    if (!ok) {
+        printf("  %s: malformed or truncated\n", path);
+        ref_free(r);
+    }
+    return ok;
+}
+
+/* The reference's set `set` after step t (n = min(t+1, k) entries). */
+static const int16_t *ref_set(const kv_case *kc, int t, int set) {
+    return kc->kept + kc->step_off[t] + (size_t)set * (size_t)min_int(t + 1, kc->k);
+}
+
+static double nll_of(const float *logits, int n_vocab, int target) {
+    double mx = logits[0];
+    for (int i = 1; i < n_vocab; i++)
+        if (logits[i] > mx) mx = logits[i];
+    double s = 0;
+    for (int i = 0; i < n_vocab; i++) s += exp((double)logits[i] - mx);
+    return log(s) + mx - (double)logits[target];
+}
+
+static void print_set(const char *label, const int32_t *p, int n) {
+    printf("      %s (%d):", label, n);
+    for (int i = 0; i < n; i++) printf(" %d", (int)p[i]);
+    printf("\n");
+}
+
+static msrnn_session *open_session(msrnn_model *m, const char *memory, int k, int n_sinks, int T) {
+    msrnn_session_params p = msrnn_session_default_params();
+    p.n_ctx = T;
+    p.n_threads = 2;
+    p.memory = memory;
+    p.kv_size = k;
+    p.kv_sinks = n_sinks;
+    p.batched_attention = 0;
+    msrnn_session *s = NULL;
+    msrnn_status st = msrnn_session_open(m, &p, &s);
+    if (st != MSRNN_OK) {
+        printf("    session_open(memory %s, kv_size %d): %s: %s\n", memory, k,
+               msrnn_status_name(st), msrnn_last_error());
+        return NULL;
+    }
+    return s;
+}
+
+static void verdict(int ok, const char *fmt_name, const char *detail) {
+    printf("  %-48s %s  %s\n", fmt_name, ok ? "ok  " : "FAIL", detail);
+    if (ok)
+        n_passed++;
+    else
+        n_failed++;
+}
+
+/* (a) one token per call with every kept set checked, (b) all at once; one verdict line. */
+static void run_case(msrnn_model *m, const kv_ref *r, const kv_case *kc, const char *model_name,
+                     size_t full_mem_bytes, float *la, float *lb) {
+    const int T = r->T, V = r->n_vocab, L = r->n_layers;
+    const int per_head = strcmp(kc->policy, "tova-head") == 0;
+    const int sets_per_layer = per_head ? r->n_kv_heads : 1;
+    const int is_tova = strncmp(kc->policy, "tova", 4) == 0;
+    const int is_h2o = strcmp(kc->policy, "h2o") == 0;
+    const int k = kc->k;
+    char name[160], detail[512];
+    snprintf(name, sizeof name, "%s %s k=%d", model_name, kc->policy, k);
+    int ok = 1;
+    if (kc->n_sets != L * sets_per_layer) {
+        snprintf(detail, sizeof detail, "reference has %d sets, expected %d", kc->n_sets,
+                 L * sets_per_layer);
+        verdict(0, name, detail);
+        return;
+    }
+    msrnn_session *s = open_session(m, kc->policy, k, kc->n_sinks, T);
+    if (!s) {
+        verdict(0, name, "cannot open session");
+        return;
+    }
+    int32_t *pos = xcalloc((size_t)T + 2, sizeof *pos);
+    int32_t *want32 = xcalloc((size_t)T + 2, sizeof *want32);
+    float *score = xcalloc((size_t)T + 2, sizeof *score);
+    int reports = 0, set_mismatch = 0, struct_bad = 0, newest_step = -1, newest_ok = 1;
+    double nll_a = 0, nll_b = 0, score_err = 0, logit_err = 0;
+    size_t mem_first = 0;
+    int mem_const = 1, mem_samples = 0;
+    const int sample_at[] = {k - 1, k, k + 1, k + 7, T / 2, T - 1};
+
+    /* (a) one token per call */
+    for (int t = 0; t < T && ok; t++) {
+        msrnn_status st = msrnn_session_eval(s, &r->tokens[t], 1, NULL);
+        if (st != MSRNN_OK) {
+            printf("    step %d: eval: %s: %s\n", t, msrnn_status_name(st), msrnn_last_error());
+            ok = 0;
+            break;
+        }
+        memcpy(la + (size_t)t * V, msrnn_session_logits(s), (size_t)V * sizeof(float));
+        if (t < T - 1) {
+            double e = fabs(nll_of(la + (size_t)t * V, V, r->tokens[t + 1]) - kc->nll[t]);
+            if (e > nll_a) nll_a = e;
+        }
+        for (size_t i = 0; i < sizeof sample_at / sizeof sample_at[0]; i++) {
+            if (sample_at[i] != t) continue;
+            size_t b = msrnn_session_memory_bytes(s);
+            if (mem_samples++ == 0)
+                mem_first = b;
+            else if (b != mem_first) {
+                mem_const = 0;
+                printf("    memory_bytes %zu at step %d, %zu at step %d\n", b, t, mem_first, k - 1);
+            }
+            break;
+        }
+        const int n = min_int(t + 1, k);
+        for (int set = 0; set < kc->n_sets; set++) {
+            const int layer = set / sets_per_layer, head = per_head ? set % sets_per_layer : -1;
+            const int16_t *want = ref_set(kc, t, set);
+            int got = msrnn_session_kept(s, layer, head, pos, score, T + 2);
+            int same = got == n;
+            for (int i = 0; same && i < n; i++) same = pos[i] == want[i];
+            if (!same) {
+                set_mismatch++;
+                if (reports++ < MAX_REPORTS) {
+                    printf("    step %d layer %d head %d: kept set differs\n", t, layer, head);
+                    for (int i = 0; i < n; i++) want32[i] = want[i];
+                    print_set("reference", want32, n);
+                    print_set("msrnn    ", pos, got < 0 ? 0 : min_int(got, T + 2));
+                }
+            }
+            /* Structure, on msrnn's own set (independent of the reference). */
+            if (got == n && !strcmp(kc->policy, "window")) {
+                for (int i = 0; i < n; i++)
+                    if (pos[i] != t + 1 - n + i) struct_bad++;
+            } else if (got == n && !strcmp(kc->policy, "sink") && t + 1 > k) {
+                for (int i = 0; i < n; i++)
+                    if (pos[i] != (i < kc->n_sinks ? i : t + 1 - (k - i))) struct_bad++;
+            }
+            /* TOVA evicting the token just fed: the first such step in the reference. */
+            if (is_tova && newest_step < 0 && t >= k) {
+                int in_ref = 0, in_got = 0;
+                for (int i = 0; i < n; i++) in_ref |= want[i] == t;
+                for (int i = 0; i < got && i < T + 2; i++) in_got |= pos[i] == t;
+                if (!in_ref) {
+                    newest_step = t;
+                    newest_ok = !in_got;
+                    printf("    reference evicts the newest token at step %d (layer %d head %d); "
+                           "msrnn %s\n",
+                           t, layer, head, in_got ? "KEEPS it" : "evicts it too");
+                }
+            }
+            /* Final scores. */
+            if (t == T - 1 && got == n && (is_tova || is_h2o)) {
+                const float *ws = kc->scores + (size_t)set * (size_t)n;
+                for (int i = 0; i < n; i++) {
+                    double e = fabs((double)score[i] - ws[i]) / (fabs((double)ws[i]) + 1e-12);
+                    if (e > score_err) score_err = e;
+                }
+            }
+        }
+    }
+    if (mem_samples < 2 || !mem_const || !(mem_first < full_mem_bytes)) {
+        printf("    memory_bytes: %d samples, %s, %zu vs full %zu\n", mem_samples,
+               mem_const ? "constant" : "NOT constant", mem_first, full_mem_bytes);
+        ok = 0;
+    }
+    for (int i = 0; ok && i < V; i++) {
+        double e = fabs((double)la[(size_t)(T - 1) * V + i] - kc->last[i]);
+        if (e > logit_err) logit_err = e;
+    }
+    double ref_max = 0;
+    for (int i = 0; i < V; i++)
+        if (fabs(kc->last[i]) > ref_max) ref_max = fabs(kc->last[i]);
+    logit_err /= ref_max;
+    msrnn_session_close(s);
+
+    /* (b) all tokens in one call */
+    int identical = 0;
+    s = ok ? open_session(m, kc->policy, k, kc->n_sinks, T) : NULL;
+    if (s) {
+        msrnn_status st = msrnn_session_eval(s, r->tokens, T, lb);
+        if (st != MSRNN_OK) {
+            printf("    one call: eval: %s: %s\n", msrnn_status_name(st), msrnn_last_error());
+            ok = 0;
+        } else {
+            for (int t = 0; t < T - 1; t++) {
+                double e = fabs(nll_of(lb + (size_t)t * V, V, r->tokens[t + 1]) - kc->nll[t]);
+                if (e > nll_b) nll_b = e;
+            }
+            identical = memcmp(la, lb, (size_t)T * V * sizeof(float)) == 0;
+            if (!identical) {
+                size_t i = 0, n_all = (size_t)T * V;
+                while (i + 1 < n_all && memcmp(&la[i], &lb[i], sizeof(float)) == 0) i++;
+                printf("    (a) vs (b): first differing logit at token %zu, id %zu: %.9g vs %.9g\n",
+                       i / (size_t)V, i % (size_t)V, la[i], lb[i]);
+            }
+            /* the one-call scan must end with the same sets */
+            for (int set = 0; set < kc->n_sets; set++) {
+                const int layer = set / sets_per_layer, head = per_head ? set % sets_per_layer : -1;
+                const int n = min_int(T, k);
+                const int16_t *want = ref_set(kc, T - 1, set);
+                int got = msrnn_session_kept(s, layer, head, pos, NULL, T + 2);
+                int same = got == n;
+                for (int i = 0; same && i < n; i++) same = pos[i] == want[i];
+                if (!same) {
+                    printf("    one call: final set of layer %d head %d differs\n", layer, head);
+                    set_mismatch++;
+                }
+            }
+        }
+        msrnn_session_close(s);
+    } else {
+        ok = 0;
+    }
+    free(pos);
+    free(want32);
+    free(score);
+
+    if (set_mismatch || struct_bad || nll_a > NLL_TOL || nll_b > NLL_TOL || !identical ||
+        logit_err > LOGIT_TOL || score_err > SCORE_TOL ||
+        (is_tova && (newest_step < 0 || !newest_ok)))
+        ok = 0;
+    if (is_tova && newest_step < 0)
+        printf("    the reference never evicts the newest token (regenerate with another seed)\n");
+    snprintf(detail, sizeof detail,
+             "sets %s%s, NLL err %.1e/%.1e, last logits %.1e, (a)%s(b), scores %.1e, mem %zu/%zu "
+             "B, ref gap %.1e",
+             set_mismatch ? "DIFFER" : "equal", struct_bad ? " (BAD STRUCTURE)" : "", nll_a, nll_b,
+             logit_err, identical ? "==" : "!=", score_err, mem_first, full_mem_bytes,
+             (double)kc->min_gap);
+    verdict(ok, name, detail);
+}
+
+static void run_model(const char *dir, const char *name) {
+    char path[1024];
+    kv_ref r;
+    snprintf(path, sizeof path, "%s/kv/%s.kvref", dir, name);
+    if (!ref_read(path, &r)) {
+        verdict(0, name, "cannot read reference");
+        return;
+    }
+    snprintf(path, sizeof path, "%s/kv/%s.gguf", dir, name);
+    msrnn_model *m = NULL;
+    msrnn_status st = msrnn_model_open(path, &m);
+    if (st != MSRNN_OK) {
+        printf("  %s: %s: %s\n", path, msrnn_status_name(st), msrnn_last_error());
+        verdict(0, name, "cannot open model");
+        ref_free(&r);
+        return;
+    }
+    const msrnn_model_info *info = msrnn_model_get_info(m);
+    if (info->n_layers != r.n_layers || info->n_heads != r.n_heads ||
+        info->n_kv_heads != r.n_kv_heads || info->n_vocab != r.n_vocab ||
+        strcmp(r.cases[0].policy, "full") != 0) {
+        verdict(0, name, "model and reference disagree on the shape");
+        msrnn_model_close(m);
+        ref_free(&r);
+        return;
+    }
+    const int T = r.T, V = r.n_vocab;
+    float *la = xcalloc((size_t)T * V, sizeof(float));
+    float *lb = xcalloc((size_t)T * V, sizeof(float));
+    float *lfull = xcalloc((size_t)T * V, sizeof(float));
+
+    /* The full cache, all at once (batched_attention 0): NLL vs the reference. */
+    char label[160], detail[256];
+    size_t full_mem = 0;
+    int full_ok = 0;
+    snprintf(label, sizeof label, "%s full", name);
+    msrnn_session *s = open_session(m, "full", 0, 0, T);
+    if (s && msrnn_session_eval(s, r.tokens, T, lfull) == MSRNN_OK) {
+        double e = 0;
+        for (int t = 0; t < T - 1; t++) {
+            double d = fabs(nll_of(lfull + (size_t)t * V, V, r.tokens[t + 1]) - r.cases[0].nll[t]);
+            if (d > e) e = d;
+        }
+        full_mem = msrnn_session_memory_bytes(s);
+        full_ok = e <= NLL_TOL && full_mem > 0;
+        snprintf(detail, sizeof detail, "NLL err %.1e, memory %zu B after %d tokens", e, full_mem,
+                 T);
+    } else {
+        snprintf(detail, sizeof detail, "cannot evaluate: %s", msrnn_last_error());
+    }
+    if (s) msrnn_session_close(s);
+    verdict(full_ok, label, detail);
+
+    /* Information only (not counted): full, one token per call vs all at once. When these differ
+     * too, a bounded case's "(a)!=(b)" comes from outside the memories (the matmul paths). */
+    s = open_session(m, "full", 0, 0, T);
+    int diff_at = s ? -1 : 0;
+    for (int t = 0; s && diff_at < 0 && t < T; t++)
+        if (msrnn_session_eval(s, &r.tokens[t], 1, NULL) != MSRNN_OK ||
+            memcmp(msrnn_session_logits(s), lfull + (size_t)t * V, (size_t)V * sizeof(float)))
+            diff_at = t;
+    if (s) msrnn_session_close(s);
+    if (diff_at < 0)
+        printf("  (note) %s full: one token per call == one call, bit-identical\n", name);
+    else
+        printf("  (note) %s full: one token per call != one call from token %d on\n", name,
+               diff_at);
+
+    for (int c = 1; c < r.n_cases; c++)
+        run_case(m, &r, &r.cases[c], name, full_mem ? full_mem : (size_t)-1, la, lb);
+
+    /* A budget covering the whole input evicts nothing: bit-identical to full. */
+    static const char *policies[] = {"window", "sink", "h2o", "tova", "tova-head"};
+    for (size_t i = 0; i < sizeof policies / sizeof policies[0]; i++) {
+        snprintf(label, sizeof label, "%s %s k=%d (>= T) == full", name, policies[i], T);
+        s = open_session(m, policies[i], T, 4, T);
+        int same = 0;
+        if (s && msrnn_session_eval(s, r.tokens, T, la) == MSRNN_OK)
+            same = memcmp(la, lfull, (size_t)T * V * sizeof(float)) == 0;
+        if (s) msrnn_session_close(s);
+        verdict(same && full_ok, label, same ? "logits bit-identical" : "logits differ");
+    }
+    free(la);
+    free(lb);
+    free(lfull);
+    msrnn_model_close(m);
+    ref_free(&r);
+}
+
+int main(void) {
+    const char *dir = getenv("MSRNN_REF_DIR");
+    if (!dir || !*dir) {
+        printf("test_kv_policies: MSRNN_REF_DIR is not set\n");
+        return 1;
+    }
+    char path[1024];
+    snprintf(path, sizeof path, "%s/kv/MANIFEST.tsv", dir);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        printf("test_kv_policies: cannot open %s (run tests/ref/gen_kv_ref.py)\n", path);
+        return 1;
+    }
+    char line[1024];
+    int n_models = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] == '#' || line[0] == '\n') continue;
+        char name[64];
+        if (sscanf(line, "%63s", name) != 1) continue;
+        n_models++;
+        run_model(dir, name);
+    }
+    fclose(f);
+    if (n_models == 0) {
+        printf("  no models in %s\n", path);
+        n_failed++;
+    }
+    printf("test_kv_policies: %d passed, %d failed\n", n_passed, n_failed);
+    return n_failed ? 1 : 0;
+}
