@@ -13,7 +13,11 @@
  * reference's); msrnn_session_memory_bytes() must be the same at every sampled step once k entries
  * are held and below the full cache's after the whole input; for tova, a step where the reference
  *       evicted the token just fed must exist and msrnn's set must lack that token;
- *   (b) all tokens in one call with logits_all: NLL within 1e-4 and logits bit-identical to (a);
+ *   (b) all tokens in one call with logits_all (the layer-by-layer scan): NLL within 1e-4, the same
+ *       final kept sets, and logits equal to (a) within 1e-5 of the logit scale. Not bit for bit:
+ *       one-token calls take the decode matmul (dot kernels) and one call of T tokens takes sgemm,
+ *       which round differently (memory "full" shows the same ~1e-7 difference, printed as a note);
+ *       the eviction decisions themselves are compared exactly, at every step in (a);
  * plus: every policy with k = T gives logits bit-identical to "full" (both batched_attention 0).
  * Prints one line per case and "test_kv_policies: N passed, M failed"; exits 1 on any failure.
  *
@@ -316,7 +320,12 @@ static void run_case(msrnn_model *m, const kv_ref *r, const kv_case *kc, const c
                 double e = fabs(nll_of(lb + (size_t)t * V, V, r->tokens[t + 1]) - kc->nll[t]);
                 if (e > nll_b) nll_b = e;
             }
-            identical = memcmp(la, lb, (size_t)T * V * sizeof(float)) == 0;
+            double scale = 0, diff = 0;
+            for (size_t i = 0; i < (size_t)T * V; i++) {
+                scale = fabs(la[i]) > scale ? fabs(la[i]) : scale;
+                diff = fabs(la[i] - lb[i]) > diff ? fabs(la[i] - lb[i]) : diff;
+            }
+            identical = diff <= 1e-5 * scale;
             if (!identical) {
                 size_t i = 0, n_all = (size_t)T * V;
                 while (i + 1 < n_all && memcmp(&la[i], &lb[i], sizeof(float)) == 0) i++;
