@@ -1,10 +1,12 @@
 /* cmd_perplexity.c — `msrnn perplexity`: long-document perplexity with the TOVA paper's protocol
  * (METHODS.md §1). Each text is tokenized whole and cut into consecutive chunks of C-1 tokens; each
  * chunk is evaluated from an empty memory as BOS + its tokens, the memory's policy applied token by
- * token (the layer-by-layer scan in the memory kinds), and every text token is scored once: the mean
- * NLL over all of them gives perplexity, and their nats over the text's bytes give bits per byte.
+ * token (the layer-by-layer scan in the memory kinds), and every text token is scored once: the
+ * mean NLL over all of them gives perplexity, and their nats over the text's bytes give bits per
+ * byte.
  * --sweep runs every policy at every budget plus the full cache and prints the paper's table. */
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,16 +19,19 @@
 #define MAX_SIZES 16
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: msrnn perplexity -m FILE -f TEXT [-f TEXT ...] [options]\n%s", RUN_OPTIONS_HELP);
-    fprintf(f, "  -f, --file TEXT       a text to score (repeatable, up to %d)\n"
-               "  --ctx C               chunk length in tokens, BOS included (default: the model's)\n"
-               "  --max-chunks N        score only the first N chunks of each text\n"
-               "  --sweep K1,K2,...     every policy at every size, plus full: the TOVA paper's table\n"
-               "  --policies P1,P2,...  policies of the sweep (default window,sink,h2o,tova)\n"
-               "  --plot OUT.svg        with --sweep: perplexity against cache size\n"
-               "  --out OUT.json        with --sweep: write the results as JSON\n"
-               "  --json                print one JSON object on stdout\n",
-            MAX_FILES);
+    fprintf(f, "usage: msrnn perplexity -m FILE -f TEXT [-f TEXT ...] [options]\n%s",
+            RUN_OPTIONS_HELP);
+    fprintf(
+        f,
+        "  -f, --file TEXT       a text to score (repeatable, up to %d)\n"
+        "  --ctx C               chunk length in tokens, BOS included (default: the model's)\n"
+        "  --max-chunks N        score only the first N chunks of each text\n"
+        "  --sweep K1,K2,...     every policy at every size, plus full: the TOVA paper's table\n"
+        "  --policies P1,P2,...  policies of the sweep (default window,sink,h2o,tova)\n"
+        "  --plot OUT.svg        with --sweep: perplexity against cache size\n"
+        "  --out OUT.json        with --sweep: write the results as JSON\n"
+        "  --json                print one JSON object on stdout\n",
+        MAX_FILES);
 }
 
 typedef struct {
@@ -42,96 +47,150 @@ typedef struct {
     size_t n_scored, kv_bytes;
 } result;
 
-/* Score every chunk of every text under one memory configuration. */
-static int run_config(const char *cmd, msrnn_model *m, const run_options *o, const text *texts, int n_texts,
-                      int ctx, int max_chunks, size_t total_bytes, int progress, result *r) {
+typedef struct {
+    int file;
+    size_t start; /* first text token of the chunk */
+    int len;      /* tokens in the chunk, BOS included */
+} chunk_ref;
+
+/* -sum log softmax(logits_i)[next_i] over the rows of one batch */
+static double batch_nll(const float *logits, int n, int n_vocab, const int32_t *next) {
+    double nll = 0;
+    for (int i = 0; i < n; i++) {
+        const float *row = logits + (size_t)i * n_vocab;
+        float mx = row[0];
+        for (int v = 1; v < n_vocab; v++) mx = row[v] > mx ? row[v] : mx;
+        double sum = 0;
+        for (int v = 0; v < n_vocab; v++) sum += exp((double)row[v] - mx);
+        nll += log(sum) + mx - row[next[i]];
+    }
+    return nll;
+}
+
+/* Score every chunk of every text under one memory configuration. Chunks are independent (each
+ * starts from an empty memory), so W workers each own a single-threaded session and take chunks in
+ * turn: no synchronisation inside the token scan. Per-chunk sums are added in chunk order at the
+ * end, so the result does not depend on the number of workers. */
+static int run_config(const char *cmd, msrnn_model *m, const run_options *o, const text *texts,
+                      int n_texts, int ctx, int max_chunks, size_t total_bytes, int progress,
+                      result *r) {
     const msrnn_model_info *in = msrnn_model_get_info(m);
+    size_t n_chunks = 0, total = 0, all = 0;
+    for (int f = 0; f < n_texts; f++) {
+        size_t nc = (texts[f].n + ctx - 2) / (size_t)(ctx - 1);
+        if (max_chunks > 0 && nc > (size_t)max_chunks) nc = (size_t)max_chunks;
+        n_chunks += nc;
+        all += texts[f].n;
+    }
+    chunk_ref *chunks = calloc(n_chunks ? n_chunks : 1, sizeof *chunks);
+    double *chunk_nll = calloc(n_chunks ? n_chunks : 1, sizeof *chunk_nll);
+    if (!chunks || !chunk_nll) {
+        free(chunks), free(chunk_nll);
+        fprintf(stderr, "msrnn %s: out of memory\n", cmd);
+        return 1;
+    }
+    for (int f = 0, c = 0; f < n_texts; f++)
+        for (size_t c0 = 0, ci = 0; c0 < texts[f].n; c0 += (size_t)(ctx - 1), ci++) {
+            if (max_chunks > 0 && ci >= (size_t)max_chunks) break;
+            size_t n = texts[f].n - c0 < (size_t)(ctx - 1) ? texts[f].n - c0 : (size_t)(ctx - 1);
+            chunks[c++] = (chunk_ref){f, c0, (int)n + 1};
+            total += n;
+        }
+    const int threads = o->sp.n_threads > 0 ? o->sp.n_threads : omp_get_num_procs();
+    const int workers = (size_t)threads < n_chunks ? threads : (int)(n_chunks ? n_chunks : 1);
     msrnn_session_params sp = o->sp;
     sp.n_ctx = ctx;
     sp.memory = r->policy;
     sp.kv_size = r->kv_size;
     sp.batched_attention = 0; /* every policy through the same scan: comparisons are exact */
-    msrnn_session *s;
-    if (msrnn_session_open(m, &sp, &s) != MSRNN_OK) {
-        fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
-        return 1;
-    }
+    sp.n_threads = workers > 1 ? 1 : threads;
     const int B = sp.n_batch > 0 && sp.n_batch < ctx ? sp.n_batch : (ctx < 512 ? ctx : 512);
-    float *logits = malloc((size_t)B * in->n_vocab * sizeof *logits);
-    int32_t *chunk = malloc((size_t)ctx * sizeof *chunk);
-    if (!logits || !chunk) {
-        fprintf(stderr, "msrnn %s: out of memory\n", cmd);
-        free(logits), free(chunk), msrnn_session_close(s);
-        return 1;
-    }
-    size_t total = 0, done = 0;
-    for (int f = 0; f < n_texts; f++) {
-        size_t nc = (texts[f].n + ctx - 2) / (size_t)(ctx - 1);
-        if (max_chunks > 0 && nc > (size_t)max_chunks) nc = (size_t)max_chunks;
-        size_t upto = nc * (size_t)(ctx - 1);
-        total += upto < texts[f].n ? upto : texts[f].n;
-    }
-    double t0 = now_seconds(), nll = 0;
     int rc = 0;
-    for (int f = 0; f < n_texts && !rc; f++) {
-        const text *tx = &texts[f];
-        for (size_t c0 = 0, ci = 0; c0 < tx->n && !rc; c0 += (size_t)(ctx - 1), ci++) {
-            if (max_chunks > 0 && ci >= (size_t)max_chunks) break;
-            const int len = (int)(tx->n - c0 < (size_t)(ctx - 1) ? tx->n - c0 : (size_t)(ctx - 1)) + 1;
+    size_t done = 0, kv_bytes = 0;
+    const double t0 = now_seconds();
+#pragma omp parallel num_threads(workers) reduction(max : kv_bytes)
+    {
+        msrnn_session *s = NULL;
+        float *logits = malloc((size_t)B * in->n_vocab * sizeof *logits);
+        int32_t *chunk = malloc((size_t)ctx * sizeof *chunk);
+        int failed = !logits || !chunk;
+        if (failed) {
+#pragma omp critical
+            fprintf(stderr, "msrnn %s: out of memory\n", cmd);
+        } else if (msrnn_session_open(m, &sp, &s) != MSRNN_OK) {
+#pragma omp critical
+            fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
+            failed = 1;
+        }
+        if (failed) {
+#pragma omp atomic write
+            rc = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (size_t c = 0; c < n_chunks; c++) {
+            int stop;
+#pragma omp atomic read
+            stop = rc;
+            if (stop || failed) continue;
+            const chunk_ref *ch = &chunks[c];
             chunk[0] = in->bos_id;
-            memcpy(chunk + 1, tx->ids + c0, (size_t)(len - 1) * sizeof *chunk);
+            memcpy(chunk + 1, texts[ch->file].ids + ch->start,
+                   (size_t)(ch->len - 1) * sizeof *chunk);
             msrnn_session_reset(s);
-            for (int b0 = 0; b0 < len - 1; b0 += B) { /* the last token predicts nothing */
-                const int nb = len - 1 - b0 < B ? len - 1 - b0 : B;
+            double nll = 0;
+            for (int b0 = 0; b0 < ch->len - 1; b0 += B) { /* the last token predicts nothing */
+                const int nb = ch->len - 1 - b0 < B ? ch->len - 1 - b0 : B;
                 if (msrnn_session_eval(s, chunk + b0, nb, logits) != MSRNN_OK) {
+#pragma omp critical
                     fprintf(stderr, "\nmsrnn %s: %s\n", cmd, msrnn_last_error());
+#pragma omp atomic write
                     rc = 1;
                     break;
                 }
-                for (int i = 0; i < nb; i++) { /* -log softmax(logits_i)[next token] */
-                    const float *row = logits + (size_t)i * in->n_vocab;
-                    float mx = row[0];
-                    for (int v = 1; v < in->n_vocab; v++) mx = row[v] > mx ? row[v] : mx;
-                    double sum = 0;
-                    for (int v = 0; v < in->n_vocab; v++) sum += exp((double)row[v] - mx);
-                    nll += log(sum) + mx - row[chunk[b0 + i + 1]];
-                }
-                done += (size_t)nb;
+                nll += batch_nll(logits, nb, in->n_vocab, chunk + b0 + 1);
                 size_t used = msrnn_session_memory_bytes(s);
-                if (used > r->kv_bytes) r->kv_bytes = used;
-                if (progress) {
-                    double el = now_seconds() - t0, tps = done / (el > 0 ? el : 1e-9);
-                    fprintf(stderr, "\r%-9s k=%-5d %zu/%zu tokens  %.0f tok/s  ETA %.0f s  ppl %.3f   ",
-                            r->policy, r->kv_size, done, total, tps, (total - done) / tps, exp(nll / done));
+                kv_bytes = used > kv_bytes ? used : kv_bytes;
+                size_t now;
+#pragma omp atomic capture
+                now = done += (size_t)nb;
+                if (progress && omp_get_thread_num() == 0) {
+                    double el = now_seconds() - t0, tps = now / (el > 0 ? el : 1e-9);
+                    fprintf(stderr, "\r%-9s k=%-5d %zu/%zu tokens  %.0f tok/s  ETA %.0f s   ",
+                            r->policy, r->kv_size, now, total, tps, (total - now) / tps);
                 }
             }
+            chunk_nll[c] = nll;
         }
+        free(logits), free(chunk), msrnn_session_close(s);
     }
     if (progress) fprintf(stderr, "\n");
+    double nll = 0;
+    for (size_t c = 0; c < n_chunks; c++) nll += chunk_nll[c];
+    r->kv_bytes = kv_bytes;
     r->seconds = now_seconds() - t0;
-    r->n_scored = done;
+    r->n_scored = total;
     r->nll_sum = nll;
-    r->ppl = exp(nll / (done ? done : 1));
-    r->tps = done / (r->seconds > 0 ? r->seconds : 1e-9);
+    r->ppl = exp(nll / (total ? total : 1));
+    r->tps = total / (r->seconds > 0 ? r->seconds : 1e-9);
     /* bytes of text scored: all of it, unless --max-chunks cut it (then pro rata by tokens) */
-    size_t all = 0;
-    for (int f = 0; f < n_texts; f++) all += texts[f].n;
-    double bytes = done == all ? (double)total_bytes : (double)total_bytes * done / (all ? all : 1);
+    double bytes =
+        total == all ? (double)total_bytes : (double)total_bytes * total / (all ? all : 1);
     r->bits_per_byte = nll / log(2.0) / (bytes > 0 ? bytes : 1);
-    free(logits), free(chunk), msrnn_session_close(s);
+    free(chunks), free(chunk_nll);
     return rc;
 }
 
 static void print_result_json(FILE *f, const result *r) {
-    fprintf(f, "{\"policy\": \"%s\", \"kv_size\": %d, \"ppl\": %.6f, \"nll_mean\": %.8f, "
-               "\"bits_per_byte\": %.6f, \"n_tokens\": %zu, \"tps\": %.2f, \"kv_bytes\": %zu}",
+    fprintf(f,
+            "{\"policy\": \"%s\", \"kv_size\": %d, \"ppl\": %.6f, \"nll_mean\": %.8f, "
+            "\"bits_per_byte\": %.6f, \"n_tokens\": %zu, \"tps\": %.2f, \"kv_bytes\": %zu}",
             r->policy, r->kv_size, r->ppl, r->nll_sum / (r->n_scored ? r->n_scored : 1),
             r->bits_per_byte, r->n_scored, r->tps, r->kv_bytes);
 }
 
 /* Perplexity against cache size: log-2 x axis, one polyline per policy, full cache dashed. */
-static int write_plot(const char *path, const result *res, int n_res, const result *full, const int *sizes,
-                      int n_sizes, const char *title) {
+static int write_plot(const char *path, const result *res, int n_res, const result *full,
+                      const int *sizes, int n_sizes, const char *title) {
     FILE *f = fopen(path, "w");
     if (!f) return 1;
     const double W = 720, H = 460, L = 70, R = 150, T = 40, Bm = 50;
@@ -146,30 +205,52 @@ static int write_plot(const char *path, const result *res, int n_res, const resu
     const double lx0 = log2(sizes[0]) - 0.3, lx1 = log2(sizes[n_sizes - 1]) + 0.3;
 #define X(k) (L + (log2(k) - lx0) / (lx1 - lx0) * (W - L - R))
 #define Y(p) (T + (1 - (log((p) < cap ? (p) : cap) - ly0) / (ly1 - ly0)) * (H - T - Bm))
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-               "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", W, H);
-    fprintf(f, "<text x=\"%.0f\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">", (W - R + L) / 2);
+    fprintf(f,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+            "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" "
+            "fill=\"white\"/>\n",
+            W, H);
+    fprintf(f, "<text x=\"%.0f\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">",
+            (W - R + L) / 2);
     for (const char *c = title; *c; c++) {
-        if (*c == '<') fputs("&lt;", f);
-        else if (*c == '&') fputs("&amp;", f);
-        else fputc(*c, f);
+        if (*c == '<')
+            fputs("&lt;", f);
+        else if (*c == '&')
+            fputs("&amp;", f);
+        else
+            fputc(*c, f);
     }
-    fprintf(f, "</text>\n<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, H - Bm, W - R, H - Bm);
-    fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, T, L, H - Bm);
+    fprintf(f,
+            "</text>\n<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n",
+            L, H - Bm, W - R, H - Bm);
+    fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, T,
+            L, H - Bm);
     for (int i = 0; i < n_sizes; i++)
-        fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%d</text>\n", X(sizes[i]), H - Bm + 18, sizes[i]);
-    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">cache size k (tokens per layer, log scale)</text>\n",
+        fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%d</text>\n", X(sizes[i]),
+                H - Bm + 18, sizes[i]);
+    fprintf(f,
+            "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">cache size k (tokens per layer, "
+            "log scale)</text>\n",
             (W - R + L) / 2, H - 12);
     for (int i = 0; i <= 5; i++) {
         double p = exp(ly0 + (ly1 - ly0) * i / 5);
-        fprintf(f, "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n", L - 6, Y(p) + 4, p);
-        fprintf(f, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", L, Y(p), W - R, Y(p));
+        fprintf(f, "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n", L - 6, Y(p) + 4,
+                p);
+        fprintf(f, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", L,
+                Y(p), W - R, Y(p));
     }
-    fprintf(f, "<text transform=\"rotate(-90)\" x=\"%.0f\" y=\"16\" text-anchor=\"middle\">perplexity</text>\n", -(H - Bm + T) / 2);
-    fprintf(f, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"black\" stroke-dasharray=\"6,4\"/>\n",
+    fprintf(f,
+            "<text transform=\"rotate(-90)\" x=\"%.0f\" y=\"16\" "
+            "text-anchor=\"middle\">perplexity</text>\n",
+            -(H - Bm + T) / 2);
+    fprintf(f,
+            "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"black\" "
+            "stroke-dasharray=\"6,4\"/>\n",
             L, Y(full->ppl), W - R, Y(full->ppl));
-    fprintf(f, "<text x=\"%.0f\" y=\"%.1f\">full %.2f</text>\n", W - R + 8, Y(full->ppl) + 4, full->ppl);
-    static const char *colors[] = {"#d62728", "#ff7f0e", "#2ca02c", "#1f77b4", "#9467bd", "#8c564b"};
+    fprintf(f, "<text x=\"%.0f\" y=\"%.1f\">full %.2f</text>\n", W - R + 8, Y(full->ppl) + 4,
+            full->ppl);
+    static const char *colors[] = {"#d62728", "#ff7f0e", "#2ca02c",
+                                   "#1f77b4", "#9467bd", "#8c564b"};
     int legend = 0;
     for (int i = 0; i < n_res; i++) {
         if (i > 0 && !strcmp(res[i].policy, res[i - 1].policy)) continue;
@@ -179,12 +260,18 @@ static int write_plot(const char *path, const result *res, int n_res, const resu
             fprintf(f, "%.1f,%.1f ", X(res[j].kv_size), Y(res[j].ppl));
         fprintf(f, "\"/>\n");
         for (int j = i; j < n_res && !strcmp(res[j].policy, res[i].policy); j++)
-            fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"><title>%s k=%d: %.3f</title></circle>\n",
-                    X(res[j].kv_size), Y(res[j].ppl), col, res[j].policy, res[j].kv_size, res[j].ppl);
-        fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">%s</text>\n", W - R + 8, T + 16.0 * legend + 30, col, res[i].policy);
+            fprintf(f,
+                    "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"><title>%s k=%d: "
+                    "%.3f</title></circle>\n",
+                    X(res[j].kv_size), Y(res[j].ppl), col, res[j].policy, res[j].kv_size,
+                    res[j].ppl);
+        fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">%s</text>\n", W - R + 8,
+                T + 16.0 * legend + 30, col, res[i].policy);
         legend++;
     }
-    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" fill=\"#666\" font-size=\"10\">values above %.1f clipped</text>\n",
+    fprintf(f,
+            "<text x=\"%.0f\" y=\"%.0f\" fill=\"#666\" font-size=\"10\">values above %.1f "
+            "clipped</text>\n",
             W - R + 8, H - Bm, cap);
     fprintf(f, "</svg>\n");
 #undef X
@@ -220,11 +307,16 @@ int cmd_perplexity(int argc, char **argv) {
                 return 2;
             }
             files[n_files++] = v;
-        } else if (!strcmp(a, "--ctx")) rc = arg_int(cmd, a, v, 2, 1 << 24, &ctx);
-        else if (!strcmp(a, "--max-chunks")) rc = arg_int(cmd, a, v, 1, 1 << 30, &max_chunks);
-        else if (!strcmp(a, "--policies")) policies = v;
-        else if (!strcmp(a, "--plot")) plot = v;
-        else if (!strcmp(a, "--out")) out_json = v;
+        } else if (!strcmp(a, "--ctx"))
+            rc = arg_int(cmd, a, v, 2, 1 << 24, &ctx);
+        else if (!strcmp(a, "--max-chunks"))
+            rc = arg_int(cmd, a, v, 1, 1 << 30, &max_chunks);
+        else if (!strcmp(a, "--policies"))
+            policies = v;
+        else if (!strcmp(a, "--plot"))
+            plot = v;
+        else if (!strcmp(a, "--out"))
+            out_json = v;
         else if (!strcmp(a, "--sweep")) {
             char buf[256];
             snprintf(buf, sizeof buf, "%s", v);
@@ -269,8 +361,10 @@ int cmd_perplexity(int argc, char **argv) {
     const msrnn_model_info *in = msrnn_model_get_info(m);
     if (ctx == 0) ctx = o.sp.n_ctx > 0 ? o.sp.n_ctx : in->n_ctx;
     if (ctx > in->n_ctx)
-        fprintf(stderr, "msrnn %s: warning: chunks of %d tokens run past the model's trained context of "
-                "%d (what bounded memories are for; the full cache is out of its depth there)\n", cmd, ctx, in->n_ctx);
+        fprintf(stderr,
+                "msrnn %s: warning: chunks of %d tokens run past the model's trained context of "
+                "%d (what bounded memories are for; the full cache is out of its depth there)\n",
+                cmd, ctx, in->n_ctx);
     text texts[MAX_FILES] = {0};
     size_t total_bytes = 0;
     for (int f = 0; f < n_files && !rc; f++) {
@@ -282,8 +376,10 @@ int cmd_perplexity(int argc, char **argv) {
         }
         size_t cap = msrnn_tokenize_max(m, len);
         texts[f].ids = malloc(cap * sizeof(int32_t));
-        if (!texts[f].ids || msrnn_tokenize(m, buf, len, 0, texts[f].ids, cap, &texts[f].n) != MSRNN_OK) {
-            fprintf(stderr, "msrnn %s: %s: %s\n", cmd, files[f], texts[f].ids ? msrnn_last_error() : "out of memory");
+        if (!texts[f].ids ||
+            msrnn_tokenize(m, buf, len, 0, texts[f].ids, cap, &texts[f].n) != MSRNN_OK) {
+            fprintf(stderr, "msrnn %s: %s: %s\n", cmd, files[f],
+                    texts[f].ids ? msrnn_last_error() : "out of memory");
             rc = 1;
         }
         texts[f].bytes = len;
@@ -298,10 +394,11 @@ int cmd_perplexity(int argc, char **argv) {
             print_result_json(stdout, &single);
             printf("\n");
         } else if (!rc) {
-            printf("%s%s%.0d: ppl %.4f  nll %.5f  bits/byte %.4f  (%zu tokens, %.0f tok/s, memory %zu bytes)\n",
+            printf("%s%s%.0d: ppl %.4f  nll %.5f  bits/byte %.4f  (%zu tokens, %.0f tok/s, memory "
+                   "%zu bytes)\n",
                    single.policy, single.kv_size ? " k=" : "", single.kv_size, single.ppl,
-                   single.nll_sum / single.n_scored, single.bits_per_byte, single.n_scored, single.tps,
-                   single.kv_bytes);
+                   single.nll_sum / single.n_scored, single.bits_per_byte, single.n_scored,
+                   single.tps, single.kv_bytes);
         }
     } else if (!rc) {
         result full = {.policy = "full"};
@@ -318,8 +415,10 @@ int cmd_perplexity(int argc, char **argv) {
             }
         if (!rc) {
             FILE *tf = json ? stderr : stdout;
-            fprintf(tf, "\nperplexity, %d-token chunks, %zu tokens scored (full cache: %.4f)\n| policy |", ctx,
-                    full.n_scored, full.ppl);
+            fprintf(
+                tf,
+                "\nperplexity, %d-token chunks, %zu tokens scored (full cache: %.4f)\n| policy |",
+                ctx, full.n_scored, full.ppl);
             for (int k = 0; k < n_sizes; k++) fprintf(tf, " k=%d |", sizes[k]);
             fprintf(tf, " full |\n|---|");
             for (int k = 0; k <= n_sizes; k++) fprintf(tf, "---:|");
