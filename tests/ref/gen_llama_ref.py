@@ -18,13 +18,38 @@ FFN 1056 (33 blocks, not a multiple of 64) so every matrix, ffn_down included, i
 gqa48 has FFN 344 (not a multiple of 32), so its quantised files keep ffn_down in F16 (a
 mixed-type file, as llama.cpp's quantiser produces when a row does not fit the block size).
 
+Q8_0/Q4_0 files also get "decode-sim" references (the decode section below): msrnn's decode path
+rounds every quantised matmul's input to Q8_0 blocks, and q8_0_act does the same from its spec.
+msrnn's f32 activations differ from these float64 ones by ~1e-7, so now and then one of them
+rounds the other way (a boundary flip); the flip changes that token's logits by ~1e-2 and, through
+the KV cache, every later token's too. Hence the isolated decode chunks: each one starts from the
+plain (prompt-path) cache, so a flip stays inside its chunk and the others can be held tightly.
+
 NAME.ref, little-endian:
-  char magic[4] = "MREF"; u32 version = 1; u32 n_tokens; u32 n_vocab; u32 n_gen;
+  char magic[4] = "MREF"; u32 version = 2; u32 n_tokens; u32 n_vocab; u32 n_gen;
+  u32 n_steps                          0 for float weight types; > 0 for Q8_0/Q4_0 files, which
+                                       carry the decode section below
   i32 tokens[n_tokens]                 the prompt (tokens[0] = BOS)
   f32 logits[n_tokens][n_vocab]        reference logits after each prompt token
   i32 gen[n_gen]                       greedy continuation: gen[0] = argmax(logits[n_tokens-1]),
                                        gen[i] = argmax after feeding gen[i-1]
   f32 margin[n_gen]                    top1 - top2 of the reference logits that chose gen[i]
+  decode section, only when n_steps > 0. "decode-sim" is the same float64 forward, but every
+  matmul whose weight is Q8_0/Q4_0 first rounds its input, per token, to Q8_0 blocks (q8_0_act);
+  matmuls with f32/f16 weights see their input unrounded. That is what msrnn's decode path (fewer
+  than DECODE_BELOW tokens in one eval call) computes; its prompt path computes the plain forward.
+  f32 sim_logits[n_tokens][n_vocab]    decode-sim over the whole prompt
+  i32 step_start[n_steps]; i32 step_len[n_steps]
+                                       isolated decode chunks: the prompt's positions from
+                                       DECODE_BELOW on, cut into chunks of 1..DECODE_BELOW-1
+  f32 step_logits[sum(step_len)][n_vocab]
+                                       for each chunk: the plain forward of tokens[:start] (the
+                                       prompt path), then decode-sim of tokens[start:start+len]
+                                       fed as one call
+  i32 cont_gen[n_gen]; f32 cont_logits[n_gen][n_vocab]
+                                       greedy continuation after the plain prompt, decoding one
+                                       token at a time with decode-sim: cont_gen[i] =
+                                       argmax(cont_logits[i]); cont_logits[0] = logits[n_tokens-1]
 
 MANIFEST.tsv: one line per model (after '#' comment lines), tab-separated:
   name  type  n_tokens  n_gen  sim_act  sim_kvf16  description
@@ -86,6 +111,8 @@ SHAPES = [
 ]
 N_GEN = 64
 N_CTX = 512
+# Sizes (cycled) of the isolated decode chunks stored with quantised files: all below DECODE_BELOW.
+STEP_SIZES = [1, 7, 2, 5, 3, 6, 4]
 
 
 # ---- random master weights (float32, PyTorch [out, in] order) -------------------------------------
@@ -166,36 +193,67 @@ def round_bf16(x):  # round to nearest even on the top 16 bits of the f32
                                          x.shape).astype(np.float64))
 
 
-def q8_0_roundtrip(x):
-    """Quantise the last dim to Q8_0 blocks and back, the way llama.cpp quantises a matmul input
-    (d = amax/127 stored as f16, q = round-half-away(x/d)); used only to size tolerances."""
+def q8_0_act(x, stats=None):
+    """Rounds the last dim of x to Q8_0 blocks and back, as a matmul input is quantised for the
+    integer dot products of the decode path (and llama.cpp's vec_dot_type): per block of 32, in
+    float32, amax = max|x|, d = amax/127, id = 1/d (0 if d == 0), q = roundf(x*id) rounding half
+    away from zero; the block stores fp16(d), so the value used is q * float(fp16(d)). The float32
+    steps are numpy's IEEE float32 ops; the rounding itself is done in float64, where t + 0.5 is
+    exact (in float32, 0.49999997 + 0.5 would round up to 1). stats, a dict, counts the elements
+    rounded ("n") and those whose x*id was exactly halfway ("ties"), where half-away and
+    half-even rounding differ (for even floor)."""
     shp = x.shape
-    b = x.reshape(-1, 32)
-    amax = b.abs().amax(dim=1, keepdim=True)
-    dd = amax / 127.0
-    inv = torch.where(dd > 0, 1.0 / torch.where(dd > 0, dd, torch.ones_like(dd)), torch.zeros_like(dd))
-    t = b * inv
-    q = torch.sign(t) * torch.floor(t.abs() + 0.5)
-    return (q * dd.to(torch.float16).to(x.dtype)).reshape(shp)
+    xf = x.numpy().astype(np.float32).reshape(-1, 32)
+    amax = np.abs(xf).max(axis=1, keepdims=True)
+    d = amax / np.float32(127.0)
+    safe = np.where(d != 0, d, np.float32(1.0))
+    inv = np.where(d != 0, np.float32(1.0) / safe, np.float32(0.0)).astype(np.float32)
+    t = (xf * inv).astype(np.float64)  # the float32 product, exactly
+    q = np.trunc(t + np.copysign(0.5, t))  # C roundf
+    if stats is not None:
+        stats["n"] = stats.get("n", 0) + t.size
+        stats["ties"] = stats.get("ties", 0) + int(np.count_nonzero(np.abs(t - np.trunc(t)) == 0.5))
+    deq = q * d.astype(np.float16).astype(np.float64)
+    return torch.from_numpy(deq.reshape(shp))
+
+
+# msrnn's matmuls with fewer than this many tokens in one eval call (the decode path) dot Q8_0/Q4_0
+# weights against Q8_0-rounded activations; larger ones use f32 activations (sgemm).
+DECODE_BELOW = 8
+QUANT = ("q8_0", "q4_0")
 
 
 class Reference:
-    def __init__(self, cfg, w, types, sim_act=False, kv_f16=False):
+    """sim_act: round every matmul input to its weight's vec_dot_type (as llama.cpp does).
+    decode_sim: round only the inputs of Q8_0/Q4_0 weights, to Q8_0 blocks (msrnn's decode path;
+    the inputs of f16 weights, as gqa48's quantised files keep ffn_down, stay unrounded)."""
+
+    def __init__(self, cfg, w, types, sim_act=False, kv_f16=False, decode_sim=False):
         self.cfg, self.w, self.types = cfg, w, types
+        self.round_now, self.decode_sim, self.stats = sim_act or decode_sim, decode_sim, {}
         self.D, self.H, self.Hkv = cfg["dim"], cfg["n_heads"], cfg["n_kv_heads"]
         self.d = self.D // self.H
-        self.sim_act, self.kv_f16 = sim_act, kv_f16
+        self.kv_f16 = kv_f16
         self.out_name = "token_embd.weight" if cfg["tied"] else "output.weight"
         i = torch.arange(self.d // 2, dtype=torch.float64)
         self.inv_freq = cfg["rope_base"] ** (-2.0 * i / self.d)  # base^(-2i/d)
         self.cache = [[None, None] for _ in range(cfg["n_layers"])]
         self.n_past = 0
 
+    def fork(self, n, **mode):
+        """A new Reference (of the given mode) that has seen this one's first n tokens."""
+        r = Reference(self.cfg, self.w, self.types, **mode)
+        r.cache = [[k[:n], v[:n]] for k, v in self.cache]
+        r.n_past = n
+        return r
+
     def linear(self, x, name):  # x [T, in] @ W[out, in]^T
-        if self.sim_act:
+        if self.round_now:
             t = self.types[name]
-            x = {"q8_0": q8_0_roundtrip, "q4_0": q8_0_roundtrip, "f16": round_f16,
-                 "bf16": round_bf16}.get(t, lambda a: a)(x)
+            if t in QUANT:
+                x = q8_0_act(x, self.stats)
+            elif t in ("f16", "bf16") and not self.decode_sim:
+                x = (round_f16 if t == "f16" else round_bf16)(x)
         return x @ self.w[name].T
 
     def rmsnorm(self, x, name):
@@ -248,26 +306,56 @@ class Reference:
         return self.linear(h, self.out_name)
 
 
-def greedy(ref, prompt_logits, n_gen):
+def greedy(ref, prompt_logits, n_gen, rows=None):
+    """Greedy continuation; rows, a list, receives the logits that chose each token."""
     gen, margin = [], []
     last = prompt_logits[-1]
-    for _ in range(n_gen):
+    for i in range(n_gen):
         top = torch.topk(last, 2).values
         t = int(torch.argmax(last))
         gen.append(t)
         margin.append(float(top[0] - top[1]))
-        last = ref.forward([t])[-1]
+        if rows is not None:
+            rows.append(last)
+        if i + 1 < n_gen:
+            last = ref.forward([t])[-1]
     return gen, margin
 
 
-def write_ref(path, tokens, logits, gen, margin):
+def decode_steps(ref, tokens):
+    """Isolated decode chunks: (starts, lens, logits) where each chunk of STEP_SIZES (cycled) from
+    position DECODE_BELOW on is fed with decode-sim after the plain forward of what precedes it.
+    ref: the plain Reference after forward(tokens)."""
+    starts, lens, out = [], [], []
+    p, k = DECODE_BELOW, 0
+    while p < len(tokens):
+        n = min(STEP_SIZES[k % len(STEP_SIZES)], len(tokens) - p)
+        out.append(ref.fork(p, decode_sim=True).forward(tokens[p:p + n]))
+        starts.append(p)
+        lens.append(n)
+        p, k = p + n, k + 1
+    return starts, lens, torch.cat(out)
+
+
+def write_ref(path, tokens, logits, gen, margin, dec=None):
+    """dec: None, or (sim_logits, step_start, step_len, step_logits, cont_gen, cont_logits)."""
     T, V = logits.shape
+
+    def f32(a):
+        return np.ascontiguousarray(a.numpy() if torch.is_tensor(a) else a, dtype="<f4").tobytes()
+
+    def i32(a):
+        return np.asarray(a, dtype="<i4").tobytes()
+
     with open(path, "wb") as f:
-        f.write(b"MREF" + struct.pack("<IIII", 1, T, V, len(gen)))
-        f.write(np.asarray(tokens, dtype="<i4").tobytes())
-        f.write(np.ascontiguousarray(logits.numpy(), dtype="<f4").tobytes())
-        f.write(np.asarray(gen, dtype="<i4").tobytes())
-        f.write(np.asarray(margin, dtype="<f4").tobytes())
+        f.write(b"MREF" + struct.pack("<IIIII", 2, T, V, len(gen), len(dec[1]) if dec else 0))
+        f.write(i32(tokens) + f32(logits) + i32(gen) + f32(margin))
+        if dec:
+            sim_logits, starts, lens, step_logits, cont_gen, cont_logits = dec
+            assert sim_logits.shape == (T, V) and step_logits.shape == (sum(lens), V)
+            assert len(cont_gen) == len(gen) and cont_logits.shape == (len(gen), V)
+            f.write(f32(sim_logits) + i32(starts) + i32(lens) + f32(step_logits) + i32(cont_gen)
+                    + f32(cont_logits))
 
 
 def rel_err(a, b):
@@ -304,13 +392,27 @@ def main():
             with torch.no_grad():
                 ref = Reference(cfg, deq, types)
                 logits = ref.forward(tokens)
+                dec, extra = None, ""
+                if wtype in QUANT:  # the decode section, forked from the plain prompt's cache
+                    sref = Reference(cfg, deq, types, decode_sim=True)
+                    sim_logits = sref.forward(tokens)
+                    starts, lens, step_logits = decode_steps(ref, tokens)
+                    cont, after = [], ref.fork(len(tokens), decode_sim=True)
+                    cont_gen, _ = greedy(after, logits, N_GEN, cont)
+                    dec = (sim_logits, starts, lens, step_logits, cont_gen, torch.stack(cont))
                 gen, margin = greedy(ref, logits, N_GEN)
+                if dec:
+                    n_agree = next((i for i in range(N_GEN) if cont_gen[i] != gen[i]), N_GEN)
+                    extra = (f"; decode-sim vs ref {rel_err(sim_logits, logits):.2e}, "
+                             f"{sref.stats['ties']} exact .5 ties in {sref.stats['n']} rounded "
+                             f"activations, {len(starts)} decode chunks, continuation = ref's for "
+                             f"{n_agree} steps")
                 # What llama.cpp's shortcuts cost: rounded matmul inputs, an f16 KV cache.
                 sim_act = 0.0
                 if wtype != "f32":
                     sim_act = rel_err(Reference(cfg, deq, types, sim_act=True).forward(tokens), logits)
                 sim_kv = rel_err(Reference(cfg, deq, types, kv_f16=True).forward(tokens), logits)
-            write_ref(os.path.join(out, name + ".ref"), tokens, logits, gen, margin)
+            write_ref(os.path.join(out, name + ".ref"), tokens, logits, gen, margin, dec)
             scale = float(logits.abs().max())
             p = torch.softmax(logits, dim=-1)
             ent = float(-(p * torch.log(p.clamp_min(1e-300))).sum(-1).mean())
@@ -322,7 +424,7 @@ def main():
             rows.append((name, wtype, len(tokens), N_GEN, sim_act, sim_kv, desc))
             print(f"{name:22s} {desc}: max|logit| {scale:.2f} std {float(logits.std()):.2f} "
                   f"entropy {ent:.2f} nats, min margin {min(margin):.3g}, "
-                  f"sim act {sim_act:.2e} kvf16 {sim_kv:.2e}", flush=True)
+                  f"sim act {sim_act:.2e} kvf16 {sim_kv:.2e}{extra}", flush=True)
     with open(os.path.join(out, "MANIFEST.tsv"), "w") as f:
         f.write("# written by tests/ref/gen_llama_ref.py; read by tests/test_llama_ref.c\n")
         f.write("# name\ttype\tn_tokens\tn_gen\tsim_act\tsim_kvf16\tdescription\n")
