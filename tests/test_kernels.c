@@ -175,6 +175,14 @@ static void test_conversions(void) {
     dequantize_row(TYPE_Q8_0, b8, y, 64);
     for (int i = 0; i < 64; i++)
         CHECK(fabsf(x[i] - y[i]) <= fp16_to_fp32(b8[i / 32].d) * 0.5f + 1e-3f, "q8_0 error at %d", i);
+    /* Q8_0 rounds half away from zero (C roundf, ggml's reference): a block with amax 127 has d = 1,
+     * so its values are rounded directly */
+    float ties[32] = {127, 2.5f, -2.5f, 0.5f, -0.5f, 1.5f, -126.5f};
+    quantize_row(TYPE_Q8_0, ties, b8, 32);
+    CHECK(fp16_to_fp32(b8[0].d) == 1.0f && b8[0].qs[1] == 3 && b8[0].qs[2] == -3 && b8[0].qs[3] == 1 &&
+              b8[0].qs[4] == -1 && b8[0].qs[5] == 2 && b8[0].qs[6] == -127,
+          "q8_0 ties: %d %d %d %d %d %d", b8[0].qs[1], b8[0].qs[2], b8[0].qs[3], b8[0].qs[4], b8[0].qs[5],
+          b8[0].qs[6]);
     quantize_row(TYPE_Q4_0, x, b4, 64);
     dequantize_row(TYPE_Q4_0, b4, y, 64);
     for (int i = 0; i < 64; i++)
