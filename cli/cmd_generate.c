@@ -108,7 +108,8 @@ int cmd_generate(int argc, char **argv) {
         rc = 1;
         goto done;
     }
-    if ((int)n_prompt + n_predict > n_ctx) {
+    const int bounded = o.sp.memory && strcmp(o.sp.memory, "full") != 0;
+    if (!bounded && (int)n_prompt + n_predict > n_ctx) {
         fprintf(stderr, "msrnn %s: prompt (%zu tokens) + %d to generate exceed the context of %d "
                 "(use -c to raise it or -n to lower it)\n", cmd, n_prompt, n_predict, n_ctx);
         rc = 1;
