@@ -9,9 +9,9 @@ Text: the smallest validation book of shared/data/gutenberg/MANIFEST.tsv (by cha
 encoded whole with gut8k.model (no BOS/EOS). Convention (the TOVA protocol's chunking): the text
 ids are cut into consecutive pieces of CHUNK-1 = 4095 tokens (the last one shorter); each chunk is
 BOS + its piece and is run from an empty cache; every text token is scored once, predicted from
-BOS and the chunk's preceding tokens (position 0, BOS, is not scored). MAX_CHUNKS = 8 keeps the
-first 8 chunks (32,760 scored tokens of the book's 60,453): the float64 forward takes ~10-20 s a
-4096-token chunk on 2 threads, and all 15 chunks took ~5 minutes (None: the whole book).
+BOS and the chunk's preceding tokens (position 0, BOS, is not scored). MAX_CHUNKS = None scores
+the whole book (15 chunks, 60,453 tokens; the float64 forward takes ~10-20 s a 4096-token chunk on 2
+threads); a number keeps only the first chunks.
 
 Usage: gen_trained_ref.py OUT_DIR   — writes OUT_DIR/trained/:
   ids.bin   int32 little-endian: the chunks back to back (each starts with BOS; every chunk but
@@ -34,7 +34,7 @@ MODEL = os.path.join(SHARED, "models", "gutenberg-ref.gguf")
 TOKENIZER = os.path.join(SHARED, "data", "tokenizers", "gutenberg8k", "gut8k.model")
 BOOKS = os.path.join(SHARED, "data", "gutenberg")
 CHUNK = 4096
-MAX_CHUNKS = 8
+MAX_CHUNKS = None  # the whole book
 
 
 # ---- a minimal GGUF v2/v3 reader --------------------------------------------------------------------
