@@ -106,7 +106,8 @@ static int run_config(const char *cmd, msrnn_model *m, const run_options *o, con
     sp.n_threads = workers > 1 ? 1 : threads;
     const int B = sp.n_batch > 0 && sp.n_batch < ctx ? sp.n_batch : (ctx < 512 ? ctx : 512);
     int rc = 0;
-    size_t done = 0, kv_bytes = 0;
+    size_t done = 0, kv_bytes = 0, scored_done = 0; /* scored_done: tokens of finished chunks */
+    double nll_done = 0;                            /* their NLL, for the running perplexity */
     const double t0 = now_seconds();
 #pragma omp parallel num_threads(workers) reduction(max : kv_bytes)
     {
@@ -155,11 +156,22 @@ static int run_config(const char *cmd, msrnn_model *m, const run_options *o, con
                 now = done += (size_t)nb;
                 if (progress && omp_get_thread_num() == 0) {
                     double el = now_seconds() - t0, tps = now / (el > 0 ? el : 1e-9);
-                    fprintf(stderr, "\r%-9s k=%-5d %zu/%zu tokens  %.0f tok/s  ETA %.0f s   ",
-                            r->policy, r->kv_size, now, total, tps, (total - now) / tps);
+                    double nd;
+                    size_t sd;
+#pragma omp atomic read
+                    nd = nll_done;
+#pragma omp atomic read
+                    sd = scored_done;
+                    fprintf(stderr, "\r%-9s k=%-5d %zu/%zu tokens  %.0f tok/s  ETA %.0f s  ppl %.3f   ",
+                            r->policy, r->kv_size, now, total, tps, (total - now) / tps,
+                            sd ? exp(nd / sd) : NAN);
                 }
             }
             chunk_nll[c] = nll;
+#pragma omp atomic
+            nll_done += nll;
+#pragma omp atomic
+            scored_done += (size_t)(ch->len - 1);
         }
         free(logits), free(chunk), msrnn_session_close(s);
     }
