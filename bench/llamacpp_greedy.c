@@ -1,8 +1,8 @@
 /* llamacpp_greedy.c — greedy decoding with llama.cpp, the peer msrnn's outputs are checked against.
  *
- * Loads a GGUF model through libllama with the settings msrnn uses (f32 KV cache, flash attention off,
- * CPU only), evaluates the prompt in one batch, then picks the arg-max token N times, one token per
- * decode. Prints one JSON object on stdout:
+ * Loads a GGUF model through libllama with the settings msrnn uses (f32 KV cache, flash attention
+ * off, CPU only), evaluates the prompt in one batch, then picks the arg-max token N times, one
+ * token per decode. Prints one JSON object on stdout:
  *   {"prompt_ids": [...], "ids": [...], "margins": [...]}
  * where margins[i] is the gap between the best and second-best logit at step i (how close greedy
  * decoding came to choosing differently there). It is not a sampler and does not stop at EOS.
@@ -58,12 +58,18 @@ int main(int argc, char **argv) {
             fprintf(stderr, "llamacpp-greedy: %s needs a value\n", a);
             return 2;
         }
-        if (!strcmp(a, "-m")) model_path = v;
-        else if (!strcmp(a, "-p")) text = v;
-        else if (!strcmp(a, "--ids")) ids_arg = v;
-        else if (!strcmp(a, "-n")) n_gen = atoi(v);
-        else if (!strcmp(a, "-t")) n_threads = atoi(v);
-        else if (!strcmp(a, "-c")) n_ctx = atoi(v);
+        if (!strcmp(a, "-m"))
+            model_path = v;
+        else if (!strcmp(a, "-p"))
+            text = v;
+        else if (!strcmp(a, "--ids"))
+            ids_arg = v;
+        else if (!strcmp(a, "-n"))
+            n_gen = atoi(v);
+        else if (!strcmp(a, "-t"))
+            n_threads = atoi(v);
+        else if (!strcmp(a, "-c"))
+            n_ctx = atoi(v);
         else {
             fprintf(stderr, "llamacpp-greedy: unknown option %s\n", a);
             return 2;
@@ -71,7 +77,8 @@ int main(int argc, char **argv) {
         i++;
     }
     if (!model_path || (!text == !ids_arg) || n_gen < 0) {
-        fprintf(stderr, "usage: llamacpp-greedy -m FILE (-p TEXT | --ids 1,2,3) [-n 32] [-t 2] [-c 0]\n");
+        fprintf(stderr,
+                "usage: llamacpp-greedy -m FILE (-p TEXT | --ids 1,2,3) [-n 32] [-t 2] [-c 0]\n");
         return 2;
     }
 
@@ -102,7 +109,8 @@ int main(int argc, char **argv) {
         return 1;
     }
 
-    /* msrnn's settings: f32 keys and values, plain (not flash) attention, the whole prompt in one batch. */
+    /* msrnn's settings: f32 keys and values, plain (not flash) attention, the whole prompt in one
+     * batch. */
     struct llama_context_params cp = llama_context_default_params();
     cp.n_ctx = n_ctx > 0 ? (uint32_t)n_ctx : (uint32_t)(n_prompt + n_gen);
     cp.n_batch = cp.n_ubatch = (uint32_t)(n_prompt > 512 ? n_prompt : 512);

@@ -1,9 +1,9 @@
 /* membw.c — how fast this machine streams memory, the ceiling for token generation.
  *
- * Generating one token reads every weight once, so tg speed is bounded by read bandwidth. This measures
- * it the way a matrix-vector product sees it: T threads each sum their contiguous share of a large
- * buffer (default 1 GiB, far larger than any cache) with 256-bit loads. It also times a copy (read +
- * write, counted as 2 × bytes, as STREAM does). Prints one JSON object:
+ * Generating one token reads every weight once, so tg speed is bounded by read bandwidth. This
+ * measures it the way a matrix-vector product sees it: T threads each sum their contiguous share of
+ * a large buffer (default 1 GiB, far larger than any cache) with 256-bit loads. It also times a
+ * copy (read + write, counted as 2 × bytes, as STREAM does). Prints one JSON object:
  *   {"bytes": ..., "threads": T, "read_gbs": best, "read_gbs_mean": ..., "copy_gbs": best}
  * GB = 1e9 bytes. Not a full STREAM: no scale/add/triad, no NUMA placement.
  *
@@ -22,7 +22,8 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* Sum n floats starting at p with four independent accumulators (so the adds never limit the loads). */
+/* Sum n floats starting at p with four independent accumulators (so the adds never limit the
+ * loads). */
 static float sum_block(const float *p, size_t n) {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (size_t i = 0; i + 32 <= n; i += 32) {
@@ -41,9 +42,12 @@ int main(int argc, char **argv) {
     size_t mib = 1024;
     int threads = 2, reps = 10;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "-s")) mib = strtoul(argv[i + 1], NULL, 10);
-        else if (!strcmp(argv[i], "-t")) threads = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "-r")) reps = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "-s"))
+            mib = strtoul(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "-t"))
+            threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-r"))
+            reps = atoi(argv[i + 1]);
     }
     size_t bytes = mib << 20, n = bytes / sizeof(float);
     float *a = aligned_alloc(64, bytes), *b = aligned_alloc(64, bytes);
@@ -67,7 +71,8 @@ int main(int argc, char **argv) {
 #pragma omp parallel reduction(+ : total)
         {
             int ith = omp_get_thread_num(), nth = omp_get_num_threads();
-            size_t chunk = (n / nth) & ~(size_t)31, lo = ith * chunk, hi = ith == nth - 1 ? n : lo + chunk;
+            size_t chunk = (n / nth) & ~(size_t)31, lo = ith * chunk,
+                   hi = ith == nth - 1 ? n : lo + chunk;
             total += sum_block(a + lo, hi - lo);
         }
         double dt = now() - t0;
@@ -89,7 +94,8 @@ int main(int argc, char **argv) {
         if (r > 0 && 2.0 * bytes / dt / 1e9 > best_copy) best_copy = 2.0 * bytes / dt / 1e9;
     }
     sink += b[n / 2];
-    printf("{\"bytes\": %zu, \"threads\": %d, \"read_gbs\": %.2f, \"read_gbs_mean\": %.2f, \"copy_gbs\": %.2f}\n",
+    printf("{\"bytes\": %zu, \"threads\": %d, \"read_gbs\": %.2f, \"read_gbs_mean\": %.2f, "
+           "\"copy_gbs\": %.2f}\n",
            bytes, threads, best_read, sum_read / reps, best_copy);
     free(a);
     free(b);

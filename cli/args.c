@@ -12,7 +12,8 @@ int arg_int(const char *cmd, const char *flag, const char *s, long lo, long hi, 
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "msrnn %s: %s expects an integer in [%ld, %ld], got '%s'\n", cmd, flag, lo, hi, s);
+        fprintf(stderr, "msrnn %s: %s expects an integer in [%ld, %ld], got '%s'\n", cmd, flag, lo,
+                hi, s);
         return 2;
     }
     *out = (int)v;
@@ -36,7 +37,8 @@ int arg_float(const char *cmd, const char *flag, const char *s, double lo, doubl
     errno = 0;
     double v = strtod(s, &end);
     if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi) {
-        fprintf(stderr, "msrnn %s: %s expects a number in [%g, %g], got '%s'\n", cmd, flag, lo, hi, s);
+        fprintf(stderr, "msrnn %s: %s expects a number in [%g, %g], got '%s'\n", cmd, flag, lo, hi,
+                s);
         return 2;
     }
     *out = (float)v;
@@ -110,13 +112,20 @@ void json_string(FILE *f, const char *str, size_t len) {
             continue;
         }
         if (n == 1) {
-            if (c == '"') fputs("\\\"", f);
-            else if (c == '\\') fputs("\\\\", f);
-            else if (c == '\n') fputs("\\n", f);
-            else if (c == '\r') fputs("\\r", f);
-            else if (c == '\t') fputs("\\t", f);
-            else if (c < 0x20 || c == 0x7f) fprintf(f, "\\u%04x", c);
-            else fputc((int)c, f);
+            if (c == '"')
+                fputs("\\\"", f);
+            else if (c == '\\')
+                fputs("\\\\", f);
+            else if (c == '\n')
+                fputs("\\n", f);
+            else if (c == '\r')
+                fputs("\\r", f);
+            else if (c == '\t')
+                fputs("\\t", f);
+            else if (c < 0x20 || c == 0x7f)
+                fprintf(f, "\\u%04x", c);
+            else
+                fputc((int)c, f);
         } else {
             fwrite(s + i, 1, (size_t)n, f);
         }

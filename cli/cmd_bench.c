@@ -1,7 +1,7 @@
 /* cmd_bench.c — `msrnn bench`, measured like llama-bench: pp = one batch of P prompt tokens from an
  * empty cache, tg = N tokens generated one at a time from an empty cache; a warm-up run first, then
- * the mean and standard deviation of tokens/s over r repetitions. Token ids are random (fixed seed):
- * speed does not depend on them. */
+ * the mean and standard deviation of tokens/s over r repetitions. Token ids are random (fixed
+ * seed): speed does not depend on them. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,12 +12,15 @@
 #include "common.h"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: msrnn bench -m FILE [-p 512] [-n 128] [-r 5] [options] [--json]\n%s", RUN_OPTIONS_HELP);
-    fprintf(f, "  -p, --n-prompt N      prompt tokens for pp (default 512; 0 = skip)\n"
-               "  -n, --n-gen N         generated tokens for tg (default 128; 0 = skip)\n"
-               "  -r, --repetitions N   (default 5)\n"
-               "  --depth D1,D2,...     generation speed after a context of D tokens (tg N at each depth),\n"
-               "                        with the memory's bytes there: flat for bounded memories\n");
+    fprintf(f, "usage: msrnn bench -m FILE [-p 512] [-n 128] [-r 5] [options] [--json]\n%s",
+            RUN_OPTIONS_HELP);
+    fprintf(f,
+            "  -p, --n-prompt N      prompt tokens for pp (default 512; 0 = skip)\n"
+            "  -n, --n-gen N         generated tokens for tg (default 128; 0 = skip)\n"
+            "  -r, --repetitions N   (default 5)\n"
+            "  --depth D1,D2,...     generation speed after a context of D tokens (tg N at each "
+            "depth),\n"
+            "                        with the memory's bytes there: flat for bounded memories\n");
 }
 
 static void mean_sd(const double *x, int n, double *mean, double *sd) {
@@ -38,7 +41,8 @@ static void random_tokens(int32_t *tok, int n, int n_vocab, uint64_t seed) {
 /* Generation tokens/s after a context of each depth: fill the memory with `depth` tokens (in
  * batches, the memory's own policy applied), then time n_gen single-token steps; r repetitions of
  * the timed part at each depth. */
-static int bench_depths(run_options *o, const int *depths, int n_depths, int n_gen, int reps, int json) {
+static int bench_depths(run_options *o, const int *depths, int n_depths, int n_gen, int reps,
+                        int json) {
     const char *cmd = "bench";
     int max_depth = 0;
     for (int i = 0; i < n_depths; i++) max_depth = depths[i] > max_depth ? depths[i] : max_depth;
@@ -57,9 +61,13 @@ static int bench_depths(run_options *o, const int *depths, int n_depths, int n_g
     }
     random_tokens(tok, max_depth + n_gen * reps + 1, in->n_vocab, 7);
     const char *mem = o->sp.memory ? o->sp.memory : "full";
-    if (json) printf("{\"model\": \"%s\", \"memory\": \"%s\", \"kv_size\": %d, \"n_gen\": %d, \"depths\": [",
-                     o->model_path, mem, o->sp.kv_size, n_gen);
-    else printf("| memory | depth | fill s | tg%d t/s | memory bytes |\n|---|---:|---:|---:|---:|\n", n_gen);
+    if (json)
+        printf(
+            "{\"model\": \"%s\", \"memory\": \"%s\", \"kv_size\": %d, \"n_gen\": %d, \"depths\": [",
+            o->model_path, mem, o->sp.kv_size, n_gen);
+    else
+        printf("| memory | depth | fill s | tg%d t/s | memory bytes |\n|---|---:|---:|---:|---:|\n",
+               n_gen);
     for (int di = 0; di < n_depths; di++) {
         msrnn_session_reset(s);
         double t0 = now_seconds();
@@ -76,11 +84,12 @@ static int bench_depths(run_options *o, const int *depths, int n_depths, int n_g
         double mean, sd;
         mean_sd(tg, reps, &mean, &sd);
         if (json)
-            printf("%s{\"depth\": %d, \"fill_s\": %.3f, \"tg_tps\": %.3f, \"tg_sd\": %.3f, \"memory_bytes\": %zu}",
+            printf("%s{\"depth\": %d, \"fill_s\": %.3f, \"tg_tps\": %.3f, \"tg_sd\": %.3f, "
+                   "\"memory_bytes\": %zu}",
                    di ? ", " : "", depths[di], fill, mean, sd, bytes);
         else
-            printf("| %s%s%.0d | %d | %.2f | %.2f ± %.2f | %zu |\n", mem, o->sp.kv_size ? " k=" : "",
-                   o->sp.kv_size, depths[di], fill, mean, sd, bytes);
+            printf("| %s%s%.0d | %d | %.2f | %.2f ± %.2f | %zu |\n", mem,
+                   o->sp.kv_size ? " k=" : "", o->sp.kv_size, depths[di], fill, mean, sd, bytes);
         fflush(stdout);
     }
     if (json) printf("]}\n");
@@ -116,9 +125,12 @@ int cmd_bench(int argc, char **argv) {
             continue;
         }
         if (!(v = arg_value(cmd, argc, argv, i++))) return 2;
-        if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) rc = arg_int(cmd, a, v, 0, 1 << 20, &n_prompt);
-        else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) rc = arg_int(cmd, a, v, 0, 1 << 20, &n_gen);
-        else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions")) rc = arg_int(cmd, a, v, 1, 1000, &reps);
+        if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt"))
+            rc = arg_int(cmd, a, v, 0, 1 << 20, &n_prompt);
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen"))
+            rc = arg_int(cmd, a, v, 0, 1 << 20, &n_gen);
+        else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions"))
+            rc = arg_int(cmd, a, v, 1, 1000, &reps);
         else if (!strcmp(a, "--depth")) {
             char buf[256];
             snprintf(buf, sizeof buf, "%s", v);
@@ -129,8 +141,7 @@ int cmd_bench(int argc, char **argv) {
                 }
                 rc = arg_int(cmd, a, tok, 0, 1 << 26, &depths[n_depths++]);
             }
-        }
-        else {
+        } else {
             fprintf(stderr, "msrnn %s: unknown option '%s'\n", cmd, a);
             usage(stderr);
             return 2;
@@ -184,10 +195,12 @@ int cmd_bench(int argc, char **argv) {
         printf("| model | size | params | threads | test | t/s |\n|---|---:|---:|---:|---|---:|\n");
         if (n_prompt > 0)
             printf("| %s | %.1f MiB | %.1f M | %d | pp%d | %.2f ± %.2f |\n", o.model_path,
-                   in->weight_bytes / 1048576.0, in->n_params / 1e6, o.sp.n_threads, n_prompt, pp_m, pp_sd);
+                   in->weight_bytes / 1048576.0, in->n_params / 1e6, o.sp.n_threads, n_prompt, pp_m,
+                   pp_sd);
         if (n_gen > 0)
             printf("| %s | %.1f MiB | %.1f M | %d | tg%d | %.2f ± %.2f |\n", o.model_path,
-                   in->weight_bytes / 1048576.0, in->n_params / 1e6, o.sp.n_threads, n_gen, tg_m, tg_sd);
+                   in->weight_bytes / 1048576.0, in->n_params / 1e6, o.sp.n_threads, n_gen, tg_m,
+                   tg_sd);
     }
     goto done;
 fail:

@@ -1,5 +1,6 @@
 /* cmd_generate.c — `msrnn generate`: tokenize a prompt, evaluate it in batches, then sample and
- * stream tokens. Speeds go to stderr; with --json, stdout carries one JSON object instead of text. */
+ * stream tokens. Speeds go to stderr; with --json, stdout carries one JSON object instead of text.
+ */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +10,8 @@
 #include "common.h"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: msrnn generate -m FILE (-p TEXT | -f FILE) [-n N] [options]\n%s", RUN_OPTIONS_HELP);
+    fprintf(f, "usage: msrnn generate -m FILE (-p TEXT | -f FILE) [-n N] [options]\n%s",
+            RUN_OPTIONS_HELP);
     fprintf(f, "  -p, --prompt TEXT     prompt\n"
                "  -f, --file FILE       read the prompt from a file\n"
                "  -n, --n-predict N     tokens to generate (default 128; stops early at EOS)\n"
@@ -51,16 +53,26 @@ int cmd_generate(int argc, char **argv) {
         }
         if (!(v = arg_value(cmd, argc, argv, i))) return 2;
         i++;
-        if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) prompt = v;
-        else if (!strcmp(a, "-f") || !strcmp(a, "--file")) prompt_file = v;
-        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) rc = arg_int(cmd, a, v, 0, 1 << 28, &n_predict);
-        else if (!strcmp(a, "--temp")) rc = arg_float(cmd, a, v, 0, 1e6, &sp.temperature);
-        else if (!strcmp(a, "--top-k")) rc = arg_int(cmd, a, v, 0, 1 << 24, &sp.top_k);
-        else if (!strcmp(a, "--top-p")) rc = arg_float(cmd, a, v, 0, 1, &sp.top_p);
-        else if (!strcmp(a, "--min-p")) rc = arg_float(cmd, a, v, 0, 1, &sp.min_p);
-        else if (!strcmp(a, "--repeat-penalty")) rc = arg_float(cmd, a, v, 1e-3, 1e3, &sp.repeat_penalty);
-        else if (!strcmp(a, "--repeat-last-n")) rc = arg_int(cmd, a, v, 0, 1 << 24, &sp.repeat_last_n);
-        else if (!strcmp(a, "-s") || !strcmp(a, "--seed")) rc = arg_u64(cmd, a, v, &sp.seed), seed_set = 1;
+        if (!strcmp(a, "-p") || !strcmp(a, "--prompt"))
+            prompt = v;
+        else if (!strcmp(a, "-f") || !strcmp(a, "--file"))
+            prompt_file = v;
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict"))
+            rc = arg_int(cmd, a, v, 0, 1 << 28, &n_predict);
+        else if (!strcmp(a, "--temp"))
+            rc = arg_float(cmd, a, v, 0, 1e6, &sp.temperature);
+        else if (!strcmp(a, "--top-k"))
+            rc = arg_int(cmd, a, v, 0, 1 << 24, &sp.top_k);
+        else if (!strcmp(a, "--top-p"))
+            rc = arg_float(cmd, a, v, 0, 1, &sp.top_p);
+        else if (!strcmp(a, "--min-p"))
+            rc = arg_float(cmd, a, v, 0, 1, &sp.min_p);
+        else if (!strcmp(a, "--repeat-penalty"))
+            rc = arg_float(cmd, a, v, 1e-3, 1e3, &sp.repeat_penalty);
+        else if (!strcmp(a, "--repeat-last-n"))
+            rc = arg_int(cmd, a, v, 0, 1 << 24, &sp.repeat_last_n);
+        else if (!strcmp(a, "-s") || !strcmp(a, "--seed"))
+            rc = arg_u64(cmd, a, v, &sp.seed), seed_set = 1;
         else {
             fprintf(stderr, "msrnn %s: unknown option '%s'\n", cmd, a);
             usage(stderr);
@@ -82,7 +94,8 @@ int cmd_generate(int argc, char **argv) {
     }
     if (!seed_set) {
         sp.seed = (uint64_t)(now_seconds() * 1e6);
-        if (sp.temperature > 0) fprintf(stderr, "msrnn %s: seed %llu\n", cmd, (unsigned long long)sp.seed);
+        if (sp.temperature > 0)
+            fprintf(stderr, "msrnn %s: seed %llu\n", cmd, (unsigned long long)sp.seed);
     }
 
     msrnn_model *m;
@@ -110,8 +123,10 @@ int cmd_generate(int argc, char **argv) {
     }
     const int bounded = o.sp.memory && strcmp(o.sp.memory, "full") != 0;
     if (!bounded && (int)n_prompt + n_predict > n_ctx) {
-        fprintf(stderr, "msrnn %s: prompt (%zu tokens) + %d to generate exceed the context of %d "
-                "(use -c to raise it or -n to lower it)\n", cmd, n_prompt, n_predict, n_ctx);
+        fprintf(stderr,
+                "msrnn %s: prompt (%zu tokens) + %d to generate exceed the context of %d "
+                "(use -c to raise it or -n to lower it)\n",
+                cmd, n_prompt, n_predict, n_ctx);
         rc = 1;
         goto done;
     }
@@ -144,7 +159,8 @@ int cmd_generate(int argc, char **argv) {
         }
     }
     double t2 = now_seconds();
-    /* generation speed counts the evaluations of generated tokens (the last sampled one is not fed) */
+    /* generation speed counts the evaluations of generated tokens (the last sampled one is not fed)
+     */
     int n_fed = n_gen > 0 ? n_gen - 1 : 0;
     double pp_tps = n_prompt / (t1 - t0), tg_tps = n_fed > 0 ? n_fed / (t2 - t1) : 0;
     if (json) {
@@ -168,8 +184,8 @@ int cmd_generate(int argc, char **argv) {
     } else {
         printf("\n");
     }
-    fprintf(stderr, "msrnn %s: prompt %zu tokens, %.1f tok/s; generated %d tokens, %.1f tok/s\n", cmd,
-            n_prompt, pp_tps, n_gen, tg_tps);
+    fprintf(stderr, "msrnn %s: prompt %zu tokens, %.1f tok/s; generated %d tokens, %.1f tok/s\n",
+            cmd, n_prompt, pp_tps, n_gen, tg_tps);
 done:
     msrnn_sampler_close(smp);
     free(ids);

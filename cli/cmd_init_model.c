@@ -19,7 +19,8 @@ static void usage(FILE *f) {
 
 int cmd_init_model(int argc, char **argv) {
     const char *cmd = "init-model", *vocab = NULL, *out = NULL;
-    model_init_params p = {288, 6, 6, 0, 768, 1024, 0, 10000.0f, 1e-5f, 0, TYPE_F32, 0.02f, 0, NULL};
+    model_init_params p = {288,      6,     6, 0,        768,   1024, 0,
+                           10000.0f, 1e-5f, 0, TYPE_F32, 0.02f, 0,    NULL};
     int rc = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -32,23 +33,35 @@ int cmd_init_model(int argc, char **argv) {
             continue;
         }
         if (!(v = arg_value(cmd, argc, argv, i++))) return 2;
-        if (!strcmp(a, "--vocab-from")) vocab = v;
-        else if (!strcmp(a, "-o") || !strcmp(a, "--output")) out = v;
-        else if (!strcmp(a, "--dim")) rc = arg_int(cmd, a, v, 2, 65536, &p.dim);
-        else if (!strcmp(a, "--layers")) rc = arg_int(cmd, a, v, 1, 1024, &p.n_layers);
-        else if (!strcmp(a, "--heads")) rc = arg_int(cmd, a, v, 1, 1024, &p.n_heads);
-        else if (!strcmp(a, "--kv-heads")) rc = arg_int(cmd, a, v, 1, 1024, &p.n_kv_heads);
-        else if (!strcmp(a, "--ffn")) rc = arg_int(cmd, a, v, 1, 1 << 20, &p.ffn_dim);
-        else if (!strcmp(a, "--ctx")) rc = arg_int(cmd, a, v, 1, 1 << 24, &p.n_ctx);
-        else if (!strcmp(a, "--std")) rc = arg_float(cmd, a, v, 1e-6, 10, &p.init_std);
-        else if (!strcmp(a, "--seed")) rc = arg_u64(cmd, a, v, &p.seed);
+        if (!strcmp(a, "--vocab-from"))
+            vocab = v;
+        else if (!strcmp(a, "-o") || !strcmp(a, "--output"))
+            out = v;
+        else if (!strcmp(a, "--dim"))
+            rc = arg_int(cmd, a, v, 2, 65536, &p.dim);
+        else if (!strcmp(a, "--layers"))
+            rc = arg_int(cmd, a, v, 1, 1024, &p.n_layers);
+        else if (!strcmp(a, "--heads"))
+            rc = arg_int(cmd, a, v, 1, 1024, &p.n_heads);
+        else if (!strcmp(a, "--kv-heads"))
+            rc = arg_int(cmd, a, v, 1, 1024, &p.n_kv_heads);
+        else if (!strcmp(a, "--ffn"))
+            rc = arg_int(cmd, a, v, 1, 1 << 20, &p.ffn_dim);
+        else if (!strcmp(a, "--ctx"))
+            rc = arg_int(cmd, a, v, 1, 1 << 24, &p.n_ctx);
+        else if (!strcmp(a, "--std"))
+            rc = arg_float(cmd, a, v, 1e-6, 10, &p.init_std);
+        else if (!strcmp(a, "--seed"))
+            rc = arg_u64(cmd, a, v, &p.seed);
         else if (!strcmp(a, "--type")) {
             const char *names[] = {"f32", "f16", "bf16", "q8_0", "q4_0"};
             const tensor_type types[] = {TYPE_F32, TYPE_F16, TYPE_BF16, TYPE_Q8_0, TYPE_Q4_0};
             rc = 2;
             for (int k = 0; k < 5; k++)
                 if (!strcmp(v, names[k])) p.type = types[k], rc = 0;
-            if (rc) fprintf(stderr, "msrnn %s: --type expects f32, f16, bf16, q8_0 or q4_0, got '%s'\n", cmd, v);
+            if (rc)
+                fprintf(stderr, "msrnn %s: --type expects f32, f16, bf16, q8_0 or q4_0, got '%s'\n",
+                        cmd, v);
         } else {
             fprintf(stderr, "msrnn %s: unknown option '%s'\n", cmd, a);
             usage(stderr);

@@ -162,7 +162,8 @@ static int run_config(const char *cmd, msrnn_model *m, const run_options *o, con
                     nd = nll_done;
 #pragma omp atomic read
                     sd = scored_done;
-                    fprintf(stderr, "\r%-9s k=%-5d %zu/%zu tokens  %.0f tok/s  ETA %.0f s  ppl %.3f   ",
+                    fprintf(stderr,
+                            "\r%-9s k=%-5d %zu/%zu tokens  %.0f tok/s  ETA %.0f s  ppl %.3f   ",
                             r->policy, r->kv_size, now, total, tps, (total - now) / tps,
                             sd ? exp(nd / sd) : NAN);
                 }

@@ -23,16 +23,22 @@ int cmd_tokenize(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
-        } else if (!strcmp(a, "--no-bos")) bos = 0;
-        else if (!strcmp(a, "--json")) json = 1;
-        else if (!strcmp(a, "--ids")) only_ids = 1;
+        } else if (!strcmp(a, "--no-bos"))
+            bos = 0;
+        else if (!strcmp(a, "--json"))
+            json = 1;
+        else if (!strcmp(a, "--ids"))
+            only_ids = 1;
         else if (!strcmp(a, "-m") || !strcmp(a, "--model") || !strcmp(a, "-p") ||
                  !strcmp(a, "--prompt") || !strcmp(a, "-f") || !strcmp(a, "--file")) {
             const char *v = arg_value(cmd, argc, argv, i++);
             if (!v) return 2;
-            if (a[1] == 'm' || a[2] == 'm') model = v;
-            else if (a[1] == 'p' || a[2] == 'p') text = v;
-            else file = v;
+            if (a[1] == 'm' || a[2] == 'm')
+                model = v;
+            else if (a[1] == 'p' || a[2] == 'p')
+                text = v;
+            else
+                file = v;
         } else {
             fprintf(stderr, "msrnn %s: unknown option '%s'\n", cmd, a);
             usage(stderr);
@@ -63,7 +69,8 @@ int cmd_tokenize(int argc, char **argv) {
         rc = 1;
     } else if (json || only_ids) {
         printf(json ? "{\"ids\": [" : "");
-        for (size_t i = 0; i < n; i++) printf(json ? "%s%d" : "%s%d", i ? (json ? ", " : " ") : "", ids[i]);
+        for (size_t i = 0; i < n; i++)
+            printf(json ? "%s%d" : "%s%d", i ? (json ? ", " : " ") : "", ids[i]);
         printf(json ? "]}\n" : "\n");
     } else {
         char piece[256];

@@ -39,8 +39,10 @@ int run_options_parse(const char *cmd, run_options *o, int argc, char **argv, in
         *rc = arg_int(cmd, a, v, 1, 1 << 16, &o->sp.n_batch);
     } else if (!strcmp(a, "--kv-type")) {
         if (!(v = arg_value(cmd, argc, argv, *i))) return (*rc = 2), 1;
-        if (!strcmp(v, "f32")) o->sp.kv_f16 = 0;
-        else if (!strcmp(v, "f16")) o->sp.kv_f16 = 1;
+        if (!strcmp(v, "f32"))
+            o->sp.kv_f16 = 0;
+        else if (!strcmp(v, "f16"))
+            o->sp.kv_f16 = 1;
         else {
             fprintf(stderr, "msrnn %s: --kv-type expects f32 or f16, got '%s'\n", cmd, v);
             *rc = 2;
@@ -52,7 +54,9 @@ int run_options_parse(const char *cmd, run_options *o, int argc, char **argv, in
         for (size_t k = 0; k < sizeof names / sizeof *names; k++)
             if (!strcmp(v, names[k])) o->sp.memory = names[k];
         if (!o->sp.memory) {
-            fprintf(stderr, "msrnn %s: --kv expects full, window, sink, h2o, tova or tova-head, got '%s'\n", cmd, v);
+            fprintf(stderr,
+                    "msrnn %s: --kv expects full, window, sink, h2o, tova or tova-head, got '%s'\n",
+                    cmd, v);
             *rc = 2;
         }
     } else if (!strcmp(a, "--kv-size")) {
@@ -86,8 +90,8 @@ int open_model_session(const char *cmd, const run_options *o, msrnn_model **m, m
     const msrnn_model_info *in = msrnn_model_get_info(*m);
     const int bounded = o->sp.memory && strcmp(o->sp.memory, "full");
     if (!bounded && o->sp.n_ctx > in->n_ctx)
-        fprintf(stderr, "msrnn %s: warning: context %d is longer than the model's trained %d\n", cmd,
-                o->sp.n_ctx, in->n_ctx);
+        fprintf(stderr, "msrnn %s: warning: context %d is longer than the model's trained %d\n",
+                cmd, o->sp.n_ctx, in->n_ctx);
     if (msrnn_session_open(*m, &o->sp, s) != MSRNN_OK) {
         fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
         msrnn_model_close(*m);

@@ -11,7 +11,8 @@ typedef struct {
 } run_options;
 
 void run_options_init(run_options *o);
-/* If argv[*i] is a shared option, consume it (and its value), set *rc (0 ok, 2 bad value), return 1. */
+/* If argv[*i] is a shared option, consume it (and its value), set *rc (0 ok, 2 bad value),
+ * return 1. */
 int run_options_parse(const char *cmd, run_options *o, int argc, char **argv, int *i, int *rc);
 extern const char *const RUN_OPTIONS_HELP;
 

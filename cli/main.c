@@ -18,7 +18,9 @@ static const struct {
 };
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: msrnn COMMAND [options]   (msrnn COMMAND --help for its options)\n\ncommands:\n");
+    fprintf(
+        f,
+        "usage: msrnn COMMAND [options]   (msrnn COMMAND --help for its options)\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
 }

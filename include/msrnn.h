@@ -1,10 +1,10 @@
 /* msrnn.h — the public interface of libmsrnn.
  *
  * msrnn runs transformer language models stored as GGUF files on the CPU. A model is opened once
- * (weights are memory-mapped, never copied); any number of sessions can then be opened on it, each with
- * its own attention state (the KV cache) sized up front. Every call returns a status; on failure
- * msrnn_last_error() gives a message naming the file, field and expected value. The library never
- * prints to stdout and never exits the process.
+ * (weights are memory-mapped, never copied); any number of sessions can then be opened on it, each
+ * with its own attention state (the KV cache) sized up front. Every call returns a status; on
+ * failure msrnn_last_error() gives a message naming the file, field and expected value. The library
+ * never prints to stdout and never exits the process.
  */
 #ifndef MSRNN_H
 #define MSRNN_H
@@ -94,7 +94,8 @@ size_t msrnn_session_bytes(const msrnn_session *s);
  * writes up to cap absolute positions in ascending order to pos and, if score is non-NULL, each
  * entry's current eviction score (tova: the newest query's probability averaged over the heads;
  * h2o: the accumulated probability summed over heads; others: 0). Returns the number of entries. */
-int msrnn_session_kept(const msrnn_session *s, int layer, int head, int32_t *pos, float *score, int cap);
+int msrnn_session_kept(const msrnn_session *s, int layer, int head, int32_t *pos, float *score,
+                       int cap);
 /* Bytes of the attention memory alone (constant once a bounded memory is full). */
 size_t msrnn_session_memory_bytes(const msrnn_session *s);
 
@@ -116,7 +117,8 @@ size_t msrnn_tokenize_max(const msrnn_model *m, size_t len);
  * at most cap bytes to buf. */
 size_t msrnn_token_to_text(const msrnn_model *m, int32_t prev, int32_t id, char *buf, size_t cap);
 
-/* ---- sampling --------------------------------------------------------------------------------- */
+/* ---- sampling ---------------------------------------------------------------------------------
+ */
 
 typedef struct {
     float temperature;    /* <= 0: greedy */

@@ -35,7 +35,8 @@ static float frand(void) { /* uniform in [-1, 1) */
 
 static double nmse(const float *a, const float *ref, int n) {
     double num = 0, den = 0;
-    for (int i = 0; i < n; i++) num += (a[i] - ref[i]) * (double)(a[i] - ref[i]), den += (double)ref[i] * ref[i];
+    for (int i = 0; i < n; i++)
+        num += (a[i] - ref[i]) * (double)(a[i] - ref[i]), den += (double)ref[i] * ref[i];
     return den > 0 ? num / den : num;
 }
 
@@ -68,7 +69,8 @@ static void test_dots(void) {
                     yr[r] = k->dot_q8_ref(q + r * type_row_bytes(t, n), xq, n);
                 }
                 e = nmse(ys, yr, rows);
-                CHECK(e < 1e-10, "%s x q8_0 dot n=%d: nmse %.3g >= 1e-10", type_traits(t)->name, n, e);
+                CHECK(e < 1e-10, "%s x q8_0 dot n=%d: nmse %.3g >= 1e-10", type_traits(t)->name, n,
+                      e);
                 free(xq);
             }
             free(w), free(x), free(ys), free(yr), free(q);
@@ -79,7 +81,8 @@ static void test_dots(void) {
         float w[70], x[70];
         uint16_t h[70];
         for (int i = 0; i < n; i++) w[i] = frand(), x[i] = frand();
-        float a = kernels_for(TYPE_F32)->dot_simd(w, x, n), b = kernels_for(TYPE_F32)->dot_ref(w, x, n);
+        float a = kernels_for(TYPE_F32)->dot_simd(w, x, n),
+              b = kernels_for(TYPE_F32)->dot_ref(w, x, n);
         CHECK(fabsf(a - b) <= 1e-5f * (1 + fabsf(b)), "f32 dot tail n=%d: %g vs %g", n, a, b);
         quantize_row(TYPE_F16, w, h, n);
         a = kernels_for(TYPE_F16)->dot_simd(h, x, n), b = kernels_for(TYPE_F16)->dot_ref(h, x, n);
@@ -104,15 +107,19 @@ static void test_matmul(void) {
                 for (int c = 0; c < 5; c++) {
                     tensor_type t = types[ti];
                     int in = ins[a], out = outs[b], n = ns[c];
-                    float *w = malloc(sizeof(float) * in * out), *x = malloc(sizeof(float) * in * n);
-                    float *y = malloc(sizeof(float) * out * n), *yr = malloc(sizeof(float) * out * n);
+                    float *w = malloc(sizeof(float) * in * out),
+                          *x = malloc(sizeof(float) * in * n);
+                    float *y = malloc(sizeof(float) * out * n),
+                          *yr = malloc(sizeof(float) * out * n);
                     uint8_t *q = malloc(type_row_bytes(t, in) * out);
-                    float *scratch = malloc(sizeof(float) * matmul_scratch_floats(in, omp_get_max_threads()));
+                    float *scratch =
+                        malloc(sizeof(float) * matmul_scratch_floats(in, omp_get_max_threads()));
                     for (int i = 0; i < in * out; i++) w[i] = frand();
                     for (int i = 0; i < in * n; i++) x[i] = frand();
                     quantize_row(t, w, q, (int64_t)in * out);
                     dequantize_row(t, q, w, (int64_t)in * out);
-                    /* decoding (n < 8) with quantised weights rounds the activations to Q8_0 first */
+                    /* decoding (n < 8) with quantised weights rounds the activations to Q8_0 first
+                     */
                     const int act_q8 = kernels_for(t)->dot_q8_ref && n < 8;
                     float *xr = malloc(sizeof(float) * in * n);
                     block_q8_0 *xq = malloc(sizeof(block_q8_0) * (in / 32 + 1) * n);
@@ -126,7 +133,8 @@ static void test_matmul(void) {
                     for (int i = 0; i < n; i++)
                         for (int r = 0; r < out; r++) {
                             double s = 0;
-                            for (int j = 0; j < in; j++) s += (double)w[r * in + j] * xr[i * in + j];
+                            for (int j = 0; j < in; j++)
+                                s += (double)w[r * in + j] * xr[i * in + j];
                             yr[i * out + r] = (float)s;
                         }
                     double e = nmse(y, yr, out * n);
@@ -152,14 +160,16 @@ static void test_conversions(void) {
     CHECK(bad == 0, "f16 -> f32: F16C and reference differ on %d bit patterns", bad);
     CHECK(fp16_to_fp32(0x3c00) == 1.0f && fp16_to_fp32(0xc000) == -2.0f, "f16 1.0 / -2.0");
     CHECK(fp16_to_fp32(0x0001) == ldexpf(1, -24), "smallest f16 subnormal");
-    CHECK(fp32_to_fp16(65520.0f) == 0x7c00 && fp32_to_fp16(65519.0f) == 0x7bff, "f16 overflow edge");
+    CHECK(fp32_to_fp16(65520.0f) == 0x7c00 && fp32_to_fp16(65519.0f) == 0x7bff,
+          "f16 overflow edge");
     CHECK(fp32_to_fp16(1.0f + ldexpf(1, -11)) == 0x3c00, "f16 ties to even (down)");
     CHECK(fp32_to_fp16(1.0f + 3 * ldexpf(1, -11)) == 0x3c02, "f16 ties to even (up)");
     /* agree with the hardware conversion (F16C) on many random values */
 #if defined(__F16C__)
     for (int i = 0; i < 100000; i++) {
         float f = frand() * ldexpf(1, (int)(frand() * 20));
-        uint16_t hw = (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(f), _MM_FROUND_TO_NEAREST_INT), 0);
+        uint16_t hw =
+            (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(f), _MM_FROUND_TO_NEAREST_INT), 0);
         if (hw != fp32_to_fp16(f)) bad++;
     }
     CHECK(bad == 0, "f16 conversion disagrees with F16C on %d values", bad);
@@ -174,19 +184,21 @@ static void test_conversions(void) {
     quantize_row(TYPE_Q8_0, x, b8, 64);
     dequantize_row(TYPE_Q8_0, b8, y, 64);
     for (int i = 0; i < 64; i++)
-        CHECK(fabsf(x[i] - y[i]) <= fp16_to_fp32(b8[i / 32].d) * 0.5f + 1e-3f, "q8_0 error at %d", i);
-    /* Q8_0 rounds half away from zero (C roundf, ggml's reference): a block with amax 127 has d = 1,
-     * so its values are rounded directly */
+        CHECK(fabsf(x[i] - y[i]) <= fp16_to_fp32(b8[i / 32].d) * 0.5f + 1e-3f, "q8_0 error at %d",
+              i);
+    /* Q8_0 rounds half away from zero (C roundf, ggml's reference): a block with amax 127 has d =
+     * 1, so its values are rounded directly */
     float ties[32] = {127, 2.5f, -2.5f, 0.5f, -0.5f, 1.5f, -126.5f};
     quantize_row(TYPE_Q8_0, ties, b8, 32);
-    CHECK(fp16_to_fp32(b8[0].d) == 1.0f && b8[0].qs[1] == 3 && b8[0].qs[2] == -3 && b8[0].qs[3] == 1 &&
-              b8[0].qs[4] == -1 && b8[0].qs[5] == 2 && b8[0].qs[6] == -127,
-          "q8_0 ties: %d %d %d %d %d %d", b8[0].qs[1], b8[0].qs[2], b8[0].qs[3], b8[0].qs[4], b8[0].qs[5],
-          b8[0].qs[6]);
+    CHECK(fp16_to_fp32(b8[0].d) == 1.0f && b8[0].qs[1] == 3 && b8[0].qs[2] == -3 &&
+              b8[0].qs[3] == 1 && b8[0].qs[4] == -1 && b8[0].qs[5] == 2 && b8[0].qs[6] == -127,
+          "q8_0 ties: %d %d %d %d %d %d", b8[0].qs[1], b8[0].qs[2], b8[0].qs[3], b8[0].qs[4],
+          b8[0].qs[5], b8[0].qs[6]);
     quantize_row(TYPE_Q4_0, x, b4, 64);
     dequantize_row(TYPE_Q4_0, b4, y, 64);
     for (int i = 0; i < 64; i++)
-        CHECK(fabsf(x[i] - y[i]) <= fabsf(fp16_to_fp32(b4[i / 32].d)) * 1.0f + 1e-3f, "q4_0 error at %d", i);
+        CHECK(fabsf(x[i] - y[i]) <= fabsf(fp16_to_fp32(b4[i / 32].d)) * 1.0f + 1e-3f,
+              "q4_0 error at %d", i);
 }
 
 int main(void) {

@@ -45,11 +45,11 @@ typedef struct gguf_value gguf_value;
 struct gguf_value {
     gguf_type type;
     union {
-        uint64_t u64;  /* UINT8/16/32/64 */
-        int64_t i64;   /* INT8/16/32/64 */
-        double f64;    /* FLOAT32/64 */
-        int b;         /* BOOL */
-        gguf_str str;  /* STRING */
+        uint64_t u64; /* UINT8/16/32/64 */
+        int64_t i64;  /* INT8/16/32/64 */
+        double f64;   /* FLOAT32/64 */
+        int b;        /* BOOL */
+        gguf_str str; /* STRING */
         struct {
             gguf_type type; /* element type */
             uint64_t n;
@@ -67,13 +67,13 @@ typedef struct {
 
 typedef struct {
     gguf_str name;
-    uint32_t n_dims;   /* 1..4 */
-    uint64_t ne[4];    /* elements per dimension, fastest first; unused dims are 1 */
+    uint32_t n_dims; /* 1..4 */
+    uint64_t ne[4];  /* elements per dimension, fastest first; unused dims are 1 */
     tensor_type type;
-    uint64_t offset;   /* from the start of the data section */
+    uint64_t offset; /* from the start of the data section */
     uint64_t n_elements;
     uint64_t n_bytes;
-    const void *data;  /* into the mapping */
+    const void *data; /* into the mapping */
 } gguf_tensor;
 
 typedef struct {
@@ -87,8 +87,8 @@ typedef struct {
     uint64_t data_offset; /* start of the data section in the file */
     const uint8_t *base;  /* the whole file */
     size_t size;
-    int mapped;           /* base is an mmap to unmap on close */
-    void *arena;          /* owned storage for decoded values (implementation detail) */
+    int mapped;  /* base is an mmap to unmap on close */
+    void *arena; /* owned storage for decoded values (implementation detail) */
 } gguf_file;
 
 /* Open and fully validate a file (mmap, read-only). */

@@ -1,16 +1,18 @@
 /* kv_cache.c — the KV-cache memories: full (keeps everything) and the bounded caches whose eviction
  * rule is a kv_policy (window, sink, h2o, tova, tova-head).
  *
- * Per layer: keys and values (H_kv, slots, d) in f32 or f16, one head's keys contiguous for the score
- * loop; and per kept set (one per layer, or one per kv head for per-head policies) the absolute
- * position and eviction score of each slot. A bounded cache has budget + 1 slots: each token is
- * appended, attended to together with everything held, and then — if the layer is over budget — one
- * entry is evicted (possibly the new one) and the last slot moves into the freed one. Keys keep the
- * RoPE of their original position, so relative distances to kept keys equal the full model's.
+ * Per layer: keys and values (H_kv, slots, d) in f32 or f16, one head's keys contiguous for the
+ * score loop; and per kept set (one per layer, or one per kv head for per-head policies) the
+ * absolute position and eviction score of each slot. A bounded cache has budget + 1 slots: each
+ * token is appended, attended to together with everything held, and then — if the layer is over
+ * budget — one entry is evicted (possibly the new one) and the last slot moves into the freed one.
+ * Keys keep the RoPE of their original position, so relative distances to kept keys equal the full
+ * model's.
  *
- * Every memory attends token by token through attend_token(), the same arithmetic in the same order,
- * so a bounded cache that never evicts is bit-identical to the full one. The full cache can instead
- * run prompt batches as blocked sgemm (batched_attention), which is faster but rounds differently.
+ * Every memory attends token by token through attend_token(), the same arithmetic in the same
+ * order, so a bounded cache that never evicts is bit-identical to the full one. The full cache can
+ * instead run prompt batches as blocked sgemm (batched_attention), which is faster but rounds
+ * differently.
  */
 #include <cblas.h>
 #include <math.h>
@@ -53,7 +55,8 @@ static layout layout_of(const memory *m) {
     int rows = (int)((1 << 22) / L.ld);
     L.block_rows = rows < 8 ? 8 : rows > 64 ? 64 : rows;
     const int batched = !m->policy && s->batched_attention && !s->kv_f16;
-    L.total = L.off_batch + (batched ? (size_t)s->n_threads * L.block_rows * L.ld * sizeof(float) : 0);
+    L.total =
+        L.off_batch + (batched ? (size_t)s->n_threads * L.block_rows * L.ld * sizeof(float) : 0);
     return L;
 }
 
@@ -65,14 +68,17 @@ static int *count_of(const memory *m, const layout *L, int layer) {
     return (int *)m->state + (size_t)layer * L->n_sets;
 }
 static int32_t *pos_of(const memory *m, const layout *L, int layer, int set) {
-    return (int32_t *)((uint8_t *)m->state + L->off_pos) + ((size_t)layer * L->n_sets + set) * L->slots;
+    return (int32_t *)((uint8_t *)m->state + L->off_pos) +
+           ((size_t)layer * L->n_sets + set) * L->slots;
 }
 static float *score_of(const memory *m, const layout *L, int layer, int set) {
-    return (float *)((uint8_t *)m->state + L->off_score) + ((size_t)layer * L->n_sets + set) * L->slots;
+    return (float *)((uint8_t *)m->state + L->off_score) +
+           ((size_t)layer * L->n_sets + set) * L->slots;
 }
 static void *kv_row(const memory *m, const layout *L, int layer, int is_v, int g, int slot) {
     uint8_t *base = (uint8_t *)m->state + L->off_kv + L->layer_kv * layer;
-    size_t off = ((size_t)(is_v * m->shape.n_kv_heads + g) * L->slots + slot) * m->shape.head_dim * L->elem;
+    size_t off =
+        ((size_t)(is_v * m->shape.n_kv_heads + g) * L->slots + slot) * m->shape.head_dim * L->elem;
     return base + off;
 }
 
@@ -82,8 +88,10 @@ static void kv_reset(memory *m) {
 }
 
 static void store_row(void *dst, const float *src, int d, int f16) {
-    if (f16) quantize_row(TYPE_F16, src, dst, d);
-    else memcpy(dst, src, (size_t)d * sizeof(float));
+    if (f16)
+        quantize_row(TYPE_F16, src, dst, d);
+    else
+        memcpy(dst, src, (size_t)d * sizeof(float));
 }
 
 static void copy_slot(const memory *m, const layout *L, int layer, int g, int to, int from) {
@@ -122,14 +130,16 @@ static void attend_token(memory *m, const layout *L, int layer, const float *q, 
         float *p = probs + (size_t)hq * L->ld;
         const float *qh = q + (size_t)hq * d;
         float *o = out + (size_t)hq * d;
-        if (et == TYPE_F32) { /* one head's keys and values are contiguous: two matrix-vector products */
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, n_keys, d, scale, kv_row(m, L, layer, 0, g, 0), d, qh, 1,
-                        0.0f, p, 1);
+        if (et ==
+            TYPE_F32) { /* one head's keys and values are contiguous: two matrix-vector products */
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, n_keys, d, scale, kv_row(m, L, layer, 0, g, 0),
+                        d, qh, 1, 0.0f, p, 1);
             softmax(p, n_keys);
-            cblas_sgemv(CblasRowMajor, CblasTrans, n_keys, d, 1.0f, kv_row(m, L, layer, 1, g, 0), d, p, 1,
-                        0.0f, o, 1);
+            cblas_sgemv(CblasRowMajor, CblasTrans, n_keys, d, 1.0f, kv_row(m, L, layer, 1, g, 0), d,
+                        p, 1, 0.0f, o, 1);
         } else {
-            for (int j = 0; j < n_keys; j++) p[j] = dot(kv_row(m, L, layer, 0, g, j), qh, d) * scale;
+            for (int j = 0; j < n_keys; j++)
+                p[j] = dot(kv_row(m, L, layer, 0, g, j), qh, d) * scale;
             softmax(p, n_keys);
             memset(o, 0, (size_t)d * sizeof(float));
             for (int j = 0; j < n_keys; j++) axpy_row(et, o, p[j], kv_row(m, L, layer, 1, g, j), d);
@@ -178,7 +188,8 @@ static void attend_batched(memory *m, const layout *L, int layer, int n, const f
     for (int job = 0; job < H * n_blocks; job++) {
         const int hq = job / n_blocks, t0 = (job % n_blocks) * qb;
         const int rows = n - t0 < qb ? n - t0 : qb, n_keys = base + t0 + rows;
-        const float *K = kv_row(m, L, layer, 0, hq / group, 0), *V = kv_row(m, L, layer, 1, hq / group, 0);
+        const float *K = kv_row(m, L, layer, 0, hq / group, 0),
+                    *V = kv_row(m, L, layer, 1, hq / group, 0);
         float *sc = scratch + (size_t)omp_get_thread_num() * qb * L->ld;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n_keys, d, scale,
                     q + ((size_t)t0 * H + hq) * d, H * d, K, d, 0.0f, sc, (int)L->ld);
@@ -188,8 +199,8 @@ static void attend_batched(memory *m, const layout *L, int layer, int n, const f
             softmax(row, valid);
             memset(row + valid, 0, (size_t)(n_keys - valid) * sizeof(float));
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, n_keys, 1.0f, sc, (int)L->ld,
-                    V, d, 0.0f, out + ((size_t)t0 * H + hq) * d, H * d);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, n_keys, 1.0f, sc,
+                    (int)L->ld, V, d, 0.0f, out + ((size_t)t0 * H + hq) * d, H * d);
     }
 }
 
@@ -205,7 +216,8 @@ static msrnn_status kv_attend(memory *m, int layer, int n, const float *q, const
         return MSRNN_OK;
     }
     const size_t qd = (size_t)s->n_heads * s->head_dim, kvd = (size_t)s->n_kv_heads * s->head_dim;
-    for (int t = 0; t < n; t++) attend_token(m, &L, layer, q + t * qd, k + t * kvd, v + t * kvd, pos[t], out + t * qd);
+    for (int t = 0; t < n; t++)
+        attend_token(m, &L, layer, q + t * qd, k + t * kvd, v + t * kvd, pos[t], out + t * qd);
     return MSRNN_OK;
 }
 
@@ -234,19 +246,22 @@ static size_t kv_used_bytes(const memory *m) {
     size_t entries = 0;
     for (int l = 0; l < m->shape.n_layers; l++)
         for (int set = 0; set < L.n_sets; set++) entries += (size_t)count_of(m, &L, l)[set];
-    const size_t per_entry = 2 * (size_t)m->shape.head_dim * L.elem * (m->shape.n_kv_heads / L.n_sets) +
-                             sizeof(int32_t) + sizeof(float);
+    const size_t per_entry =
+        2 * (size_t)m->shape.head_dim * L.elem * (m->shape.n_kv_heads / L.n_sets) +
+        sizeof(int32_t) + sizeof(float);
     return entries * per_entry;
 }
 
-static const memory_kind kv_cache_kind = {"kv", kv_bytes, kv_init, kv_reset, kv_attend, kv_kept, kv_used_bytes};
+static const memory_kind kv_cache_kind = {"kv",      kv_bytes, kv_init,      kv_reset,
+                                          kv_attend, kv_kept,  kv_used_bytes};
 
 msrnn_status memory_setup(memory *m, const char *name, const memory_shape *shape) {
     static const struct {
         const char *name;
         const kv_policy *policy;
-    } kinds[] = {{"full", NULL},          {"window", &policy_window}, {"sink", &policy_sink},
-                 {"h2o", &policy_h2o},    {"tova", &policy_tova},     {"tova-head", &policy_tova_head}};
+    } kinds[] = {{"full", NULL},         {"window", &policy_window},
+                 {"sink", &policy_sink}, {"h2o", &policy_h2o},
+                 {"tova", &policy_tova}, {"tova-head", &policy_tova_head}};
     memset(m, 0, sizeof *m);
     m->shape = *shape;
     if (!name) name = "full";
@@ -257,13 +272,19 @@ msrnn_status memory_setup(memory *m, const char *name, const memory_shape *shape
         if (!m->policy) return MSRNN_OK;
         if (m->shape.kv_sinks <= 0) m->shape.kv_sinks = 4;
         if (shape->kv_size < 1 || shape->kv_size > (1 << 24))
-            return msrnn_fail(MSRNN_ERR_INVALID, "memory '%s' needs a budget (kv_size) in [1, 2^24], "
-                              "got %d", name, shape->kv_size);
+            return msrnn_fail(MSRNN_ERR_INVALID,
+                              "memory '%s' needs a budget (kv_size) in [1, 2^24], "
+                              "got %d",
+                              name, shape->kv_size);
         if (m->policy == &policy_sink && shape->kv_size <= m->shape.kv_sinks)
-            return msrnn_fail(MSRNN_ERR_INVALID, "memory 'sink': the budget %d must exceed the %d "
-                              "sink tokens", shape->kv_size, m->shape.kv_sinks);
+            return msrnn_fail(MSRNN_ERR_INVALID,
+                              "memory 'sink': the budget %d must exceed the %d "
+                              "sink tokens",
+                              shape->kv_size, m->shape.kv_sinks);
         return MSRNN_OK;
     }
-    return msrnn_fail(MSRNN_ERR_INVALID, "unknown memory '%s' (full, window, sink, h2o, tova, "
-                      "tova-head)", name);
+    return msrnn_fail(MSRNN_ERR_INVALID,
+                      "unknown memory '%s' (full, window, sink, h2o, tova, "
+                      "tova-head)",
+                      name);
 }

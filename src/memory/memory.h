@@ -1,9 +1,9 @@
 /* memory.h — the attention state of a session: the seam every method plugs into.
  *
- * A decoder transformer is an RNN whose state is its KV cache. A memory kind decides what that state
- * is and how a layer's queries read it: the full cache (unbounded, the topline), bounded caches that
- * evict (window, sink, H2O, TOVA), compressive memories. The block loop only calls attend(); it never
- * knows which kind runs. Each kind reports the bytes its state holds.
+ * A decoder transformer is an RNN whose state is its KV cache. A memory kind decides what that
+ * state is and how a layer's queries read it: the full cache (unbounded, the topline), bounded
+ * caches that evict (window, sink, H2O, TOVA), compressive memories. The block loop only calls
+ * attend(); it never knows which kind runs. Each kind reports the bytes its state holds.
  */
 #ifndef MSRNN_MEMORY_MEMORY_H
 #define MSRNN_MEMORY_MEMORY_H
@@ -35,12 +35,12 @@ typedef struct {
     void (*init)(memory *m, void *buf);
     /* Forget everything. */
     void (*reset)(memory *m);
-    /* One layer, n consecutive tokens at absolute positions pos[0..n): q (n, H·d) and k, v (n, H_kv·d),
-     * all after RoPE; writes the attention output (n, H·d). */
+    /* One layer, n consecutive tokens at absolute positions pos[0..n): q (n, H·d) and k, v (n,
+     * H_kv·d), all after RoPE; writes the attention output (n, H·d). */
     msrnn_status (*attend)(memory *m, int layer, int n, const float *q, const float *k,
                            const float *v, const int32_t *pos, float *out);
-    /* Entries held by layer (kv head `head` for per-head policies, else -1): positions ascending and
-     * their eviction scores; returns the count. */
+    /* Entries held by layer (kv head `head` for per-head policies, else -1): positions ascending
+     * and their eviction scores; returns the count. */
     int (*kept)(const memory *m, int layer, int head, int32_t *pos, float *score, int cap);
     /* Bytes of the state that hold information now (grows with tokens only while unbounded). */
     size_t (*used_bytes)(const memory *m);

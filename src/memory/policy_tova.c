@@ -1,7 +1,8 @@
-/* policy_tova.c — TOVA (Oren et al., 2024, "Transformers are Multi-State RNNs"): evict the entry the
- * newest query attends to least, its probability averaged over all query heads of the layer (GQA:
- * over every kv head's group). Only the last query row counts: no accumulation, no recency window,
- * no sinks. tova-head keeps a set per kv head, scored by that head's group (documented as worse). */
+/* policy_tova.c — TOVA (Oren et al., 2024, "Transformers are Multi-State RNNs"): evict the entry
+ * the newest query attends to least, its probability averaged over all query heads of the layer
+ * (GQA: over every kv head's group). Only the last query row counts: no accumulation, no recency
+ * window, no sinks. tova-head keeps a set per kv head, scored by that head's group (documented as
+ * worse). */
 #include "memory/kv_policy.h"
 
 static void tova_observe(float *score, int n, const float *probs, int n_heads, size_t ld) {

@@ -27,19 +27,25 @@ static msrnn_status add_matrix(gguf_writer *w, const char *name, int rows, int c
     for (size_t i = 0; i < n; i++) buf[i] = std > 0 ? std * normal(rng) : fill;
     if (t != TYPE_F32) quantize_row(t, buf, qbuf, (int64_t)n);
     uint64_t ne[2] = {(uint64_t)cols, (uint64_t)rows};
-    return gguf_writer_add_tensor(w, name, t, rows == 1 ? 1 : 2, ne, t == TYPE_F32 ? (void *)buf : qbuf);
+    return gguf_writer_add_tensor(w, name, t, rows == 1 ? 1 : 2, ne,
+                                  t == TYPE_F32 ? (void *)buf : qbuf);
 }
 
-msrnn_status model_write_init(const model_init_params *p, const char *vocab_path, const char *path) {
-    if (p->dim <= 0 || p->n_layers <= 0 || p->n_heads <= 0 || p->n_kv_heads <= 0 || p->ffn_dim <= 0 ||
-        p->n_ctx <= 0 || p->dim % p->n_heads || p->n_heads % p->n_kv_heads || (p->dim / p->n_heads) % 2)
-        return msrnn_fail(MSRNN_ERR_INVALID, "init: inconsistent shape (dim %d, heads %d, kv heads "
-                          "%d, ffn %d, layers %d, ctx %d)", p->dim, p->n_heads, p->n_kv_heads,
-                          p->ffn_dim, p->n_layers, p->n_ctx);
+msrnn_status model_write_init(const model_init_params *p, const char *vocab_path,
+                              const char *path) {
+    if (p->dim <= 0 || p->n_layers <= 0 || p->n_heads <= 0 || p->n_kv_heads <= 0 ||
+        p->ffn_dim <= 0 || p->n_ctx <= 0 || p->dim % p->n_heads || p->n_heads % p->n_kv_heads ||
+        (p->dim / p->n_heads) % 2)
+        return msrnn_fail(MSRNN_ERR_INVALID,
+                          "init: inconsistent shape (dim %d, heads %d, kv heads "
+                          "%d, ffn %d, layers %d, ctx %d)",
+                          p->dim, p->n_heads, p->n_kv_heads, p->ffn_dim, p->n_layers, p->n_ctx);
     const type_traits_t *tt = type_traits(p->type);
     if (!tt || p->dim % tt->block_size || p->ffn_dim % tt->block_size)
-        return msrnn_fail(MSRNN_ERR_INVALID, "init: dim %d and ffn %d must be multiples of %s's "
-                          "block of %d", p->dim, p->ffn_dim, tt ? tt->name : "?", tt ? tt->block_size : 0);
+        return msrnn_fail(MSRNN_ERR_INVALID,
+                          "init: dim %d and ffn %d must be multiples of %s's "
+                          "block of %d",
+                          p->dim, p->ffn_dim, tt ? tt->name : "?", tt ? tt->block_size : 0);
     gguf_file *vf = NULL;
     MSRNN_TRY(gguf_open(vocab_path, &vf));
     const gguf_kv *toks = gguf_find_kv(vf, "tokenizer.ggml.tokens");
@@ -55,19 +61,32 @@ msrnn_status model_write_init(const model_init_params *p, const char *vocab_path
             st = gguf_writer_set_kv(w, &vf->kv[i]);
     const int hd = p->dim / p->n_heads, kvd = p->n_kv_heads * hd;
     if (st == MSRNN_OK) st = gguf_writer_set_str(w, "general.architecture", "llama");
-    if (st == MSRNN_OK) st = gguf_writer_set_str(w, "general.name", p->name ? p->name : "msrnn-init");
+    if (st == MSRNN_OK)
+        st = gguf_writer_set_str(w, "general.name", p->name ? p->name : "msrnn-init");
     if (st == MSRNN_OK) st = gguf_writer_set_u32(w, "llama.context_length", (uint32_t)p->n_ctx);
     if (st == MSRNN_OK) st = gguf_writer_set_u32(w, "llama.embedding_length", (uint32_t)p->dim);
     if (st == MSRNN_OK) st = gguf_writer_set_u32(w, "llama.block_count", (uint32_t)p->n_layers);
-    if (st == MSRNN_OK) st = gguf_writer_set_u32(w, "llama.feed_forward_length", (uint32_t)p->ffn_dim);
-    if (st == MSRNN_OK) st = gguf_writer_set_u32(w, "llama.attention.head_count", (uint32_t)p->n_heads);
-    if (st == MSRNN_OK) st = gguf_writer_set_u32(w, "llama.attention.head_count_kv", (uint32_t)p->n_kv_heads);
+    if (st == MSRNN_OK)
+        st = gguf_writer_set_u32(w, "llama.feed_forward_length", (uint32_t)p->ffn_dim);
+    if (st == MSRNN_OK)
+        st = gguf_writer_set_u32(w, "llama.attention.head_count", (uint32_t)p->n_heads);
+    if (st == MSRNN_OK)
+        st = gguf_writer_set_u32(w, "llama.attention.head_count_kv", (uint32_t)p->n_kv_heads);
     if (st == MSRNN_OK) st = gguf_writer_set_u32(w, "llama.rope.dimension_count", (uint32_t)hd);
     if (st == MSRNN_OK) st = gguf_writer_set_u32(w, "llama.vocab_size", (uint32_t)n_vocab);
-    if (st == MSRNN_OK) st = gguf_writer_set_f32(w, "llama.rope.freq_base", p->rope_base > 0 ? p->rope_base : 10000.0f);
     if (st == MSRNN_OK)
-        st = gguf_writer_set_f32(w, "llama.attention.layer_norm_rms_epsilon", p->norm_eps > 0 ? p->norm_eps : 1e-5f);
-    if (st == MSRNN_OK) st = gguf_writer_set_u32(w, "general.file_type", p->type == TYPE_F32 ? 0 : p->type == TYPE_F16 ? 1 : p->type == TYPE_Q8_0 ? 7 : p->type == TYPE_Q4_0 ? 2 : 32);
+        st = gguf_writer_set_f32(w, "llama.rope.freq_base",
+                                 p->rope_base > 0 ? p->rope_base : 10000.0f);
+    if (st == MSRNN_OK)
+        st = gguf_writer_set_f32(w, "llama.attention.layer_norm_rms_epsilon",
+                                 p->norm_eps > 0 ? p->norm_eps : 1e-5f);
+    if (st == MSRNN_OK)
+        st = gguf_writer_set_u32(w, "general.file_type",
+                                 p->type == TYPE_F32    ? 0
+                                 : p->type == TYPE_F16  ? 1
+                                 : p->type == TYPE_Q8_0 ? 7
+                                 : p->type == TYPE_Q4_0 ? 2
+                                                        : 32);
     gguf_close(vf);
 
     size_t biggest = (size_t)n_vocab * p->dim;
@@ -77,9 +96,11 @@ msrnn_status model_write_init(const model_init_params *p, const char *vocab_path
     void *qbuf = malloc(biggest * sizeof(float));
     if (st == MSRNN_OK && (!buf || !qbuf)) st = msrnn_fail(MSRNN_ERR_NOMEM, "init: out of memory");
     uint64_t rng = p->seed;
-    const float std = p->init_std > 0 ? p->init_std : 0.02f, out_std = std / sqrtf(2.0f * p->n_layers);
+    const float std = p->init_std > 0 ? p->init_std : 0.02f,
+                out_std = std / sqrtf(2.0f * p->n_layers);
     char name[64];
-    if (st == MSRNN_OK) st = add_matrix(w, "token_embd.weight", n_vocab, p->dim, p->type, std, 0, &rng, buf, qbuf);
+    if (st == MSRNN_OK)
+        st = add_matrix(w, "token_embd.weight", n_vocab, p->dim, p->type, std, 0, &rng, buf, qbuf);
     for (int l = 0; st == MSRNN_OK && l < p->n_layers; l++) {
 #define ADD(suffix, rows, cols, t, s, fill)                                                        \
     if (st == MSRNN_OK) {                                                                          \
@@ -97,7 +118,8 @@ msrnn_status model_write_init(const model_init_params *p, const char *vocab_path
         ADD("ffn_down.weight", p->dim, p->ffn_dim, p->type, out_std, 0);
 #undef ADD
     }
-    if (st == MSRNN_OK) st = add_matrix(w, "output_norm.weight", 1, p->dim, TYPE_F32, 0, 1, &rng, buf, qbuf);
+    if (st == MSRNN_OK)
+        st = add_matrix(w, "output_norm.weight", 1, p->dim, TYPE_F32, 0, 1, &rng, buf, qbuf);
     if (st == MSRNN_OK && !p->tied)
         st = add_matrix(w, "output.weight", n_vocab, p->dim, p->type, std, 0, &rng, buf, qbuf);
     if (st == MSRNN_OK) st = gguf_writer_write(w, path);

@@ -10,14 +10,14 @@
 
 typedef struct {
     int dim, n_layers, n_heads, n_kv_heads, ffn_dim, n_ctx;
-    int n_vocab;        /* 0: the vocabulary file's size */
-    float rope_base;    /* 10000 */
-    float norm_eps;     /* 1e-5 */
-    int tied;           /* share token_embd as the output head */
-    tensor_type type;   /* type of the matrices (norms stay f32) */
-    float init_std;     /* std of the normal init of matrices (0.02) */
+    int n_vocab;      /* 0: the vocabulary file's size */
+    float rope_base;  /* 10000 */
+    float norm_eps;   /* 1e-5 */
+    int tied;         /* share token_embd as the output head */
+    tensor_type type; /* type of the matrices (norms stay f32) */
+    float init_std;   /* std of the normal init of matrices (0.02) */
     uint64_t seed;
-    const char *name;   /* general.name */
+    const char *name; /* general.name */
 } model_init_params;
 
 /* Write path (atomically): hyper-parameters, tokenizer keys copied from vocab_path (any GGUF with a

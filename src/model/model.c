@@ -13,15 +13,17 @@ static msrnn_status bind_weight(const gguf_file *f, const char *name, int in, in
     const gguf_tensor *t = gguf_find_tensor(f, name);
     if (!t) return msrnn_fail(MSRNN_ERR_FORMAT, "%s: tensor '%s' is missing", f->path, name);
     if (t->n_dims != 2 || t->ne[0] != (uint64_t)in || t->ne[1] != (uint64_t)out)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: tensor '%s' has shape [%llu, %llu] (%u dims), expected [%d, %d] from "
-                          "the hyper-parameters",
-                          f->path, name, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
-                          t->n_dims, in, out);
+        return msrnn_fail(
+            MSRNN_ERR_FORMAT,
+            "%s: tensor '%s' has shape [%llu, %llu] (%u dims), expected [%d, %d] from "
+            "the hyper-parameters",
+            f->path, name, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1], t->n_dims,
+            in, out);
     if (!kernels_for(t->type))
-        return msrnn_fail(MSRNN_ERR_UNSUPPORTED, "%s: tensor '%s' has type %d, which msrnn cannot "
-                          "compute with (supported: f32, f16, bf16, q8_0, q4_0)", f->path, name,
-                          (int)t->type);
+        return msrnn_fail(MSRNN_ERR_UNSUPPORTED,
+                          "%s: tensor '%s' has type %d, which msrnn cannot "
+                          "compute with (supported: f32, f16, bf16, q8_0, q4_0)",
+                          f->path, name, (int)t->type);
     w->data = t->data;
     w->type = t->type;
     w->in = in;
@@ -49,8 +51,8 @@ static msrnn_status get_dim(const gguf_file *f, const char *key, int required, i
     uint32_t v = (uint32_t)*out;
     MSRNN_TRY(gguf_get_u32(f, key, required, &v));
     if ((int64_t)v < lo || (int64_t)v > hi)
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: %s = %u is out of range [%d, %d]", f->path, key,
-                          v, lo, hi);
+        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: %s = %u is out of range [%d, %d]", f->path, key, v,
+                          lo, hi);
     *out = (int)v;
     return MSRNN_OK;
 }
@@ -60,8 +62,10 @@ static msrnn_status read_hparams(msrnn_model *m) {
     gguf_str arch;
     MSRNN_TRY(gguf_get_str(f, "general.architecture", 1, &arch));
     if (!gguf_str_eq(arch, "llama"))
-        return msrnn_fail(MSRNN_ERR_UNSUPPORTED, "%s: general.architecture is '%.*s'; msrnn runs "
-                          "'llama'", f->path, (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
+        return msrnn_fail(MSRNN_ERR_UNSUPPORTED,
+                          "%s: general.architecture is '%.*s'; msrnn runs "
+                          "'llama'",
+                          f->path, (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
     msrnn_model_info *in = &m->info;
     const int big = 1 << 20;
     MSRNN_TRY(get_dim(f, "llama.embedding_length", 1, 1, big, &in->dim));
@@ -73,11 +77,15 @@ static msrnn_status read_hparams(msrnn_model *m) {
     in->n_ctx = 2048;
     MSRNN_TRY(get_dim(f, "llama.context_length", 0, 1, 1 << 30, &in->n_ctx));
     if (in->dim % in->n_heads)
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: embedding_length %d is not a multiple of "
-                          "head_count %d", f->path, in->dim, in->n_heads);
+        return msrnn_fail(MSRNN_ERR_FORMAT,
+                          "%s: embedding_length %d is not a multiple of "
+                          "head_count %d",
+                          f->path, in->dim, in->n_heads);
     if (in->n_heads % in->n_kv_heads)
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: head_count %d is not a multiple of head_count_kv "
-                          "%d", f->path, in->n_heads, in->n_kv_heads);
+        return msrnn_fail(MSRNN_ERR_FORMAT,
+                          "%s: head_count %d is not a multiple of head_count_kv "
+                          "%d",
+                          f->path, in->n_heads, in->n_kv_heads);
     in->head_dim = in->dim / in->n_heads;
     m->n_rot = in->head_dim;
     MSRNN_TRY(get_dim(f, "llama.rope.dimension_count", 0, 2, in->head_dim, &m->n_rot));
@@ -89,28 +97,36 @@ static msrnn_status read_hparams(msrnn_model *m) {
     in->norm_eps = 1e-5f;
     MSRNN_TRY(gguf_get_f32(f, "llama.attention.layer_norm_rms_epsilon", 0, &in->norm_eps));
     if (!(in->rope_base > 0) || !(in->norm_eps >= 0))
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: rope.freq_base %g and rms epsilon %g must be "
-                          "positive", f->path, in->rope_base, in->norm_eps);
+        return msrnn_fail(MSRNN_ERR_FORMAT,
+                          "%s: rope.freq_base %g and rms epsilon %g must be "
+                          "positive",
+                          f->path, in->rope_base, in->norm_eps);
     const gguf_tensor *emb = gguf_find_tensor(f, "token_embd.weight");
-    if (!emb) return msrnn_fail(MSRNN_ERR_FORMAT, "%s: tensor 'token_embd.weight' is missing", f->path);
+    if (!emb)
+        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: tensor 'token_embd.weight' is missing", f->path);
     if (emb->n_dims != 2 || emb->ne[1] < 1 || emb->ne[1] > (1u << 24))
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: token_embd.weight must be [dim, n_vocab]", f->path);
+        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: token_embd.weight must be [dim, n_vocab]",
+                          f->path);
     in->n_vocab = (int)emb->ne[1];
     int nv = in->n_vocab;
     MSRNN_TRY(get_dim(f, "llama.vocab_size", 0, 1, 1 << 24, &nv));
     if (nv != in->n_vocab)
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: llama.vocab_size %d disagrees with "
-                          "token_embd.weight's %d rows", f->path, nv, in->n_vocab);
+        return msrnn_fail(MSRNN_ERR_FORMAT,
+                          "%s: llama.vocab_size %d disagrees with "
+                          "token_embd.weight's %d rows",
+                          f->path, nv, in->n_vocab);
     return MSRNN_OK;
 }
 
 static msrnn_status bind_weights(msrnn_model *m) {
     const gguf_file *f = m->file;
     const msrnn_model_info *in = &m->info;
-    const int D = in->dim, q_dim = in->n_heads * in->head_dim, kv_dim = in->n_kv_heads * in->head_dim;
+    const int D = in->dim, q_dim = in->n_heads * in->head_dim,
+              kv_dim = in->n_kv_heads * in->head_dim;
     MSRNN_TRY(bind_weight(f, "token_embd.weight", D, in->n_vocab, &m->tok_embd));
     m->layers = calloc((size_t)in->n_layers, sizeof *m->layers);
-    if (!m->layers) return msrnn_fail(MSRNN_ERR_NOMEM, "out of memory binding %d layers", in->n_layers);
+    if (!m->layers)
+        return msrnn_fail(MSRNN_ERR_NOMEM, "out of memory binding %d layers", in->n_layers);
     char name[96];
 #define LAYER_NAME(fmt) (snprintf(name, sizeof name, "blk.%d." fmt, l), name)
     for (int l = 0; l < in->n_layers; l++) {
@@ -159,8 +175,10 @@ msrnn_status msrnn_model_open(const char *path, msrnn_model **out) {
         eos < (uint32_t)m->info.n_vocab)
         m->info.eos_id = (int)eos;
     if (m->tok && spm_n_vocab(m->tok) > m->info.n_vocab) {
-        msrnn_status e = msrnn_fail(MSRNN_ERR_FORMAT, "%s: the tokenizer has %d tokens but the "
-                                    "model only %d", m->file->path, spm_n_vocab(m->tok), m->info.n_vocab);
+        msrnn_status e = msrnn_fail(MSRNN_ERR_FORMAT,
+                                    "%s: the tokenizer has %d tokens but the "
+                                    "model only %d",
+                                    m->file->path, spm_n_vocab(m->tok), m->info.n_vocab);
         msrnn_model_close(m);
         return e;
     }
@@ -184,7 +202,8 @@ const msrnn_model_info *msrnn_model_get_info(const msrnn_model *m) { return &m->
 
 msrnn_status msrnn_tokenize(const msrnn_model *m, const char *text, size_t len, int add_bos,
                             int32_t *ids, size_t cap, size_t *n_out) {
-    if (!m->tok) return msrnn_fail(MSRNN_ERR_UNSUPPORTED, "%s: the file has no tokenizer", m->file->path);
+    if (!m->tok)
+        return msrnn_fail(MSRNN_ERR_UNSUPPORTED, "%s: the file has no tokenizer", m->file->path);
     return spm_encode(m->tok, text, len, add_bos, ids, cap, n_out);
 }
 

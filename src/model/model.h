@@ -27,8 +27,8 @@ typedef struct {
 struct msrnn_model {
     gguf_file *file;
     msrnn_model_info info;
-    int n_rot;         /* rotated dims per head (llama.rope.dimension_count; = head_dim usually) */
-    weight tok_embd;   /* (n_vocab, dim) */
+    int n_rot;       /* rotated dims per head (llama.rope.dimension_count; = head_dim usually) */
+    weight tok_embd; /* (n_vocab, dim) */
     layer_weights *layers;
     const float *output_norm; /* (dim) */
     weight output;            /* (n_vocab, dim); = tok_embd when tied */

@@ -1,5 +1,6 @@
 /* sampler.c — turn logits into the next token: greedy, or repetition penalty → top-k → temperature
- * → top-p → min-p → a seeded draw. The candidate buffer is sized at open; sampling allocates nothing. */
+ * → top-p → min-p → a seeded draw. The candidate buffer is sized at open; sampling allocates
+ * nothing. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,8 @@ msrnn_status msrnn_sampler_open(const msrnn_sampler_params *p, int n_vocab, msrn
         return msrnn_fail(MSRNN_ERR_INVALID, "sampler: vocabulary size %d", n_vocab);
     if (!(p->temperature == p->temperature) || !(p->top_p >= 0) || !(p->min_p <= 1) ||
         !(p->repeat_penalty > 0) || p->repeat_last_n < 0)
-        return msrnn_fail(MSRNN_ERR_INVALID, "sampler: temperature %g, top-p %g, min-p %g, "
+        return msrnn_fail(MSRNN_ERR_INVALID,
+                          "sampler: temperature %g, top-p %g, min-p %g, "
                           "repeat penalty %g (must be > 0), repeat-last-n %d (must be >= 0)",
                           p->temperature, p->top_p, p->min_p, p->repeat_penalty, p->repeat_last_n);
     msrnn_sampler *s = calloc(1, sizeof *s);
@@ -79,7 +81,10 @@ static void select_top_k(candidate *c, int n, int k) {
             if (l < k && LESS(c[l], c[m])) m = l;
             if (r < k && LESS(c[r], c[m])) m = r;
             if (m == j) break;
-            candidate t = c[j]; c[j] = c[m]; c[m] = t; j = m;
+            candidate t = c[j];
+            c[j] = c[m];
+            c[m] = t;
+            j = m;
         }
     }
     for (int i = k; i < n; i++) {
@@ -90,7 +95,10 @@ static void select_top_k(candidate *c, int n, int k) {
             if (l < k && LESS(c[l], c[m])) m = l;
             if (r < k && LESS(c[r], c[m])) m = r;
             if (m == j) break;
-            candidate t = c[j]; c[j] = c[m]; c[m] = t; j = m;
+            candidate t = c[j];
+            c[j] = c[m];
+            c[m] = t;
+            j = m;
         }
     }
 #undef LESS
@@ -108,7 +116,8 @@ int32_t msrnn_sample(msrnn_sampler *s, const float *logits, const int32_t *histo
             /* llama.cpp's rule; a token repeated in the window is penalised once */
             int seen = 0;
             for (int j = from; j < i && !seen; j++) seen = history[j] == id;
-            if (!seen) lg[id] = lg[id] > 0 ? lg[id] / p->repeat_penalty : lg[id] * p->repeat_penalty;
+            if (!seen)
+                lg[id] = lg[id] > 0 ? lg[id] / p->repeat_penalty : lg[id] * p->repeat_penalty;
         }
     }
     if (p->temperature <= 0) {

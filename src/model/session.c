@@ -1,11 +1,12 @@
 /* session.c — the Llama block loop over one attention state.
  *
- * Every buffer is sized in msrnn_session_open from the hyper-parameters, n_batch and the memory kind,
- * and carved out of one allocation; msrnn_session_eval allocates nothing. Tokens are processed in
- * batches of up to n_batch: projections and the FFN see the whole batch at once (sgemm), attention is
- * delegated to the memory kind.
+ * Every buffer is sized in msrnn_session_open from the hyper-parameters, n_batch and the memory
+ * kind, and carved out of one allocation; msrnn_session_eval allocates nothing. Tokens are
+ * processed in batches of up to n_batch: projections and the FFN see the whole batch at once
+ * (sgemm), attention is delegated to the memory kind.
  *
- * Legend: B tokens in the batch, D model width, H/H_kv query/kv heads, d head dim, F FFN width, V vocab.
+ * Legend: B tokens in the batch, D model width, H/H_kv query/kv heads, d head dim, F FFN width, V
+ * vocab.
  */
 #include <math.h>
 #include <omp.h>
@@ -43,7 +44,8 @@ msrnn_session_params msrnn_session_default_params(void) {
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
-msrnn_status msrnn_session_open(msrnn_model *m, const msrnn_session_params *pp, msrnn_session **out) {
+msrnn_status msrnn_session_open(msrnn_model *m, const msrnn_session_params *pp,
+                                msrnn_session **out) {
     *out = NULL;
     const msrnn_model_info *in = &m->info;
     msrnn_session_params p = pp ? *pp : msrnn_session_default_params();
@@ -51,26 +53,31 @@ msrnn_status msrnn_session_open(msrnn_model *m, const msrnn_session_params *pp, 
     if (p.n_threads <= 0) p.n_threads = omp_get_num_procs();
     if (p.n_batch <= 0) p.n_batch = 512;
     if (p.n_threads > 1024 || p.n_batch > (1 << 16) || p.n_ctx > (1 << 28))
-        return msrnn_fail(MSRNN_ERR_INVALID, "session: n_threads %d, n_batch %d or n_ctx %d is absurd",
-                          p.n_threads, p.n_batch, p.n_ctx);
+        return msrnn_fail(MSRNN_ERR_INVALID,
+                          "session: n_threads %d, n_batch %d or n_ctx %d is absurd", p.n_threads,
+                          p.n_batch, p.n_ctx);
     if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
     if (!p.memory) p.memory = "full";
 
     const size_t B = (size_t)p.n_batch, D = (size_t)in->dim;
-    const size_t qd = (size_t)in->n_heads * in->head_dim, kvd = (size_t)in->n_kv_heads * in->head_dim;
+    const size_t qd = (size_t)in->n_heads * in->head_dim,
+                 kvd = (size_t)in->n_kv_heads * in->head_dim;
     const size_t F = (size_t)in->ffn_dim, V = (size_t)in->n_vocab, R = (size_t)m->n_rot / 2;
     size_t max_in = D > F ? D : F;
     if (qd > max_in) max_in = qd;
 
-    memory_shape shape = {in->n_layers, in->n_heads,  in->n_kv_heads, in->head_dim,
-                          p.n_ctx,      p.kv_size,    p.kv_sinks,     p.kv_f16,
-                          p.batched_attention, p.n_threads};
+    memory_shape shape = {
+        in->n_layers, in->n_heads, in->n_kv_heads, in->head_dim,        p.n_ctx,
+        p.kv_size,    p.kv_sinks,  p.kv_f16,       p.batched_attention, p.n_threads};
     memory mem;
     MSRNN_TRY(memory_setup(&mem, p.memory, &shape));
-    size_t sizes[] = {B * D * 4,  B * D * 4,   B * qd * 4, B * kvd * 4, B * kvd * 4,
-                      B * qd * 4, B * F * 4,   B * F * 4,  B * R * 2 * 4, B * 4,
-                      V * 4,      matmul_scratch_floats((int)max_in, p.n_threads) * 4, R * 8,
-                      mem.kind->bytes(&mem)};
+    size_t sizes[] = {B * D * 4,     B * D * 4,
+                      B * qd * 4,    B * kvd * 4,
+                      B * kvd * 4,   B * qd * 4,
+                      B * F * 4,     B * F * 4,
+                      B * R * 2 * 4, B * 4,
+                      V * 4,         matmul_scratch_floats((int)max_in, p.n_threads) * 4,
+                      R * 8,         mem.kind->bytes(&mem)};
     enum { N_BUF = sizeof sizes / sizeof *sizes };
     size_t total = 0;
     for (int i = 0; i < N_BUF; i++) total += align64(sizes[i]);
@@ -119,13 +126,17 @@ int msrnn_session_n_past(const msrnn_session *s) { return s->n_past; }
 size_t msrnn_session_bytes(const msrnn_session *s) { return s->bytes; }
 const float *msrnn_session_logits(const msrnn_session *s) { return s->logits; }
 
-int msrnn_session_kept(const msrnn_session *s, int layer, int head, int32_t *pos, float *score, int cap) {
+int msrnn_session_kept(const msrnn_session *s, int layer, int head, int32_t *pos, float *score,
+                       int cap) {
     return s->mem.kind->kept(&s->mem, layer, head, pos, score, cap);
 }
 
-size_t msrnn_session_memory_bytes(const msrnn_session *s) { return s->mem.kind->used_bytes(&s->mem); }
+size_t msrnn_session_memory_bytes(const msrnn_session *s) {
+    return s->mem.kind->used_bytes(&s->mem);
+}
 
-/* Rotate adjacent pairs (x[2i], x[2i+1]) of the first n_rot dims of each head by pos·base^(−2i/n_rot). */
+/* Rotate adjacent pairs (x[2i], x[2i+1]) of the first n_rot dims of each head by
+ * pos·base^(−2i/n_rot). */
 static void rope_apply(float *x, int n_heads, int head_dim, int n_rot, const float *cs) {
     for (int h = 0; h < n_heads; h++) {
         float *xh = x + (size_t)h * head_dim;
@@ -173,7 +184,7 @@ static msrnn_status eval_batch(msrnn_session *s, const int32_t *tokens, int n, f
         MSRNN_TRY(s->mem.kind->attend(&s->mem, l, n, s->q, s->k, s->v, s->pos, s->att));
         matmul(s->xb, s->att, &lw->wo, n, s->scratch);
         for (size_t i = 0; i < (size_t)n * D; i++) s->x[i] += s->xb[i];
-        /* FFN sub-block: x += W_down (silu(W_gate xb) ⊙ W_up xb) */
+            /* FFN sub-block: x += W_down (silu(W_gate xb) ⊙ W_up xb) */
 #pragma omp parallel for if (n > 8)
         for (int t = 0; t < n; t++)
             rmsnorm(s->xb + (size_t)t * D, s->x + (size_t)t * D, lw->ffn_norm, D, in->norm_eps);
@@ -204,11 +215,13 @@ msrnn_status msrnn_session_eval(msrnn_session *s, const int32_t *tokens, int n, 
     if (n <= 0) return msrnn_fail(MSRNN_ERR_INVALID, "eval: %d tokens", n);
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= in->n_vocab)
-            return msrnn_fail(MSRNN_ERR_INVALID, "eval: token %d at index %d is outside the "
-                              "vocabulary [0, %d)", tokens[i], i, in->n_vocab);
+            return msrnn_fail(MSRNN_ERR_INVALID,
+                              "eval: token %d at index %d is outside the "
+                              "vocabulary [0, %d)",
+                              tokens[i], i, in->n_vocab);
     if (!s->mem.policy && s->n_past + n > s->params.n_ctx)
-        return msrnn_fail(MSRNN_ERR_FULL, "eval: %d tokens after %d exceed the context of %d",
-                          n, s->n_past, s->params.n_ctx);
+        return msrnn_fail(MSRNN_ERR_FULL, "eval: %d tokens after %d exceed the context of %d", n,
+                          s->n_past, s->params.n_ctx);
     kernels_set_threads(s->params.n_threads);
     for (int i = 0; i < n; i += s->params.n_batch) {
         int nb = n - i < s->params.n_batch ? n - i : s->params.n_batch;

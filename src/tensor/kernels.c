@@ -2,10 +2,10 @@
  * small element-wise ops of the Llama block.
  *
  * The scalar versions are the oracle: tests/test_kernels.c compares every SIMD kernel against them.
- * Matrix products: decode (few tokens) is memory-bound, so each thread streams its share of W's rows
- * once and dots every token against each row while it is in L1; prompt processing (many tokens) is
- * compute-bound, so W is dequantised a panel of rows at a time into an f32 scratch and handed to
- * OpenBLAS sgemm.
+ * Matrix products: decode (few tokens) is memory-bound, so each thread streams its share of W's
+ * rows once and dots every token against each row while it is in L1; prompt processing (many
+ * tokens) is compute-bound, so W is dequantised a panel of rows at a time into an f32 scratch and
+ * handed to OpenBLAS sgemm.
  */
 #include "tensor/kernels.h"
 
@@ -21,7 +21,8 @@
 #define HAVE_AVX2 0
 #endif
 
-/* ---- scalar reference dot products ------------------------------------------------------------ */
+/* ---- scalar reference dot products ------------------------------------------------------------
+ */
 
 static float dot_f32_ref(const void *row, const float *x, int n) {
     const float *w = row;
@@ -87,13 +88,15 @@ static float dot_q4_0_q8_ref(const void *row, const block_q8_0 *xq, int n) {
     for (int i = 0; i < n / QK; i++) {
         int sum = 0;
         for (int j = 0; j < QK / 2; j++)
-            sum += ((b[i].qs[j] & 0xf) - 8) * xq[i].qs[j] + ((b[i].qs[j] >> 4) - 8) * xq[i].qs[j + QK / 2];
+            sum += ((b[i].qs[j] & 0xf) - 8) * xq[i].qs[j] +
+                   ((b[i].qs[j] >> 4) - 8) * xq[i].qs[j + QK / 2];
         s += (float)sum * fp16_to_fp32(b[i].d) * fp16_to_fp32(xq[i].d);
     }
     return s;
 }
 
-/* ---- AVX2 dot products ------------------------------------------------------------------------ */
+/* ---- AVX2 dot products ------------------------------------------------------------------------
+ */
 
 #if HAVE_AVX2
 static inline float hsum256(__m256 v) {
@@ -113,7 +116,8 @@ static float dot_f32_avx2(const void *row, const float *x, int n) {
         a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
         a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
     }
-    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+    for (; i + 8 <= n; i += 8)
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
     float s = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
     for (; i < n; i++) s += w[i] * x[i];
     return s;
@@ -219,7 +223,8 @@ static float dot_q4_0_q8_avx2(const void *row, const block_q8_0 *xq, int n) {
     __m256 acc = _mm256_setzero_ps();
     for (int i = 0; i < n / QK; i++) {
         __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
-        __m256i w = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), mask), _mm_and_si128(q, mask));
+        __m256i w =
+            _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), mask), _mm_and_si128(q, mask));
         w = _mm256_sub_epi8(w, eight);
         __m256i x = _mm256_loadu_si256((const __m256i *)xq[i].qs);
         const float d = fp16_to_fp32(b[i].d) * fp16_to_fp32(xq[i].d);
@@ -256,15 +261,16 @@ void kernels_use_simd(int on) { use_simd = on; }
 
 static vec_dot_fn dot_of(tensor_type t) { return use_simd ? table[t].dot_simd : table[t].dot_ref; }
 
-/* ---- matrix products -------------------------------------------------------------------------- */
+/* ---- matrix products --------------------------------------------------------------------------
+ */
 
 /* Below this many tokens, stream the weights once through dot products; at or above, use sgemm. */
 #define GEMM_MIN_TOKENS 8
 /* Floats of scratch for one dequantised panel of rows (~2 MiB: stays in L2/L3 while sgemm runs). */
 #define PANEL_FLOATS (1 << 19)
 
-/* Per thread: one dequantised panel (non-decreasing in `in`, so a scratch sized for the widest input
- * serves every product). */
+/* Per thread: one dequantised panel (non-decreasing in `in`, so a scratch sized for the widest
+ * input serves every product). */
 static size_t panel_floats(int in) {
     size_t min = 16 * (size_t)in;
     return min > PANEL_FLOATS ? min : PANEL_FLOATS;
@@ -284,10 +290,12 @@ static void matvec_rows(float *const *ys, const weight *const *ws, const float *
         float *y = ys[k] + (r - base);
         const vec_dot_q8_fn dq = use_simd ? table[w->type].dot_q8_simd : table[w->type].dot_q8_ref;
         if (dq) {
-            for (int t = 0; t < n; t++) y[(size_t)t * w->out] = dq(row, xq + (size_t)t * (w->in / QK), w->in);
+            for (int t = 0; t < n; t++)
+                y[(size_t)t * w->out] = dq(row, xq + (size_t)t * (w->in / QK), w->in);
         } else {
             const vec_dot_fn dot = dot_of(w->type);
-            for (int t = 0; t < n; t++) y[(size_t)t * w->out] = dot(row, x + (size_t)t * w->in, w->in);
+            for (int t = 0; t < n; t++)
+                y[(size_t)t * w->out] = dot(row, x + (size_t)t * w->in, w->in);
         }
     }
 }
@@ -301,16 +309,19 @@ void matmul_many(int count, float *const *ys, const float *x, const weight *cons
     /* decode: one parallel region streams every weight's rows once, split evenly across threads;
      * quantised weights dot against the activations rounded to Q8_0 once here (in scratch) */
     int total = 0, need_q8 = 0;
-    for (int k = 0; k < count; k++) total += ws[k]->out, need_q8 |= table[ws[k]->type].dot_q8_ref != NULL;
+    for (int k = 0; k < count; k++)
+        total += ws[k]->out, need_q8 |= table[ws[k]->type].dot_q8_ref != NULL;
     const int in = ws[0]->in;
     block_q8_0 *xq = (block_q8_0 *)scratch;
     if (need_q8)
-        for (int t = 0; t < n; t++) quantize_row(TYPE_Q8_0, x + (size_t)t * in, xq + (size_t)t * (in / QK), in);
+        for (int t = 0; t < n; t++)
+            quantize_row(TYPE_Q8_0, x + (size_t)t * in, xq + (size_t)t * (in / QK), in);
     const int work = total * in * n;
 #pragma omp parallel if (work > 32768)
     {
         const int nth = omp_get_num_threads(), ith = omp_get_thread_num();
-        const int r0 = (int)((int64_t)total * ith / nth), r1 = (int)((int64_t)total * (ith + 1) / nth);
+        const int r0 = (int)((int64_t)total * ith / nth),
+                  r1 = (int)((int64_t)total * (ith + 1) / nth);
         if (r0 < r1) matvec_rows(ys, ws, x, xq, n, r0, r1);
     }
 }
@@ -363,7 +374,8 @@ void axpy_f32(float *y, float a, const float *x, int n) {
 #if HAVE_AVX2
     __m256 va = _mm256_set1_ps(a);
     for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+        _mm256_storeu_ps(y + i,
+                         _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
 #endif
     for (; i < n; i++) y[i] += a * x[i];
 }
@@ -378,8 +390,9 @@ void axpy_row(tensor_type t, float *y, float a, const void *x, int n) {
 #if HAVE_AVX2
     __m256 va = _mm256_set1_ps(a);
     for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))),
-                                                _mm256_loadu_ps(y + i)));
+        _mm256_storeu_ps(
+            y + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))),
+                                   _mm256_loadu_ps(y + i)));
 #endif
     for (; i < n; i++) y[i] += a * fp16_to_fp32(h[i]);
 }

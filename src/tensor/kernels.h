@@ -21,13 +21,14 @@
 typedef float (*vec_dot_fn)(const void *row, const float *x, int n);
 
 /* dot(row of type t with n elements, x quantised to Q8_0 blocks): the integer dot products that
- * quantised weights use when decoding, as llama.cpp does (activations rounded to 8 bits per block). */
+ * quantised weights use when decoding, as llama.cpp does (activations rounded to 8 bits per block).
+ */
 typedef float (*vec_dot_q8_fn)(const void *row, const block_q8_0 *xq, int n);
 
 typedef struct {
-    vec_dot_fn dot_ref;  /* scalar reference */
-    vec_dot_fn dot_simd; /* AVX2/FMA (equal to dot_ref when not built for AVX2) */
-    vec_dot_q8_fn dot_q8_ref;  /* NULL for float types: they dot against f32 activations */
+    vec_dot_fn dot_ref;       /* scalar reference */
+    vec_dot_fn dot_simd;      /* AVX2/FMA (equal to dot_ref when not built for AVX2) */
+    vec_dot_q8_fn dot_q8_ref; /* NULL for float types: they dot against f32 activations */
     vec_dot_q8_fn dot_q8_simd;
 } type_kernels;
 
@@ -47,8 +48,8 @@ typedef struct {
  * being the most OpenMP threads a call may use (kernels_set_threads). */
 void matmul(float *y, const float *x, const weight *w, int n, float *scratch);
 size_t matmul_scratch_floats(int in, int n_threads);
-/* Several products of the same input (q, k, v; gate, up) in one pass: for decoding, a single parallel
- * region over all their rows. Every ws[k]->in must be equal. */
+/* Several products of the same input (q, k, v; gate, up) in one pass: for decoding, a single
+ * parallel region over all their rows. Every ws[k]->in must be equal. */
 void matmul_many(int count, float *const *ys, const float *x, const weight *const *ws, int n,
                  float *scratch);
 

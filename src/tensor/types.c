@@ -105,7 +105,8 @@ void dequantize_row(tensor_type t, const void *src, float *dst, int64_t n) {
     }
 }
 
-/* Quantisers follow ggml's reference rounding so that files msrnn writes quantise like llama.cpp's. */
+/* Quantisers follow ggml's reference rounding so that files msrnn writes quantise like llama.cpp's.
+ */
 void quantize_row(tensor_type t, const float *src, void *dst, int64_t n) {
     switch (t) {
     case TYPE_F32: memcpy(dst, src, (size_t)n * 4); break;
@@ -138,7 +139,8 @@ void quantize_row(tensor_type t, const float *src, void *dst, int64_t n) {
             float d = max / -8.0f, id = d != 0 ? 1.0f / d : 0.0f;
             b[i].d = fp32_to_fp16(d);
             for (int j = 0; j < QK / 2; j++) {
-                int q0 = (int)(int8_t)(x[j] * id + 8.5f), q1 = (int)(int8_t)(x[j + QK / 2] * id + 8.5f);
+                int q0 = (int)(int8_t)(x[j] * id + 8.5f),
+                    q1 = (int)(int8_t)(x[j + QK / 2] * id + 8.5f);
                 q0 = q0 > 15 ? 15 : q0;
                 q1 = q1 > 15 ? 15 : q1;
                 b[i].qs[j] = (uint8_t)(q0 | (q1 << 4));

@@ -18,20 +18,20 @@ typedef enum {
 #define QK 32 /* elements per Q8_0 / Q4_0 block */
 
 typedef struct {
-    uint16_t d;     /* f16 scale */
-    int8_t qs[QK];  /* value = qs[i] * d */
-} block_q8_0;       /* 34 bytes */
+    uint16_t d;    /* f16 scale */
+    int8_t qs[QK]; /* value = qs[i] * d */
+} block_q8_0;      /* 34 bytes */
 
 typedef struct {
-    uint16_t d;          /* f16 scale */
-    uint8_t qs[QK / 2];  /* low nibbles: elements 0..15, high nibbles: 16..31; value = (q - 8) * d */
-} block_q4_0;            /* 18 bytes */
+    uint16_t d;         /* f16 scale */
+    uint8_t qs[QK / 2]; /* low nibbles: elements 0..15, high nibbles: 16..31; value = (q - 8) * d */
+} block_q4_0;           /* 18 bytes */
 
 typedef struct {
     const char *name;
-    int block_size;    /* elements per block */
+    int block_size;     /* elements per block */
     size_t block_bytes; /* bytes per block */
-    int supported;     /* 1 if msrnn can compute with it */
+    int supported;      /* 1 if msrnn can compute with it */
 } type_traits_t;
 
 /* Traits of a GGML type number, or NULL if msrnn does not know it (t outside 0..TYPE_COUNT-1 or
