@@ -72,36 +72,33 @@ static int by_logit_desc(const void *a, const void *b) {
     return x->id - y->id; /* ties: lower id first, so the order is deterministic */
 }
 
+/* a ranks below b: smaller logit, or the same logit and a larger id */
+static int ranks_below(candidate a, candidate b) {
+    return a.logit < b.logit || (a.logit == b.logit && a.id > b.id);
+}
+
+/* Restore the min-heap c[0..k) below index j. */
+static void sift_down(candidate *c, int k, int j) {
+    for (;;) {
+        int l = 2 * j + 1, r = l + 1, m = j;
+        if (l < k && ranks_below(c[l], c[m])) m = l;
+        if (r < k && ranks_below(c[r], c[m])) m = r;
+        if (m == j) return;
+        candidate t = c[j];
+        c[j] = c[m];
+        c[m] = t;
+        j = m;
+    }
+}
+
 /* Keep the k largest candidates in cands[0..k) (unordered): a min-heap of size k. */
 static void select_top_k(candidate *c, int n, int k) {
-#define LESS(a, b) ((a).logit < (b).logit || ((a).logit == (b).logit && (a).id > (b).id))
-    for (int i = k / 2 - 1; i >= 0; i--) { /* heapify c[0..k) */
-        for (int j = i;;) {
-            int l = 2 * j + 1, r = l + 1, m = j;
-            if (l < k && LESS(c[l], c[m])) m = l;
-            if (r < k && LESS(c[r], c[m])) m = r;
-            if (m == j) break;
-            candidate t = c[j];
-            c[j] = c[m];
-            c[m] = t;
-            j = m;
+    for (int i = k / 2 - 1; i >= 0; i--) sift_down(c, k, i);
+    for (int i = k; i < n; i++)
+        if (ranks_below(c[0], c[i])) {
+            c[0] = c[i];
+            sift_down(c, k, 0);
         }
-    }
-    for (int i = k; i < n; i++) {
-        if (!LESS(c[0], c[i])) continue;
-        c[0] = c[i];
-        for (int j = 0;;) {
-            int l = 2 * j + 1, r = l + 1, m = j;
-            if (l < k && LESS(c[l], c[m])) m = l;
-            if (r < k && LESS(c[r], c[m])) m = r;
-            if (m == j) break;
-            candidate t = c[j];
-            c[j] = c[m];
-            c[m] = t;
-            j = m;
-        }
-    }
-#undef LESS
 }
 
 int32_t msrnn_sample(msrnn_sampler *s, const float *logits, const int32_t *history, int n_history) {
