@@ -61,11 +61,12 @@ static int bench_depths(run_options *o, const int *depths, int n_depths, int n_g
     }
     random_tokens(tok, max_depth + n_gen * reps + 1, in->n_vocab, 7);
     const char *mem = o->sp.memory ? o->sp.memory : "full";
-    if (json)
-        printf(
-            "{\"model\": \"%s\", \"memory\": \"%s\", \"kv_size\": %d, \"n_gen\": %d, \"depths\": [",
-            o->model_path, mem, o->sp.kv_size, n_gen);
-    else
+    if (json) {
+        printf("{\"model\": ");
+        json_string(stdout, o->model_path, strlen(o->model_path));
+        printf(", \"memory\": \"%s\", \"kv_size\": %d, \"n_gen\": %d, \"depths\": [", mem,
+               o->sp.kv_size, n_gen);
+    } else
         printf("| memory | depth | fill s | tg%d t/s | memory bytes |\n|---|---:|---:|---:|---:|\n",
                n_gen);
     for (int di = 0; di < n_depths; di++) {
@@ -96,6 +97,7 @@ static int bench_depths(run_options *o, const int *depths, int n_depths, int n_g
     goto done;
 fail:
     fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
+    if (json) printf("], \"error\": true}\n"); /* keep stdout valid JSON */
     rc = 1;
 done:
     free(tok);
@@ -150,7 +152,8 @@ int cmd_bench(int argc, char **argv) {
     }
     if (n_depths > 0) return bench_depths(&o, depths, n_depths, n_gen, reps, json);
     if (o.sp.n_ctx == 0) o.sp.n_ctx = (n_prompt > n_gen ? n_prompt : n_gen) + 1;
-    if (o.sp.n_batch < n_prompt && o.sp.n_batch == 512) o.sp.n_batch = n_prompt;
+    if (o.sp.n_batch < n_prompt && o.sp.n_batch == 512) /* pp in one batch, as llama-bench */
+        o.sp.n_batch = n_prompt < (1 << 16) ? n_prompt : (1 << 16);
     msrnn_model *m;
     msrnn_session *s;
     if ((rc = open_model_session(cmd, &o, &m, &s))) return rc;

@@ -122,7 +122,8 @@ int cmd_generate(int argc, char **argv) {
         goto done;
     }
     const int bounded = o.sp.memory && strcmp(o.sp.memory, "full") != 0;
-    if (!bounded && (int)n_prompt + n_predict > n_ctx) {
+    /* the last sampled token is never fed back: n_prompt + n_predict - 1 positions are evaluated */
+    if (!bounded && (int)n_prompt + (n_predict > 0 ? n_predict - 1 : 0) > n_ctx) {
         fprintf(stderr,
                 "msrnn %s: prompt (%zu tokens) + %d to generate exceed the context of %d "
                 "(use -c to raise it or -n to lower it)\n",

@@ -17,6 +17,7 @@
 
 #define MAX_FILES 64
 #define MAX_SIZES 16
+#define MAX_RESULTS 64
 
 static void usage(FILE *f) {
     fprintf(f, "usage: msrnn perplexity -m FILE -f TEXT [-f TEXT ...] [options]\n%s",
@@ -177,6 +178,10 @@ static int run_config(const char *cmd, msrnn_model *m, const run_options *o, con
         free(logits), free(chunk), msrnn_session_close(s);
     }
     if (progress) fprintf(stderr, "\n");
+    if (!rc && total == 0) {
+        fprintf(stderr, "msrnn %s: the texts hold no tokens to score\n", cmd);
+        rc = 1;
+    }
     double nll = 0;
     for (size_t c = 0; c < n_chunks; c++) nll += chunk_nll[c];
     r->kv_bytes = kv_bytes;
@@ -399,8 +404,35 @@ int cmd_perplexity(int argc, char **argv) {
         total_bytes += len;
         free(buf);
     }
-    result res[64];
-    int n_res = 0;
+    /* a sweep's (policy, size) pairs are checked before anything runs */
+    result res[MAX_RESULTS];
+    int n_res = 0, n_policies = 0;
+    if (!rc && n_sizes > 0) {
+        char pbuf[128];
+        snprintf(pbuf, sizeof pbuf, "%s", policies);
+        for (char *pol = strtok(pbuf, ","); pol && !rc; pol = strtok(NULL, ","), n_policies++)
+            for (int k = 0; k < n_sizes && !rc; k++) {
+                msrnn_session_params sp = o.sp;
+                sp.memory = pol;
+                sp.kv_size = sizes[k];
+                msrnn_session *probe = NULL;
+                if (n_res == MAX_RESULTS) {
+                    fprintf(stderr, "msrnn %s: a sweep runs at most %d (policy, size) pairs\n", cmd,
+                            MAX_RESULTS);
+                    rc = 2;
+                } else if (strlen(pol) >= sizeof res[0].policy ||
+                           msrnn_session_open(m, &sp, &probe) != MSRNN_OK) {
+                    fprintf(stderr, "msrnn %s: --sweep: %s k=%d: %s\n", cmd, pol, sizes[k],
+                            msrnn_last_error());
+                    rc = 2;
+                } else {
+                    memset(&res[n_res], 0, sizeof res[n_res]);
+                    snprintf(res[n_res].policy, sizeof res[n_res].policy, "%s", pol);
+                    res[n_res++].kv_size = sizes[k];
+                }
+                msrnn_session_close(probe);
+            }
+    }
     if (!rc && n_sizes == 0) {
         rc = run_config(cmd, m, &o, texts, n_files, ctx, max_chunks, total_bytes, 1, &single);
         if (!rc && json) {
@@ -416,16 +448,8 @@ int cmd_perplexity(int argc, char **argv) {
     } else if (!rc) {
         result full = {.policy = "full"};
         rc = run_config(cmd, m, &o, texts, n_files, ctx, max_chunks, total_bytes, 1, &full);
-        char pbuf[128];
-        snprintf(pbuf, sizeof pbuf, "%s", policies);
-        for (char *pol = strtok(pbuf, ","); pol && !rc; pol = strtok(NULL, ","))
-            for (int k = 0; k < n_sizes && !rc && n_res < 64; k++) {
-                result *r = &res[n_res++];
-                memset(r, 0, sizeof *r);
-                snprintf(r->policy, sizeof r->policy, "%s", pol);
-                r->kv_size = sizes[k];
-                rc = run_config(cmd, m, &o, texts, n_files, ctx, max_chunks, total_bytes, 1, r);
-            }
+        for (int i = 0; i < n_res && !rc; i++)
+            rc = run_config(cmd, m, &o, texts, n_files, ctx, max_chunks, total_bytes, 1, &res[i]);
         if (!rc) {
             FILE *tf = json ? stderr : stdout;
             fprintf(
@@ -436,7 +460,7 @@ int cmd_perplexity(int argc, char **argv) {
             fprintf(tf, " full |\n|---|");
             for (int k = 0; k <= n_sizes; k++) fprintf(tf, "---:|");
             fprintf(tf, "\n");
-            for (int i = 0; i < n_res; i += n_sizes) {
+            for (int i = 0; i + n_sizes <= n_res; i += n_sizes) { /* one row per policy */
                 fprintf(tf, "| %s |", res[i].policy);
                 for (int k = 0; k < n_sizes; k++) fprintf(tf, " %.3f |", res[i + k].ppl);
                 fprintf(tf, " %.3f |\n", full.ppl);

@@ -55,6 +55,12 @@ with tempfile.TemporaryDirectory() as d:
     for cmd in (["info", bad], ["generate", "-m", bad, "-p", "x"], ["tokenize", "-m", bad, "-p", "x"]):
         r = run(*cmd)
         check(r.returncode == 1 and "bad.gguf" in r.stderr, f"{cmd}: rc {r.returncode}, {r.stderr!r}")
+    empty = os.path.join(d, "empty.txt")
+    open(empty, "w").close()
+    r = run("perplexity", "-m", MODEL, "-f", empty)
+    check(r.returncode == 1 and "no tokens" in r.stderr, f"empty text: rc {r.returncode}, {r.stderr!r}")
+    r = run("perplexity", "-m", MODEL, "-f", BOOK, "--ctx", "16", "--sweep", "4,8")
+    check(r.returncode == 2 and "sink" in r.stderr, f"sweep below the sinks: rc {r.returncode}, {r.stderr!r}")
     r = run("generate", "-m", os.path.join(d, "missing.gguf"), "-p", "x")
     check(r.returncode == 1 and "missing.gguf" in r.stderr, f"missing model: {r.stderr!r}")
 

@@ -12,6 +12,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
 #include <string.h>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -316,7 +317,7 @@ void matmul_many(int count, float *const *ys, const float *x, const weight *cons
     if (need_q8)
         for (int t = 0; t < n; t++)
             quantize_row(TYPE_Q8_0, x + (size_t)t * in, xq + (size_t)t * (in / QK), in);
-    const int work = total * in * n;
+    const int64_t work = (int64_t)total * in * n;
 #pragma omp parallel if (work > 32768)
     {
         const int nth = omp_get_num_threads(), ith = omp_get_thread_num();
@@ -397,9 +398,12 @@ void axpy_row(tensor_type t, float *y, float a, const void *x, int n) {
     for (; i < n; i++) y[i] += a * fp16_to_fp32(h[i]);
 }
 
+static void openblas_single_thread(void) { openblas_set_num_threads(1); }
+
 void kernels_set_threads(int n) {
     omp_set_num_threads(n);
-    openblas_set_num_threads(1); /* all parallelism is OpenMP's; see matmul */
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, openblas_single_thread); /* all parallelism is OpenMP's; see matmul */
 }
 
 void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
