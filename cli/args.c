@@ -20,6 +20,22 @@ int arg_int(const char *cmd, const char *flag, const char *s, long lo, long hi, 
     return 0;
 }
 
+int arg_int_list(const char *cmd, const char *flag, const char *s, long lo, long hi, int *out,
+                 int cap, int *n) {
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", s);
+    *n = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        if (*n == cap) {
+            fprintf(stderr, "msrnn %s: %s takes at most %d values\n", cmd, flag, cap);
+            return 2;
+        }
+        int rc = arg_int(cmd, flag, tok, lo, hi, &out[(*n)++]);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 int arg_u64(const char *cmd, const char *flag, const char *s, uint64_t *out) {
     char *end;
     errno = 0;

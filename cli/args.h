@@ -8,6 +8,9 @@
 
 /* Each returns 0 on success; on failure prints "msrnn CMD: FLAG: ..." to stderr and returns 2. */
 int arg_int(const char *cmd, const char *flag, const char *s, long lo, long hi, int *out);
+/* A comma-separated list of up to cap integers in [lo, hi] into out; *n receives the count. */
+int arg_int_list(const char *cmd, const char *flag, const char *s, long lo, long hi, int *out,
+                 int cap, int *n);
 int arg_u64(const char *cmd, const char *flag, const char *s, uint64_t *out);
 int arg_float(const char *cmd, const char *flag, const char *s, double lo, double hi, float *out);
 /* argv[i+1] for a flag that needs a value, or NULL after printing an error. */

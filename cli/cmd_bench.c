@@ -133,17 +133,9 @@ int cmd_bench(int argc, char **argv) {
             rc = arg_int(cmd, a, v, 0, 1 << 20, &n_gen);
         else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions"))
             rc = arg_int(cmd, a, v, 1, 1000, &reps);
-        else if (!strcmp(a, "--depth")) {
-            char buf[256];
-            snprintf(buf, sizeof buf, "%s", v);
-            for (char *tok = strtok(buf, ","); tok && !rc; tok = strtok(NULL, ",")) {
-                if (n_depths == 16) {
-                    fprintf(stderr, "msrnn %s: --depth takes at most 16 values\n", cmd);
-                    return 2;
-                }
-                rc = arg_int(cmd, a, tok, 0, 1 << 26, &depths[n_depths++]);
-            }
-        } else {
+        else if (!strcmp(a, "--depth"))
+            rc = arg_int_list(cmd, a, v, 0, 1 << 26, depths, 16, &n_depths);
+        else {
             fprintf(stderr, "msrnn %s: unknown option '%s'\n", cmd, a);
             usage(stderr);
             return 2;

@@ -336,15 +336,7 @@ int cmd_perplexity(int argc, char **argv) {
         else if (!strcmp(a, "--out"))
             out_json = v;
         else if (!strcmp(a, "--sweep")) {
-            char buf[256];
-            snprintf(buf, sizeof buf, "%s", v);
-            for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-                if (n_sizes == MAX_SIZES) {
-                    fprintf(stderr, "msrnn %s: --sweep takes at most %d sizes\n", cmd, MAX_SIZES);
-                    return 2;
-                }
-                if ((rc = arg_int(cmd, a, tok, 1, 1 << 24, &sizes[n_sizes++]))) return rc;
-            }
+            if ((rc = arg_int_list(cmd, a, v, 1, 1 << 24, sizes, MAX_SIZES, &n_sizes))) return rc;
             for (int k = 1; k < n_sizes; k++)
                 if (sizes[k] <= sizes[k - 1]) {
                     fprintf(stderr, "msrnn %s: --sweep sizes must increase\n", cmd);
