@@ -9,5 +9,8 @@ int cmd_generate(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_init_model(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
+int cmd_tokenizer_train(int argc, char **argv);
+int cmd_tokenize_corpus(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 
 #endif

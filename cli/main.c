@@ -15,6 +15,9 @@ static const struct {
     {"bench", cmd_bench, "measure prompt-processing and generation speed"},
     {"info", cmd_info, "print a GGUF file's metadata and tensors"},
     {"init-model", cmd_init_model, "write a new model with freshly initialised weights"},
+    {"tokenizer-train", cmd_tokenizer_train, "learn a SentencePiece-style BPE vocabulary from text"},
+    {"tokenize-corpus", cmd_tokenize_corpus, "turn text files into a token shard for training"},
+    {"train", cmd_train, "train a model (AdamW, checkpoints, --resume)"},
 };
 
 static void usage(FILE *f) {
@@ -22,7 +25,7 @@ static void usage(FILE *f) {
         f,
         "usage: msrnn COMMAND [options]   (msrnn COMMAND --help for its options)\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+        fprintf(f, "  %-16s %s\n", commands[i].name, commands[i].help);
 }
 
 int main(int argc, char **argv) {

@@ -1,0 +1,138 @@
+/* cmd_tokenize_corpus.c — `msrnn tokenize-corpus`: tokenize text files (one document each, BOS
+ * first) into a token shard for training (format in src/train/data.h). Files come from one split
+ * of a manifest, then from the command line, in that order. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "args.h"
+#include "cli.h"
+#include "io/gguf.h"
+#include "text/tokenizer.h"
+#include "train/data.h"
+
+static void usage(FILE *f) {
+    fprintf(
+        f,
+        "usage: msrnn tokenize-corpus -m TOKENIZER.gguf -o OUT.bin [--manifest TSV --split NAME] "
+        "[FILE...] [-t N]\n"
+        "  -m FILE          any GGUF with a 'llama' (SentencePiece) vocabulary\n"
+        "  -o FILE          the token shard to write (atomically)\n"
+        "  --manifest TSV   tab-separated, header naming the columns 'file' and 'split'; files\n"
+        "                   are relative to the manifest's folder\n"
+        "  --split NAME     the manifest rows to take (in manifest order)\n"
+        "  FILE...          more documents, after the manifest's, in this order\n"
+        "  -t N             threads (default: OpenMP's)\n");
+}
+
+int cmd_tokenize_corpus(int argc, char **argv) {
+    const char *cmd = "tokenize-corpus", *model = NULL, *out = NULL, *manifest = NULL,
+               *split = NULL;
+    int n_threads = 0, rc = 0, only_files = 0;
+    const char **extra = malloc((size_t)argc * sizeof *extra);
+    size_t n_extra = 0;
+    if (!extra) {
+        fprintf(stderr, "msrnn %s: out of memory\n", cmd);
+        return 1;
+    }
+    for (int i = 1; i < argc && !rc; i++) {
+        const char *a = argv[i], *v;
+        if (only_files || a[0] != '-' || !a[1]) {
+            extra[n_extra++] = a;
+            continue;
+        }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            free(extra);
+            return 0;
+        }
+        if (!strcmp(a, "--")) {
+            only_files = 1;
+            continue;
+        }
+        if (strcmp(a, "-m") && strcmp(a, "--model") && strcmp(a, "-o") && strcmp(a, "--output") &&
+            strcmp(a, "--manifest") && strcmp(a, "--split") && strcmp(a, "-t") &&
+            strcmp(a, "--threads")) {
+            fprintf(stderr, "msrnn %s: unknown option '%s'\n", cmd, a);
+            usage(stderr);
+            rc = 2;
+            break;
+        }
+        if (!(v = arg_value(cmd, argc, argv, i++))) {
+            rc = 2;
+            break;
+        }
+        if (!strcmp(a, "-m") || !strcmp(a, "--model"))
+            model = v;
+        else if (!strcmp(a, "-o") || !strcmp(a, "--output"))
+            out = v;
+        else if (!strcmp(a, "--manifest"))
+            manifest = v;
+        else if (!strcmp(a, "--split"))
+            split = v;
+        else
+            rc = arg_int(cmd, a, v, 1, 1024, &n_threads);
+    }
+    if (!rc && (!model || !out)) {
+        fprintf(stderr, "msrnn %s: needs -m TOKENIZER.gguf and -o OUT.bin\n", cmd);
+        rc = 2;
+    }
+    if (!rc && !manifest != !split) {
+        fprintf(stderr, "msrnn %s: --manifest and --split go together (got only %s)\n", cmd,
+                manifest ? "--manifest" : "--split");
+        rc = 2;
+    }
+    if (!rc && !manifest && n_extra == 0) {
+        fprintf(stderr, "msrnn %s: no input: give --manifest TSV --split NAME and/or FILE...\n",
+                cmd);
+        rc = 2;
+    }
+    if (rc) {
+        free(extra);
+        return rc;
+    }
+
+    double t0 = now_seconds();
+    gguf_file *g = NULL;
+    spm_tokenizer *tok = NULL;
+    char **listed = NULL, **paths = NULL;
+    size_t n_listed = 0;
+    corpus_stats stats;
+    msrnn_status st = gguf_open(model, &g);
+    if (st == MSRNN_OK) st = spm_tokenizer_from_gguf(g, &tok);
+    if (st == MSRNN_OK && manifest) {
+        st = corpus_manifest_files(manifest, split, &listed, &n_listed);
+        if (st == MSRNN_ERR_INVALID) { /* an unknown split: the user's --split is wrong */
+            fprintf(stderr, "msrnn %s: --split: %s\n", cmd, msrnn_last_error());
+            rc = 2;
+        }
+    }
+    if (st == MSRNN_OK && !(paths = malloc((n_listed + n_extra) * sizeof *paths))) {
+        fprintf(stderr, "msrnn %s: out of memory\n", cmd);
+        rc = 1;
+    }
+    if (st == MSRNN_OK && paths) {
+        for (size_t i = 0; i < n_listed; i++) paths[i] = listed[i];
+        for (size_t i = 0; i < n_extra; i++) paths[n_listed + i] = (char *)extra[i];
+        st = corpus_tokenize(tok, (const char *const *)paths, n_listed + n_extra, n_threads, out,
+                             &stats);
+    }
+    if (st != MSRNN_OK && !rc) {
+        fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
+        rc = 1;
+    }
+    if (!rc) {
+        double dt = now_seconds() - t0;
+        fprintf(stderr,
+                "msrnn %s: %llu files, %llu bytes, %llu tokens (%.4f tokens/byte), %.2f s -> %s\n",
+                cmd, (unsigned long long)stats.n_docs, (unsigned long long)stats.n_bytes,
+                (unsigned long long)stats.n_tokens,
+                stats.n_bytes ? (double)stats.n_tokens / (double)stats.n_bytes : 0.0, dt, out);
+    }
+    free(paths);
+    corpus_paths_free(listed, n_listed);
+    spm_tokenizer_free(tok);
+    gguf_close(g);
+    free(extra);
+    return rc;
+}

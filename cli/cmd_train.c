@@ -1,0 +1,462 @@
+/* cmd_train.c — `msrnn train`: train a Llama model on a token shard (see src/train/trainer.h).
+ *
+ * Options come from flags and/or a config file of `name = value` lines using the flags' names
+ * without the dashes (flags given on the command line win). Prints the plan and peak memory before
+ * the first step, a live progress line, and writes a CSV log and an SVG plot of the training and
+ * validation loss (both rewritten atomically at every validation and checkpoint). Ctrl-C writes a
+ * checkpoint and stops; --resume continues from it bit-identically.
+ */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "args.h"
+#include "cli.h"
+#include "model/init.h"
+#include "train/trainer.h"
+
+static void usage(FILE *f) {
+    fprintf(
+        f, "usage: msrnn train --train TRAIN.bin -o OUT.gguf (--init MODEL.gguf | --tokenizer "
+           "TOK.gguf "
+           "[shape]) [options]\n"
+           "       msrnn train --resume --ckpt CKPT.gguf --train TRAIN.bin -o OUT.gguf\n"
+           "data and files:\n"
+           "  --train FILE       training token shard (msrnn tokenize-corpus)\n"
+           "  --val FILE         validation token shard\n"
+           "  --init FILE        the model to start from (msrnn init-model), or:\n"
+           "  --tokenizer FILE   vocabulary for a new model of the shape below\n"
+           "  -o, --output FILE  the final model (a plain llama GGUF)\n"
+           "  --f16              write the final model's matrices as f16 (default f32)\n"
+           "  --ckpt FILE        checkpoint (default OUT.ckpt.gguf)\n"
+           "  --resume           continue from --ckpt (its configuration is used)\n"
+           "  --log FILE.csv     loss log (default OUT.log.csv)\n"
+           "  --plot FILE.svg    loss plot (default OUT.loss.svg)\n"
+           "  --config FILE      name = value lines (the flags below, without dashes)\n"
+           "shape of a new model (with --tokenizer):\n"
+           "  --dim N (256) --layers N (4) --heads N (4) --kv-heads N (= heads) --ffn N (704)\n"
+           "  --tied --init-std X (0.02) --init-seed N (1) --rope-base X (10000)\n"
+           "training:\n"
+           "  -c, --ctx N (512)  --batch N (8)  --accum N (1)  --steps N (1000)  --warmup N (100)\n"
+           "  --lr X (1e-3)  --lr-min X (1e-4)  --wd X (0.1)  --clip X (1.0, 0: off)\n"
+           "  --beta1 X (0.9)  --beta2 X (0.95)  --seed N (1: data order)\n"
+           "  --eval-every N (100)  --eval-batches N (8)  --ckpt-every N (100)\n"
+           "  --stop-after N     stop (with a checkpoint) after N steps of this run\n"
+           "  -t, --threads N (all cores)  --json (print a JSON summary at the end)\n");
+}
+
+typedef struct {
+    train_config cfg;
+    train_paths paths;
+    model_init_params shape;
+    const char *tokenizer, *log, *plot, *config;
+    int json, stop_after;
+} options;
+
+/* One option; returns 0 ok, 2 bad, -1 unknown. takes: set to 1 if v was consumed. */
+static int set_option(const char *cmd, options *o, const char *a, const char *v, int *takes) {
+    *takes = 1;
+    train_config *c = &o->cfg;
+    train_paths *p = &o->paths;
+    model_init_params *s = &o->shape;
+    if (!strcmp(a, "--resume")) return *takes = 0, p->resume = 1, 0;
+    if (!strcmp(a, "--f16")) return *takes = 0, p->out_f16 = 1, 0;
+    if (!strcmp(a, "--tied")) return *takes = 0, s->tied = 1, 0;
+    if (!strcmp(a, "--json")) return *takes = 0, o->json = 1, 0;
+    if (!v) {
+        fprintf(stderr, "msrnn %s: %s needs a value\n", cmd, a);
+        return 2;
+    }
+    if (!strcmp(a, "--train")) return p->train_path = v, 0;
+    if (!strcmp(a, "--val")) return p->val_path = v, 0;
+    if (!strcmp(a, "--init")) return p->init_path = v, 0;
+    if (!strcmp(a, "--tokenizer")) return o->tokenizer = v, 0;
+    if (!strcmp(a, "-o") || !strcmp(a, "--output")) return p->out_path = v, 0;
+    if (!strcmp(a, "--ckpt")) return p->ckpt_path = v, 0;
+    if (!strcmp(a, "--log")) return o->log = v, 0;
+    if (!strcmp(a, "--plot")) return o->plot = v, 0;
+    if (!strcmp(a, "--dim")) return arg_int(cmd, a, v, 2, 65536, &s->dim);
+    if (!strcmp(a, "--layers")) return arg_int(cmd, a, v, 1, 1024, &s->n_layers);
+    if (!strcmp(a, "--heads")) return arg_int(cmd, a, v, 1, 1024, &s->n_heads);
+    if (!strcmp(a, "--kv-heads")) return arg_int(cmd, a, v, 1, 1024, &s->n_kv_heads);
+    if (!strcmp(a, "--ffn")) return arg_int(cmd, a, v, 1, 1 << 20, &s->ffn_dim);
+    if (!strcmp(a, "--init-std")) return arg_float(cmd, a, v, 1e-6, 10, &s->init_std);
+    if (!strcmp(a, "--init-seed")) return arg_u64(cmd, a, v, &s->seed);
+    if (!strcmp(a, "--rope-base")) return arg_float(cmd, a, v, 1, 1e9, &s->rope_base);
+    if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) return arg_int(cmd, a, v, 2, 1 << 20, &c->ctx);
+    if (!strcmp(a, "--batch")) return arg_int(cmd, a, v, 1, 1 << 16, &c->batch);
+    if (!strcmp(a, "--accum")) return arg_int(cmd, a, v, 1, 1 << 16, &c->accum);
+    if (!strcmp(a, "--steps")) return arg_int(cmd, a, v, 1, 1 << 30, &c->steps);
+    if (!strcmp(a, "--warmup")) return arg_int(cmd, a, v, 0, 1 << 30, &c->warmup);
+    if (!strcmp(a, "--lr")) return arg_float(cmd, a, v, 1e-9, 10, &c->lr);
+    if (!strcmp(a, "--lr-min")) return arg_float(cmd, a, v, 0, 10, &c->lr_min);
+    if (!strcmp(a, "--wd")) return arg_float(cmd, a, v, 0, 10, &c->weight_decay);
+    if (!strcmp(a, "--clip")) return arg_float(cmd, a, v, 0, 1e9, &c->clip);
+    if (!strcmp(a, "--beta1")) return arg_float(cmd, a, v, 0, 0.9999999, &c->beta1);
+    if (!strcmp(a, "--beta2")) return arg_float(cmd, a, v, 0, 0.9999999, &c->beta2);
+    if (!strcmp(a, "--seed")) return arg_u64(cmd, a, v, &c->seed);
+    if (!strcmp(a, "--eval-every")) return arg_int(cmd, a, v, 0, 1 << 30, &c->eval_every);
+    if (!strcmp(a, "--eval-batches")) return arg_int(cmd, a, v, 0, 1 << 20, &c->eval_batches);
+    if (!strcmp(a, "--ckpt-every")) return arg_int(cmd, a, v, 0, 1 << 30, &c->ckpt_every);
+    if (!strcmp(a, "--stop-after")) return arg_int(cmd, a, v, 1, 1 << 30, &o->stop_after);
+    if (!strcmp(a, "-t") || !strcmp(a, "--threads"))
+        return arg_int(cmd, a, v, 1, 1024, &p->n_threads);
+    return -1;
+}
+
+/* Apply a config file: `name = value` (or `name` alone for switches), # comments. */
+static int read_config(const char *cmd, options *o, const char *path) {
+    size_t len;
+    char *text = read_text_file(cmd, path, &len);
+    if (!text) return 1;
+    int rc = 0, line_no = 0;
+    for (char *line = text, *next; rc == 0 && line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
+        line_no++;
+        char *hash = strchr(line, '#');
+        if (hash) *hash = 0;
+        char *key = line + strspn(line, " \t\r");
+        if (!*key) continue;
+        char *eq = strchr(key, '='), *val = NULL;
+        if (eq) {
+            *eq = 0;
+            val = eq + 1 + strspn(eq + 1, " \t");
+            for (char *e = val + strlen(val); e > val && strchr(" \t\r", e[-1]); *--e = 0) {
+            }
+        }
+        for (char *e = key + strlen(key); e > key && strchr(" \t\r", e[-1]); *--e = 0) {
+        }
+        char flag[80];
+        snprintf(flag, sizeof flag, "--%s", key);
+        int takes;
+        int r = set_option(cmd, o, flag, val, &takes);
+        if (r == -1 || (!takes && val)) {
+            fprintf(stderr, "msrnn %s: %s:%d: unknown setting '%s'\n", cmd, path, line_no, key);
+            rc = 2;
+        } else if (r) {
+            fprintf(stderr, "msrnn %s: (in %s, line %d)\n", cmd, path, line_no);
+            rc = r;
+        }
+    }
+    free(text);
+    return rc;
+}
+
+static volatile sig_atomic_t g_stop;
+
+/* ---- log and plot --------------------------------------------------------------------------- */
+
+typedef struct {
+    int step;
+    float loss, lr, grad_norm, val_loss;
+    double tps, elapsed;
+} row;
+
+typedef struct {
+    const options *o;
+    row *rows;
+    int n, cap;
+    int tty;
+    int steps, start_step;
+    double elapsed_before; /* seconds of the run before a resume, from the log */
+} run_state;
+
+static int write_atomic_begin(const char *path, char *tmp, size_t cap, FILE **f) {
+    snprintf(tmp, cap, "%s.tmp%ld", path, (long)getpid());
+    *f = fopen(tmp, "w");
+    return *f ? 0 : 1;
+}
+
+static int write_atomic_end(const char *path, const char *tmp, FILE *f) {
+    int bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path) != 0) {
+        remove(tmp);
+        return 1;
+    }
+    return 0;
+}
+
+static int write_log(const run_state *r, const char *path) {
+    char tmp[4096];
+    FILE *f;
+    if (write_atomic_begin(path, tmp, sizeof tmp, &f)) return 1;
+    fprintf(f, "step,loss,lr,grad_norm,val_loss,tokens_per_s,elapsed_s\n");
+    for (int i = 0; i < r->n; i++) {
+        const row *w = &r->rows[i];
+        fprintf(f, "%d,%.6f,%.6e,%.5f,", w->step, w->loss, w->lr, w->grad_norm);
+        if (isfinite(w->val_loss)) fprintf(f, "%.6f", w->val_loss);
+        fprintf(f, ",%.1f,%.1f\n", w->tps, w->elapsed);
+    }
+    return write_atomic_end(path, tmp, f);
+}
+
+static int write_plot(const run_state *r, const char *path) {
+    char tmp[4096];
+    FILE *f;
+    if (write_atomic_begin(path, tmp, sizeof tmp, &f)) return 1;
+    const double W = 720, H = 440, L = 60, R = 130, T = 40, Bm = 50;
+    float lo = INFINITY, hi = -INFINITY;
+    for (int i = 0; i < r->n; i++) {
+        const float v[2] = {r->rows[i].loss, r->rows[i].val_loss};
+        for (int k = 0; k < 2; k++)
+            if (isfinite(v[k])) lo = v[k] < lo ? v[k] : lo, hi = v[k] > hi ? v[k] : hi;
+    }
+    if (!(hi > lo)) lo = 0, hi = 1;
+    const int xmax = r->steps > 0 ? r->steps : 1;
+#define X(s) (L + (double)(s) / xmax * (W - L - R))
+#define Y(v) (T + (1 - ((v)-lo) / (hi - lo)) * (H - T - Bm))
+    fprintf(f,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+            "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" "
+            "fill=\"white\"/>\n<text x=\"%.0f\" y=\"22\" text-anchor=\"middle\" "
+            "font-size=\"14\">training loss (nats per token)</text>\n",
+            W, H, (W - R + L) / 2);
+    fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L,
+            H - Bm, W - R, H - Bm);
+    fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, T,
+            L, H - Bm);
+    for (int i = 0; i <= 5; i++) {
+        const double v = lo + (hi - lo) * i / 5;
+        fprintf(f, "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n", L - 6, Y(v) + 4,
+                v);
+        fprintf(f, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", L,
+                Y(v), W - R, Y(v));
+        fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%d</text>\n",
+                X(xmax * i / 5.0), H - Bm + 18, xmax * i / 5);
+    }
+    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">optimizer step</text>\n",
+            (W - R + L) / 2, H - 12);
+    const char *names[2] = {"train", "validation"}, *colors[2] = {"#1f77b4", "#d62728"};
+    for (int k = 0; k < 2; k++) {
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%d\" points=\"", colors[k],
+                k ? 2 : 1);
+        for (int i = 0; i < r->n; i++) {
+            const float v = k ? r->rows[i].val_loss : r->rows[i].loss;
+            if (isfinite(v)) fprintf(f, "%.1f,%.1f ", X(r->rows[i].step), Y(v));
+        }
+        fprintf(f, "\"/>\n<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">%s</text>\n", W - R + 8,
+                T + 30.0 + 16 * k, colors[k], names[k]);
+    }
+#undef X
+#undef Y
+    fprintf(f, "</svg>\n");
+    return write_atomic_end(path, tmp, f);
+}
+
+/* Rows of an earlier log up to start_step (a resumed run continues it). */
+static void load_log(run_state *r, const char *path, int start_step) {
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char line[512];
+    if (!fgets(line, sizeof line, f)) {
+        fclose(f);
+        return;
+    }
+    while (fgets(line, sizeof line, f)) {
+        row w = {0};
+        char val[64] = "";
+        if (sscanf(line, "%d,%f,%f,%f,%63[^,],%lf,%lf", &w.step, &w.loss, &w.lr, &w.grad_norm, val,
+                   &w.tps, &w.elapsed) != 7) {
+            /* empty val_loss column */
+            if (sscanf(line, "%d,%f,%f,%f,,%lf,%lf", &w.step, &w.loss, &w.lr, &w.grad_norm, &w.tps,
+                       &w.elapsed) != 6)
+                continue;
+            w.val_loss = NAN;
+        } else {
+            w.val_loss = strtof(val, NULL);
+        }
+        if (w.step > start_step) break;
+        if (r->n == r->cap) {
+            int cap = r->cap ? 2 * r->cap : 1024;
+            row *n = realloc(r->rows, (size_t)cap * sizeof *n);
+            if (!n) break;
+            r->rows = n, r->cap = cap;
+        }
+        r->rows[r->n++] = w;
+        r->elapsed_before = w.elapsed;
+    }
+    fclose(f);
+}
+
+static void fmt_time(char *buf, size_t cap, double s) {
+    if (!(s >= 0) || s > 1e7) s = 0;
+    const long t = (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, cap, "%ldh%02ldm", t / 3600, t / 60 % 60);
+    else
+        snprintf(buf, cap, "%ldm%02lds", t / 60, t % 60);
+}
+
+static void on_start(void *ctx, const train_info *in) {
+    run_state *r = ctx;
+    const train_config *c = &in->cfg;
+    r->steps = c->steps;
+    r->start_step = in->start_step;
+    load_log(r, r->o->log, in->start_step);
+    const double mb = 1e-6;
+    fprintf(stderr,
+            "train: %zu parameters; batch %d x ctx %d x accum %d = %d tokens per step; %d steps "
+            "(%.1fM tokens, %.2f epochs of %llu training tokens)\n",
+            in->n_params, c->batch, c->ctx, c->accum, c->batch * c->ctx * c->accum, c->steps,
+            (double)c->steps * c->batch * c->ctx * c->accum * 1e-6,
+            (double)c->steps * c->accum * c->batch / (in->train_windows ? in->train_windows : 1),
+            (unsigned long long)in->train_tokens);
+    fprintf(stderr,
+            "train: lr %.2e -> %.2e (warm-up %d, cosine), wd %g, clip %g, betas %g/%g, seed %llu; "
+            "validation every %d steps on %llu windows\n",
+            c->lr, c->lr_min, c->warmup, c->weight_decay, c->clip, c->beta1, c->beta2,
+            (unsigned long long)c->seed, c->eval_every, (unsigned long long)in->val_windows);
+    fprintf(stderr,
+            "train: peak memory %.1f MB = parameters %.1f + gradients %.1f + AdamW moments %.1f "
+            "+ activations %.1f\n",
+            (in->bytes_params + in->bytes_grads + in->bytes_moments + in->bytes_acts) * mb,
+            in->bytes_params * mb, in->bytes_grads * mb, in->bytes_moments * mb,
+            in->bytes_acts * mb);
+    if (in->start_step) fprintf(stderr, "train: resuming at step %d\n", in->start_step);
+}
+
+static void on_step(void *ctx, const train_progress *p) {
+    run_state *r = ctx;
+    if (r->n == r->cap) {
+        int cap = r->cap ? 2 * r->cap : 1024;
+        row *n = realloc(r->rows, (size_t)cap * sizeof *n);
+        if (n) r->rows = n, r->cap = cap;
+    }
+    if (r->n < r->cap)
+        r->rows[r->n++] = (row){p->step,
+                                p->loss,
+                                p->lr,
+                                p->grad_norm,
+                                p->val_loss,
+                                p->tokens_per_s,
+                                r->elapsed_before + p->elapsed_s};
+    char eta[32];
+    fmt_time(eta, sizeof eta, p->eta_s);
+    const int newline = !r->tty || isfinite(p->val_loss) || p->step == r->steps;
+    fprintf(stderr, "%sstep %d/%d | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | eta %s",
+            r->tty ? "\r\033[K" : "", p->step, r->steps, p->loss, p->lr, p->grad_norm,
+            p->tokens_per_s, eta);
+    if (isfinite(p->val_loss)) fprintf(stderr, " | val %.4f", p->val_loss);
+    if (p->checkpointed) fprintf(stderr, " | ckpt");
+    if (newline) fputc('\n', stderr);
+    if (r->o->stop_after && p->step - r->start_step >= r->o->stop_after) g_stop = 1;
+    if (isfinite(p->val_loss) || p->checkpointed || p->step == r->steps || g_stop) {
+        if (write_log(r, r->o->log) || write_plot(r, r->o->plot))
+            fprintf(stderr, "\nmsrnn train: cannot write %s or %s: %s\n", r->o->log, r->o->plot,
+                    strerror(errno));
+    }
+}
+
+static void on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+int cmd_train(int argc, char **argv) {
+    const char *cmd = "train";
+    options o;
+    memset(&o, 0, sizeof o);
+    o.cfg = train_config_default();
+    o.shape = (model_init_params){256,      4,     4, 0,        704,   0, 0,
+                                  10000.0f, 1e-5f, 0, TYPE_F32, 0.02f, 1, "msrnn"};
+    /* the config file first, so that flags override it */
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--config")) o.config = argv[i + 1];
+    if (o.config) {
+        int rc = read_config(cmd, &o, o.config);
+        if (rc) return rc;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--config")) {
+            i++;
+            continue;
+        }
+        int takes;
+        const int r = set_option(cmd, &o, a, i + 1 < argc ? argv[i + 1] : NULL, &takes);
+        if (r == -1) {
+            fprintf(stderr, "msrnn %s: unknown option '%s'\n", cmd, a);
+            usage(stderr);
+            return 2;
+        }
+        if (r) return r;
+        i += takes;
+    }
+    train_paths *p = &o.paths;
+    if (!p->train_path || !p->out_path) {
+        fprintf(stderr, "msrnn %s: needs --train SHARD and -o OUT.gguf\n", cmd);
+        return 2;
+    }
+    if (!p->resume && !p->init_path == !o.tokenizer) {
+        fprintf(stderr,
+                "msrnn %s: give either --init MODEL.gguf or --tokenizer TOK.gguf (and a "
+                "shape), or --resume\n",
+                cmd);
+        return 2;
+    }
+    char ckpt[4096], log[4096], plot[4096], init[4096];
+    snprintf(ckpt, sizeof ckpt, "%s.ckpt.gguf", p->out_path);
+    snprintf(log, sizeof log, "%s.log.csv", p->out_path);
+    snprintf(plot, sizeof plot, "%s.loss.svg", p->out_path);
+    if (!p->ckpt_path) p->ckpt_path = ckpt;
+    if (!o.log) o.log = log;
+    if (!o.plot) o.plot = plot;
+    if (!p->resume && o.tokenizer) {
+        model_init_params *s = &o.shape;
+        if (!s->n_kv_heads) s->n_kv_heads = s->n_heads;
+        s->n_ctx = o.cfg.ctx;
+        snprintf(init, sizeof init, "%s.init.gguf", p->ckpt_path);
+        if (model_write_init(s, o.tokenizer, init) != MSRNN_OK) {
+            fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
+            return 1;
+        }
+        p->init_path = init;
+    }
+    run_state rs = {&o, NULL, 0, 0, isatty(2), 0, 0, 0};
+    train_callbacks cb = {on_start, on_step, &rs};
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    int stopped = 0;
+    const double t0 = now_seconds();
+    msrnn_status st = train_run(&o.cfg, p, &cb, &g_stop, &stopped);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    if (st != MSRNN_OK) {
+        fprintf(stderr, "\nmsrnn %s: %s\n", cmd, msrnn_last_error());
+        free(rs.rows);
+        return 1;
+    }
+    const row *last = rs.n ? &rs.rows[rs.n - 1] : NULL;
+    if (stopped)
+        fprintf(stderr, "train: stopped at step %d; checkpoint %s (continue with --resume)\n",
+                last ? last->step : 0, p->ckpt_path);
+    else
+        fprintf(stderr, "train: wrote %s (log %s, plot %s)\n", p->out_path, o.log, o.plot);
+    if (o.json) {
+        float val = NAN;
+        for (int i = rs.n - 1; i >= 0 && !isfinite(val); i--) val = rs.rows[i].val_loss;
+        printf("{\"steps\": %d, \"stopped\": %s, \"final_loss\": %.6f, \"val_loss\": ",
+               last ? last->step : 0, stopped ? "true" : "false", last ? last->loss : NAN);
+        if (isfinite(val))
+            printf("%.6f", val);
+        else
+            printf("null");
+        printf(", \"tokens_per_s\": %.2f, \"seconds\": %.2f}\n", last ? last->tps : 0.0,
+               now_seconds() - t0);
+    }
+    free(rs.rows);
+    return 0;
+}

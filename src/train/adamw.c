@@ -1,0 +1,64 @@
+/* adamw.c — AdamW, gradient clipping and the learning-rate schedule (formulas in adamw.h). */
+#include "train/adamw.h"
+
+#include <math.h>
+
+adamw_params adamw_default_params(void) {
+    adamw_params p = {0};
+    p.lr_max = 1e-3f;
+    p.lr_min = 1e-4f;
+    p.warmup = 0;
+    p.steps = 1;
+    p.beta1 = 0.9f;
+    p.beta2 = 0.95f;
+    p.eps = 1e-8f;
+    p.weight_decay = 0.1f;
+    p.clip = 1.0f;
+    return p;
+}
+
+float lr_at(const adamw_params *p, int step) {
+    if (step < p->warmup) return p->lr_max * (float)(step + 1) / (float)p->warmup;
+    if (p->steps <= p->warmup) return p->lr_max;
+    double frac = (double)(step - p->warmup) / (double)(p->steps - p->warmup);
+    if (frac > 1) frac = 1;
+    return (float)(p->lr_min + 0.5 * (p->lr_max - p->lr_min) * (1 + cos(M_PI * frac)));
+}
+
+float grad_norm(const float *g, size_t n) {
+    /* fixed-size blocks summed in order: the same result for any thread count */
+    const size_t blk = 1 << 16, nb = (n + blk - 1) / blk;
+    double total = 0;
+    for (size_t b = 0; b < nb; b++) {
+        const size_t e = (b + 1) * blk < n ? (b + 1) * blk : n;
+        double s = 0;
+        for (size_t i = b * blk; i < e; i++) s += (double)g[i] * g[i];
+        total += s;
+    }
+    return (float)sqrt(total);
+}
+
+float adamw_step(const adamw_params *p, int t, float lr, llama_train *model, float *m, float *v) {
+    float *params = llama_train_params(model), *grads = llama_train_grads(model);
+    const size_t n = llama_train_n_params(model);
+    const float norm = grad_norm(grads, n);
+    const float gs = p->clip > 0 && norm > p->clip ? p->clip / norm : 1.0f;
+    const float b1 = p->beta1, b2 = p->beta2;
+    const float c1 = 1.0f / (1.0f - powf(b1, (float)t)), c2 = 1.0f / (1.0f - powf(b2, (float)t));
+    for (int ti = 0; ti < llama_train_n_tensors(model); ti++) {
+        const param_tensor *pt = llama_train_tensor(model, ti);
+        const float wd = pt->decay ? p->weight_decay : 0.0f;
+        float *w = params + pt->offset, *mm = m + pt->offset, *vv = v + pt->offset;
+        const float *g = grads + pt->offset;
+        const long long nt = (long long)pt->n;
+#pragma omp parallel for schedule(static)
+        for (long long i = 0; i < nt; i++) {
+            const float gi = g[i] * gs;
+            mm[i] = b1 * mm[i] + (1 - b1) * gi;
+            vv[i] = b2 * vv[i] + (1 - b2) * gi * gi;
+            const float mh = mm[i] * c1, vh = vv[i] * c2;
+            w[i] -= lr * (mh / (sqrtf(vh) + p->eps) + wd * w[i]);
+        }
+    }
+    return norm;
+}

@@ -1,0 +1,309 @@
+/* trainer.c — the training loop, validation and checkpoints (see trainer.h). */
+#include "train/trainer.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "io/gguf.h"
+#include "train/adamw.h"
+#include "train/data.h"
+#include "train/llama_train.h"
+
+train_config train_config_default(void) {
+    train_config c = {0};
+    c.batch = 8, c.ctx = 512, c.accum = 1, c.steps = 1000, c.warmup = 100;
+    c.lr = 1e-3f, c.lr_min = 1e-4f, c.weight_decay = 0.1f, c.clip = 1.0f;
+    c.beta1 = 0.9f, c.beta2 = 0.95f, c.eps = 1e-8f;
+    c.seed = 1, c.eval_every = 100, c.eval_batches = 8, c.ckpt_every = 100;
+    return c;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- checkpoint state ----------------------------------------------------------------------- */
+
+typedef struct {
+    const train_config *cfg;
+    llama_train *model;
+    const float *m, *v;
+    int step;
+    loader_state ls;
+    uint64_t train_tokens;
+} ckpt_ctx;
+
+#define U32(key, val)                                                                              \
+    if (st == MSRNN_OK) st = gguf_writer_set_u32(w, "msrnn.train." key, (uint32_t)(val))
+#define U64(key, val)                                                                              \
+    if (st == MSRNN_OK) st = gguf_writer_set_u64(w, "msrnn.train." key, (uint64_t)(val))
+#define F32(key, val)                                                                              \
+    if (st == MSRNN_OK) st = gguf_writer_set_f32(w, "msrnn.train." key, (val))
+
+static msrnn_status ckpt_extra(void *vctx, gguf_writer *w) {
+    const ckpt_ctx *c = vctx;
+    const train_config *g = c->cfg;
+    msrnn_status st = MSRNN_OK;
+    U32("step", c->step);
+    U64("loader.seed", c->ls.seed);
+    U64("loader.epoch", c->ls.epoch);
+    U64("loader.cursor", c->ls.cursor);
+    U64("data.tokens", c->train_tokens);
+    U32("batch", g->batch);
+    U32("ctx", g->ctx);
+    U32("accum", g->accum);
+    U32("steps", g->steps);
+    U32("warmup", g->warmup);
+    F32("lr", g->lr);
+    F32("lr_min", g->lr_min);
+    F32("weight_decay", g->weight_decay);
+    F32("clip", g->clip);
+    F32("beta1", g->beta1);
+    F32("beta2", g->beta2);
+    F32("eps", g->eps);
+    U64("seed", g->seed);
+    U32("eval_every", g->eval_every);
+    U32("eval_batches", g->eval_batches);
+    U32("ckpt_every", g->ckpt_every);
+    char name[64];
+    for (int i = 0; st == MSRNN_OK && i < llama_train_n_tensors(c->model); i++) {
+        const param_tensor *t = llama_train_tensor(c->model, i);
+        const uint64_t ne[2] = {(uint64_t)t->ne[0], (uint64_t)t->ne[1]};
+        snprintf(name, sizeof name, "opt.m.%s", t->name);
+        st = gguf_writer_add_tensor(w, name, TYPE_F32, (uint32_t)t->n_dims, ne, c->m + t->offset);
+        snprintf(name, sizeof name, "opt.v.%s", t->name);
+        if (st == MSRNN_OK)
+            st = gguf_writer_add_tensor(w, name, TYPE_F32, (uint32_t)t->n_dims, ne,
+                                        c->v + t->offset);
+    }
+    return st;
+}
+#undef U32
+#undef U64
+#undef F32
+
+static msrnn_status get_u64(const gguf_file *f, const char *key, uint64_t *out) {
+    const gguf_kv *kv = gguf_find_kv(f, key);
+    if (!kv || kv->value.type != GGUF_TYPE_UINT64)
+        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: checkpoint key %s is missing", f->path, key);
+    *out = kv->value.u64;
+    return MSRNN_OK;
+}
+
+static msrnn_status get_int(const gguf_file *f, const char *key, int *out) {
+    uint32_t v;
+    MSRNN_TRY(gguf_get_u32(f, key, 1, &v));
+    if (v > (1u << 30))
+        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: %s = %u is out of range", f->path, key, v);
+    *out = (int)v;
+    return MSRNN_OK;
+}
+
+/* Read the configuration, step, loader state and moments of a checkpoint. */
+static msrnn_status ckpt_read(const char *path, train_config *g, int *step, loader_state *ls,
+                              uint64_t *train_tokens, llama_train *model, float *m, float *v) {
+    gguf_file *f = NULL;
+    MSRNN_TRY(gguf_open(path, &f));
+    msrnn_status st = MSRNN_OK;
+#define TRY(x)                                                                                     \
+    if (st == MSRNN_OK) st = (x)
+    if (model == NULL) {
+        TRY(get_int(f, "msrnn.train.step", step));
+        TRY(get_u64(f, "msrnn.train.loader.seed", &ls->seed));
+        TRY(get_u64(f, "msrnn.train.loader.epoch", &ls->epoch));
+        TRY(get_u64(f, "msrnn.train.loader.cursor", &ls->cursor));
+        TRY(get_u64(f, "msrnn.train.data.tokens", train_tokens));
+        TRY(get_int(f, "msrnn.train.batch", &g->batch));
+        TRY(get_int(f, "msrnn.train.ctx", &g->ctx));
+        TRY(get_int(f, "msrnn.train.accum", &g->accum));
+        TRY(get_int(f, "msrnn.train.steps", &g->steps));
+        TRY(get_int(f, "msrnn.train.warmup", &g->warmup));
+        TRY(gguf_get_f32(f, "msrnn.train.lr", 1, &g->lr));
+        TRY(gguf_get_f32(f, "msrnn.train.lr_min", 1, &g->lr_min));
+        TRY(gguf_get_f32(f, "msrnn.train.weight_decay", 1, &g->weight_decay));
+        TRY(gguf_get_f32(f, "msrnn.train.clip", 1, &g->clip));
+        TRY(gguf_get_f32(f, "msrnn.train.beta1", 1, &g->beta1));
+        TRY(gguf_get_f32(f, "msrnn.train.beta2", 1, &g->beta2));
+        TRY(gguf_get_f32(f, "msrnn.train.eps", 1, &g->eps));
+        TRY(get_u64(f, "msrnn.train.seed", &g->seed));
+        TRY(get_int(f, "msrnn.train.eval_every", &g->eval_every));
+        TRY(get_int(f, "msrnn.train.eval_batches", &g->eval_batches));
+        TRY(get_int(f, "msrnn.train.ckpt_every", &g->ckpt_every));
+    } else {
+        char name[64];
+        for (int i = 0; st == MSRNN_OK && i < llama_train_n_tensors(model); i++) {
+            const param_tensor *t = llama_train_tensor(model, i);
+            for (int k = 0; st == MSRNN_OK && k < 2; k++) {
+                snprintf(name, sizeof name, "opt.%c.%s", k ? 'v' : 'm', t->name);
+                const gguf_tensor *gt = gguf_find_tensor(f, name);
+                if (!gt || gt->type != TYPE_F32 || gt->n_elements != t->n)
+                    st = msrnn_fail(MSRNN_ERR_FORMAT,
+                                    "%s: checkpoint tensor %s is missing or has the wrong "
+                                    "type or size (%zu f32 expected)",
+                                    path, name, t->n);
+                else
+                    memcpy((k ? v : m) + t->offset, gt->data, t->n * sizeof(float));
+            }
+        }
+    }
+#undef TRY
+    gguf_close(f);
+    return st;
+}
+
+/* ---- the loop ------------------------------------------------------------------------------- */
+
+static msrnn_status validate(const train_config *c) {
+    if (c->batch < 1 || c->ctx < 2 || c->accum < 1 || c->steps < 1 || c->warmup < 0 ||
+        c->eval_every < 0 || c->eval_batches < 0 || c->ckpt_every < 0)
+        return msrnn_fail(MSRNN_ERR_INVALID,
+                          "train: batch %d, ctx %d, accum %d, steps %d, warmup %d, eval-every %d, "
+                          "eval-batches %d, ckpt-every %d: sizes must be positive",
+                          c->batch, c->ctx, c->accum, c->steps, c->warmup, c->eval_every,
+                          c->eval_batches, c->ckpt_every);
+    if (!(c->lr > 0) || !(c->lr_min >= 0) || !(c->lr_min <= c->lr) || !(c->weight_decay >= 0) ||
+        !(c->beta1 >= 0 && c->beta1 < 1) || !(c->beta2 >= 0 && c->beta2 < 1) || !(c->eps > 0) ||
+        !(c->clip >= 0) || !isfinite(c->lr))
+        return msrnn_fail(MSRNN_ERR_INVALID,
+                          "train: lr %g, lr-min %g, wd %g, betas %g/%g, eps %g, clip %g: need "
+                          "0 <= lr-min <= lr, 0 <= beta < 1, eps > 0, wd and clip >= 0",
+                          c->lr, c->lr_min, c->weight_decay, c->beta1, c->beta2, c->eps, c->clip);
+    return MSRNN_OK;
+}
+
+msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
+                       const train_callbacks *cb, volatile sig_atomic_t *stop, int *stopped) {
+    *stopped = 0;
+    train_config cfg = *cfg_in;
+    int step = 0;
+    loader_state ls = {0};
+    uint64_t ck_tokens = 0;
+    if (paths->resume) {
+        MSRNN_TRY(ckpt_read(paths->ckpt_path, &cfg, &step, &ls, &ck_tokens, NULL, NULL, NULL));
+    }
+    MSRNN_TRY(validate(&cfg));
+    token_shard *train = NULL, *val = NULL;
+    data_loader *dl = NULL, *vl = NULL;
+    llama_train *model = NULL;
+    float *m = NULL, *v = NULL;
+    int32_t *tokens = NULL;
+    msrnn_status st = token_shard_open(paths->train_path, &train);
+    if (st == MSRNN_OK && paths->val_path) st = token_shard_open(paths->val_path, &val);
+    if (st == MSRNN_OK) st = data_loader_open(train, cfg.ctx, cfg.seed, &dl);
+    if (st == MSRNN_OK && val) st = data_loader_open(val, cfg.ctx, cfg.seed, &vl);
+    if (st == MSRNN_OK && paths->resume && ck_tokens != token_shard_n_tokens(train))
+        st = msrnn_fail(MSRNN_ERR_INVALID,
+                        "train: %s was made on a training shard of %llu tokens, %s has %llu",
+                        paths->ckpt_path, (unsigned long long)ck_tokens, paths->train_path,
+                        (unsigned long long)token_shard_n_tokens(train));
+    if (st == MSRNN_OK && paths->resume) st = data_loader_set_state(dl, ls);
+    if (st == MSRNN_OK)
+        st = llama_train_open(paths->resume ? paths->ckpt_path : paths->init_path, cfg.batch,
+                              cfg.ctx, paths->n_threads, &model);
+    if (st == MSRNN_OK && (uint32_t)llama_train_shape(model)->n_vocab < token_shard_vocab(train))
+        st = msrnn_fail(MSRNN_ERR_INVALID, "train: %s has ids up to %u but the model only %d",
+                        paths->train_path, token_shard_vocab(train),
+                        llama_train_shape(model)->n_vocab);
+    size_t np = 0;
+    if (st == MSRNN_OK) {
+        np = llama_train_n_params(model);
+        m = calloc(np, sizeof(float));
+        v = calloc(np, sizeof(float));
+        tokens = malloc((size_t)cfg.batch * (cfg.ctx + 1) * sizeof(int32_t));
+        if (!m || !v || !tokens) st = msrnn_fail(MSRNN_ERR_NOMEM, "train: out of memory");
+    }
+    if (st == MSRNN_OK && paths->resume)
+        st = ckpt_read(paths->ckpt_path, &cfg, &step, &ls, &ck_tokens, model, m, v);
+    const uint64_t val_windows = vl ? data_loader_n_windows(vl) : 0;
+    uint64_t n_val = (uint64_t)cfg.eval_batches * cfg.batch;
+    if (n_val > val_windows) n_val = val_windows - val_windows % cfg.batch;
+    if (st == MSRNN_OK && cb && cb->start) {
+        train_info in = {0};
+        in.n_params = np;
+        in.bytes_params = in.bytes_grads = np * sizeof(float);
+        in.bytes_moments = 2 * np * sizeof(float);
+        in.bytes_acts = llama_train_bytes(model) - 2 * np * sizeof(float);
+        in.start_step = step;
+        in.train_tokens = token_shard_n_tokens(train);
+        in.train_windows = data_loader_n_windows(dl);
+        in.val_windows = n_val;
+        in.cfg = cfg;
+        cb->start(cb->ctx, &in);
+    }
+    adamw_params ap = adamw_default_params();
+    ap.lr_max = cfg.lr, ap.lr_min = cfg.lr_min, ap.warmup = cfg.warmup, ap.steps = cfg.steps;
+    ap.beta1 = cfg.beta1, ap.beta2 = cfg.beta2, ap.eps = cfg.eps;
+    ap.weight_decay = cfg.weight_decay, ap.clip = cfg.clip;
+    const double t0 = now_s();
+    const int step0 = step;
+    ckpt_ctx cc = {&cfg, model, m, v, 0, {0}, train ? token_shard_n_tokens(train) : 0};
+    while (st == MSRNN_OK && step < cfg.steps) {
+        llama_train_zero_grad(model);
+        double loss_sum = 0;
+        for (int a = 0; st == MSRNN_OK && a < cfg.accum; a++) {
+            data_loader_next(dl, cfg.batch, tokens);
+            float l = 0;
+            st = llama_train_step(model, tokens, 1.0f / cfg.accum, &l);
+            loss_sum += l;
+        }
+        if (st != MSRNN_OK) break;
+        const float lr = lr_at(&ap, step);
+        train_progress p = {0};
+        p.grad_norm = adamw_step(&ap, step + 1, lr, model, m, v);
+        step++;
+        p.step = step;
+        p.loss = (float)(loss_sum / cfg.accum);
+        p.lr = lr;
+        p.val_loss = NAN;
+        p.elapsed_s = now_s() - t0;
+        p.tokens_per_s = (double)(step - step0) * cfg.batch * cfg.ctx * cfg.accum / p.elapsed_s;
+        p.eta_s = p.elapsed_s / (step - step0) * (cfg.steps - step);
+        if (!isfinite(p.loss)) {
+            st = msrnn_fail(MSRNN_ERR_INVALID,
+                            "train: the loss is %g at step %d (diverged: lower --lr?)", p.loss,
+                            step);
+            break;
+        }
+        const int last = step == cfg.steps;
+        if (n_val && ((cfg.eval_every && step % cfg.eval_every == 0) || last)) {
+            double vs = 0;
+            const uint64_t stride = val_windows / n_val;
+            for (uint64_t i = 0; st == MSRNN_OK && i < n_val; i += cfg.batch) {
+                for (int b = 0; b < cfg.batch; b++)
+                    data_loader_window(vl, (i + b) * stride, tokens + (size_t)b * (cfg.ctx + 1));
+                float l = 0;
+                st = llama_train_loss(model, tokens, &l);
+                vs += l;
+            }
+            p.val_loss = (float)(vs / (n_val / cfg.batch));
+        }
+        cc.step = step;
+        cc.ls = data_loader_get_state(dl);
+        if (st == MSRNN_OK && ((cfg.ckpt_every && step % cfg.ckpt_every == 0) || last)) {
+            st = llama_train_save(model, paths->ckpt_path, 0, ckpt_extra, &cc);
+            p.checkpointed = st == MSRNN_OK;
+        }
+        if (st == MSRNN_OK && cb && cb->step) cb->step(cb->ctx, &p);
+        if (st == MSRNN_OK && !last && stop && *stop) { /* Ctrl-C, or the caller's step budget */
+            if (!p.checkpointed) st = llama_train_save(model, paths->ckpt_path, 0, ckpt_extra, &cc);
+            *stopped = 1;
+            break;
+        }
+    }
+    if (st == MSRNN_OK && !*stopped && paths->out_path)
+        st = llama_train_save(model, paths->out_path, paths->out_f16, NULL, NULL);
+    free(tokens);
+    free(m);
+    free(v);
+    llama_train_free(model);
+    data_loader_free(vl);
+    data_loader_free(dl);
+    token_shard_close(val);
+    token_shard_close(train);
+    return st;
+}
