@@ -35,6 +35,10 @@ if [ -f "$out/default.gguf.ckpt.gguf" ] && [ ! -f "$out/default.gguf" ]; then
 elif [ ! -f "$out/default.gguf" ]; then
   "$msrnn" train "${args[@]}" --tokenizer "$out/tokenizer.gguf"
 fi
+if [ ! -f "$out/default.gguf" ]; then
+  echo "training stopped before the end; run this script again to resume from the checkpoint" >&2
+  exit 1
+fi
 cp "$out/default.gguf" "$here/models/default.gguf"
 cp "$out/default.gguf.log.csv" "$here/models/default.train-log.csv"
 cp "$out/default.gguf.loss.svg" "$here/models/default.loss.svg"

@@ -143,36 +143,35 @@ void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *in
 
 /* ---- matmul --------------------------------------------------------------------------------- */
 
-void matmul_forward(float *out, const float *inp, const float *w, int N, int IC, int OC) {
-#pragma omp parallel
-    {
-        int r0, r1;
-        split_rows(N, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
-        if (r1 > r0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, OC, IC, 1.0f,
-                        inp + (size_t)r0 * IC, IC, w, IC, 0.0f, out + (size_t)r0 * OC, OC);
+/* C (M, Nc) = A' (M, K) · B' (K, Nc) + beta C, A' = A or Aᵀ, B' = B or Bᵀ, row-major, cut into fixed
+ * GEMM_MB × GEMM_NB tiles shared out across threads. OpenBLAS picks its kernel (and so the order of a
+ * sum) from the shape of a call; fixed tiles make every call's shape, and so every bit of the result,
+ * independent of the thread count. */
+#define GEMM_MB 256
+#define GEMM_NB 512
+static void gemm_tiled(int trans_a, int trans_b, int M, int Nc, int K, const float *A, int lda,
+                       const float *B, int ldb, float beta, float *C, int ldc) {
+    const int tm = (M + GEMM_MB - 1) / GEMM_MB, tn = (Nc + GEMM_NB - 1) / GEMM_NB;
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < tm * tn; t++) {
+        const int i0 = t / tn * GEMM_MB, j0 = t % tn * GEMM_NB;
+        const int m = M - i0 < GEMM_MB ? M - i0 : GEMM_MB, n = Nc - j0 < GEMM_NB ? Nc - j0 : GEMM_NB;
+        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                    trans_b ? CblasTrans : CblasNoTrans, m, n, K, 1.0f,
+                    trans_a ? A + i0 : A + (size_t)i0 * lda, lda,
+                    trans_b ? B + (size_t)j0 * ldb : B + j0, ldb, beta, C + (size_t)i0 * ldc + j0,
+                    ldc);
     }
+}
+
+void matmul_forward(float *out, const float *inp, const float *w, int N, int IC, int OC) {
+    gemm_tiled(0, 1, N, OC, IC, inp, IC, w, IC, 0.0f, out, OC);
 }
 
 void matmul_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
                      int N, int IC, int OC) {
-#pragma omp parallel
-    {
-        const int ith = omp_get_thread_num(), nth = omp_get_num_threads();
-        int r0, r1;
-        if (dinp) { /* dinp (N, IC) += dout (N, OC) · w (OC, IC) */
-            split_rows(N, ith, nth, &r0, &r1);
-            if (r1 > r0)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, IC, OC, 1.0f,
-                            dout + (size_t)r0 * OC, OC, w, IC, 1.0f, dinp + (size_t)r0 * IC, IC);
-        }
-        if (dw) { /* dw (OC, IC) += doutᵀ (OC, N) · inp (N, IC) */
-            split_rows(OC, ith, nth, &r0, &r1);
-            if (r1 > r0)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1 - r0, IC, N, 1.0f,
-                            dout + r0, OC, inp, IC, 1.0f, dw + (size_t)r0 * IC, IC);
-        }
-    }
+    if (dinp) gemm_tiled(0, 0, N, IC, OC, dout, OC, w, IC, 1.0f, dinp, IC); /* += dout · w */
+    if (dw) gemm_tiled(1, 0, OC, IC, N, dout, OC, inp, IC, 1.0f, dw, IC);   /* += doutᵀ · inp */
 }
 
 /* ---- RoPE ----------------------------------------------------------------------------------- */
