@@ -143,10 +143,10 @@ void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *in
 
 /* ---- matmul --------------------------------------------------------------------------------- */
 
-/* C (M, Nc) = A' (M, K) · B' (K, Nc) + beta C, A' = A or Aᵀ, B' = B or Bᵀ, row-major, cut into fixed
- * GEMM_MB × GEMM_NB tiles shared out across threads. OpenBLAS picks its kernel (and so the order of a
- * sum) from the shape of a call; fixed tiles make every call's shape, and so every bit of the result,
- * independent of the thread count. */
+/* C (M, Nc) = A' (M, K) · B' (K, Nc) + beta C, A' = A or Aᵀ, B' = B or Bᵀ, row-major, cut into
+ * fixed GEMM_MB × GEMM_NB tiles shared out across threads. OpenBLAS picks its kernel (and so the
+ * order of a sum) from the shape of a call; fixed tiles make every call's shape, and so every bit
+ * of the result, independent of the thread count. */
 #define GEMM_MB 256
 #define GEMM_NB 512
 static void gemm_tiled(int trans_a, int trans_b, int M, int Nc, int K, const float *A, int lda,
@@ -155,12 +155,12 @@ static void gemm_tiled(int trans_a, int trans_b, int M, int Nc, int K, const flo
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < tm * tn; t++) {
         const int i0 = t / tn * GEMM_MB, j0 = t % tn * GEMM_NB;
-        const int m = M - i0 < GEMM_MB ? M - i0 : GEMM_MB, n = Nc - j0 < GEMM_NB ? Nc - j0 : GEMM_NB;
-        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                    trans_b ? CblasTrans : CblasNoTrans, m, n, K, 1.0f,
-                    trans_a ? A + i0 : A + (size_t)i0 * lda, lda,
-                    trans_b ? B + (size_t)j0 * ldb : B + j0, ldb, beta, C + (size_t)i0 * ldc + j0,
-                    ldc);
+        const int m = M - i0 < GEMM_MB ? M - i0 : GEMM_MB,
+                  n = Nc - j0 < GEMM_NB ? Nc - j0 : GEMM_NB;
+        cblas_sgemm(
+            CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+            m, n, K, 1.0f, trans_a ? A + i0 : A + (size_t)i0 * lda, lda,
+            trans_b ? B + (size_t)j0 * ldb : B + j0, ldb, beta, C + (size_t)i0 * ldc + j0, ldc);
     }
 }
 
