@@ -2,7 +2,8 @@
 
 The peer is llama.cpp's prebuilt libllama from the npm package node-llama-cpp@3.21.1 (llama.cpp commit 80fb11a),
 driven by tests/llamacpp_greedy.mjs under node, so no native llama.cpp build is needed. Both engines run
-../shared/models/gutenberg-ref.gguf (19M parameters, F16 weights) with an f32 KV cache, plain (not flash)
+../shared/models/gutenberg-ref.gguf (19M parameters, F16 weights) and msrnn's own models/default.gguf
+(trained by msrnn, F16 matrices, its own BPE vocabulary) with an f32 KV cache, plain (not flash)
 attention and arg-max decoding. For each prompt the test checks that
   1. msrnn's tokenizer gives the same prompt ids as llama.cpp's (BOS first), and
   2. starting from those ids, the next N_GEN = 64 greedy tokens are identical.
@@ -23,7 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.environ.get("MSRNN_SOURCE_DIR", os.path.dirname(HERE))
 SHARED = os.environ.get("MSRNN_SHARED", os.path.join(SOURCE, "..", "shared"))
 MSRNN = os.environ.get("MSRNN_BIN", os.path.join(SOURCE, "build", "msrnn"))
-MODEL = os.path.join(SHARED, "models", "gutenberg-ref.gguf")
+MODELS = [os.path.join(SHARED, "models", "gutenberg-ref.gguf"), os.path.join(SOURCE, "models", "default.gguf")]
 NODE_MODULES = os.path.join(SOURCE, "node_modules")
 PKG = os.path.join(NODE_MODULES, "node-llama-cpp")
 PKG_VERSION = "3.21.1"
@@ -96,9 +97,14 @@ def first_difference(a, b):
 
 def main():
     node, node_version = check_peer_installed()
-    for path in (MSRNN, MODEL):
+    for path in (MSRNN, *MODELS):
         if not os.path.exists(path):
             fail(f"{path} does not exist")
+    for model in MODELS:
+        check_model(node, node_version, model)
+
+
+def check_model(node, node_version, MODEL):
 
     ours = []
     for text in PROMPTS:
@@ -138,7 +144,8 @@ def main():
 
     if failures:
         fail("msrnn and llama.cpp disagree:\n  " + "\n  ".join(failures))
-    print(f"OK: {len(PROMPTS)} prompts, identical tokenization and {N_GEN} identical greedy tokens each")
+    print(f"OK: {os.path.basename(MODEL)}: {len(PROMPTS)} prompts, identical tokenization and {N_GEN} identical "
+          f"greedy tokens each")
 
 
 if __name__ == "__main__":
