@@ -19,13 +19,15 @@ test-asan:
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure -j 1
 
-# The newcomer's first run, until msrnn's own trained default model lands: build, write a small model
-# with freshly initialised weights (the vocabulary of the shared reference model), generate from it.
+# The newcomer's first run: build, then run msrnn's own default model (models/default.gguf, trained by
+# msrnn with models/train-default.sh): generate from a prompt, and the perplexity of the first two
+# 4096-token chunks of a validation book with the full cache and with TOVA at 512 entries per layer.
 SHARED ?= ../shared
 demo: all
-	build/msrnn init-model --vocab-from $(SHARED)/models/gutenberg-ref.gguf -o build/demo.gguf \
-		--dim 256 --layers 4 --heads 4 --kv-heads 2 --ffn 704 --ctx 2048 --type f16 --seed 1
-	build/msrnn generate -m build/demo.gguf -p "It was a dark and stormy night" -n 48 --seed 1
+	build/msrnn generate -m models/default.gguf -p "It was a dark and stormy night" -n 64 --seed 1
+	build/msrnn perplexity -m models/default.gguf -f $(SHARED)/data/gutenberg/pg55.txt --max-chunks 2
+	build/msrnn perplexity -m models/default.gguf -f $(SHARED)/data/gutenberg/pg55.txt --max-chunks 2 \
+		--kv tova --kv-size 512
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
