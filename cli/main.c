@@ -15,7 +15,8 @@ static const struct {
     {"bench", cmd_bench, "measure prompt-processing and generation speed"},
     {"info", cmd_info, "print a GGUF file's metadata and tensors"},
     {"init-model", cmd_init_model, "write a new model with freshly initialised weights"},
-    {"tokenizer-train", cmd_tokenizer_train, "learn a SentencePiece-style BPE vocabulary from text"},
+    {"tokenizer-train", cmd_tokenizer_train,
+     "learn a SentencePiece-style BPE vocabulary from text"},
     {"tokenize-corpus", cmd_tokenize_corpus, "turn text files into a token shard for training"},
     {"train", cmd_train, "train a model (AdamW, checkpoints, --resume)"},
 };
