@@ -16,6 +16,7 @@
  */
 #include "io/gguf.h"
 
+#include "base/sync_dir.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -1207,25 +1208,6 @@ static void write_contents(const gguf_writer *w, out_file *o, uint64_t alignment
     out_flush(o);
 }
 
-/* fsync the folder holding path, so that the rename itself is durable (best effort). */
-static void sync_parent(const char *path) {
-    char *dir = strdup(path);
-    if (!dir) return;
-    char *slash = strrchr(dir, '/');
-    if (slash == dir)
-        slash[1] = 0;
-    else if (slash)
-        *slash = 0;
-    else
-        strcpy(dir, ".");
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    free(dir);
-}
-
 msrnn_status gguf_writer_write(gguf_writer *w, const char *path) {
     uint64_t alignment;
     MSRNN_TRY(writer_alignment(w, &alignment));
@@ -1261,7 +1243,7 @@ msrnn_status gguf_writer_write(gguf_writer *w, const char *path) {
                         strerror(o->err));
         unlink(tmp);
     } else {
-        sync_parent(path);
+        sync_parent_dir(path);
     }
     free(tmp);
     free(o);

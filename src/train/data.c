@@ -6,6 +6,7 @@
  */
 #include "train/data.h"
 
+#include "base/sync_dir.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -130,25 +131,6 @@ static msrnn_status out_begin(const char *path, const shard_header *h, shard_out
     return MSRNN_OK;
 }
 
-/* fsync the folder holding path, so that the rename itself is durable (best effort). */
-static void sync_parent(const char *path) {
-    char *dir = strdup(path);
-    if (!dir) return;
-    char *slash = strrchr(dir, '/');
-    if (slash == dir)
-        slash[1] = 0;
-    else if (slash)
-        *slash = 0;
-    else
-        strcpy(dir, ".");
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    free(dir);
-}
-
 static msrnn_status out_commit(shard_out *o) {
     out_flush(o);
     if (!o->err && fchmod(o->fd, 0644) != 0) o->err = errno, o->step = "chmod of";
@@ -162,7 +144,7 @@ static msrnn_status out_commit(shard_out *o) {
                         o->tmp, strerror(o->err));
         unlink(o->tmp);
     } else {
-        sync_parent(o->path);
+        sync_parent_dir(o->path);
     }
     free(o->tmp);
     free(o);
