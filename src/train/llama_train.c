@@ -108,9 +108,9 @@ msrnn_status llama_train_open(const char *path, int B, int T, int n_threads, lla
     m->B = B, m->T = T;
     m->n_threads = n_threads > 0 ? n_threads : omp_get_num_procs();
     if (T > s->n_ctx) {
+        const int n_ctx = s->n_ctx;
         llama_train_free(m);
-        return msrnn_fail(MSRNN_ERR_INVALID, "train: context %d exceeds the model's %d", T,
-                          s->n_ctx);
+        return msrnn_fail(MSRNN_ERR_INVALID, "train: context %d exceeds the model's %d", T, n_ctx);
     }
     const int C = s->dim, V = s->n_vocab, L = s->n_layers, F = s->ffn_dim;
     const int QD = s->n_heads * s->head_dim, KD = s->n_kv_heads * s->head_dim;
@@ -146,8 +146,9 @@ msrnn_status llama_train_open(const char *path, int B, int T, int n_threads, lla
     m->params = malloc(m->n_params * sizeof(float));
     m->grads = calloc(m->n_params, sizeof(float));
     if (!m->params || !m->grads) {
+        const size_t n_params = m->n_params;
         llama_train_free(m);
-        return msrnn_fail(MSRNN_ERR_NOMEM, "train: out of memory for %zu parameters", m->n_params);
+        return msrnn_fail(MSRNN_ERR_NOMEM, "train: out of memory for %zu parameters", n_params);
     }
     /* views */
     int ti = 0;
@@ -204,9 +205,9 @@ msrnn_status llama_train_open(const char *path, int B, int T, int n_threads, lla
     m->inp = malloc(N * sizeof(int32_t));
     m->tgt = malloc(N * sizeof(int32_t));
     if (!m->act_slab || !m->inp || !m->tgt) {
+        const double mb = m->act_floats * 4.0 / 1e6;
         llama_train_free(m);
-        return msrnn_fail(MSRNN_ERR_NOMEM, "train: out of memory for %.1f MB of activations",
-                          m->act_floats * 4.0 / 1e6);
+        return msrnn_fail(MSRNN_ERR_NOMEM, "train: out of memory for %.1f MB of activations", mb);
     }
     float *p = m->act_slab;
 #define TAKE(ptr, n) (ptr = p, p += (n))
