@@ -14,17 +14,23 @@
 #include "args.h"
 #include "cli.h"
 #include "common.h"
+#include "train/data.h"
 
 #define MAX_FILES 64
 #define MAX_SIZES 16
 #define MAX_RESULTS 64
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: msrnn perplexity -m FILE -f TEXT [-f TEXT ...] [options]\n%s",
+    fprintf(f,
+            "usage: msrnn perplexity -m FILE {-f TEXT ... | --manifest TSV --split NAME} "
+            "[options]\n%s",
             RUN_OPTIONS_HELP);
     fprintf(
         f,
-        "  -f, --file TEXT       a text to score (repeatable, up to %d)\n"
+        "  -f, --file TEXT       a text to score (repeatable; up to %d texts in all)\n"
+        "  --manifest TSV        with --split: score every file of a split of a manifest\n"
+        "                        (tab-separated, columns 'file' and 'split'), before any -f\n"
+        "  --split NAME          the manifest rows to score, e.g. validation or test\n"
         "  --ctx C               chunk length in tokens, BOS included (default: the model's)\n"
         "  --max-chunks N        score only the first N chunks of each text\n"
         "  --sweep K1,K2,...     every policy at every size, plus full: the TOVA paper's table\n"
@@ -209,8 +215,9 @@ static void print_result_json(FILE *f, const result *r) {
 /* Perplexity against cache size: log-2 x axis, one polyline per policy, full cache dashed. */
 static int write_plot(const char *path, const result *res, int n_res, const result *full,
                       const int *sizes, int n_sizes, const char *title) {
-    FILE *f = fopen(path, "w");
-    if (!f) return 1;
+    char tmp[4096];
+    FILE *f;
+    if (atomic_create("perplexity", path, tmp, sizeof tmp, &f)) return 1;
     const double W = 720, H = 460, L = 70, R = 150, T = 40, Bm = 50;
     double ymin = full->ppl, ymax = full->ppl;
     for (int i = 0; i < n_res; i++) {
@@ -294,12 +301,12 @@ static int write_plot(const char *path, const result *res, int n_res, const resu
     fprintf(f, "</svg>\n");
 #undef X
 #undef Y
-    return fclose(f) != 0;
+    return atomic_commit("perplexity", path, tmp, f);
 }
 
 int cmd_perplexity(int argc, char **argv) {
-    const char *cmd = "perplexity", *files[MAX_FILES], *plot = NULL, *out_json = NULL;
-    const char *policies = "window,sink,h2o,tova";
+    const char *cmd = "perplexity", *given[MAX_FILES], *plot = NULL, *out_json = NULL;
+    const char *policies = "window,sink,h2o,tova", *manifest = NULL, *split = NULL;
     int n_files = 0, ctx = 0, max_chunks = 0, json = 0, rc = 0, n_sizes = 0, sizes[MAX_SIZES];
     run_options o;
     run_options_init(&o);
@@ -324,8 +331,12 @@ int cmd_perplexity(int argc, char **argv) {
                 fprintf(stderr, "msrnn %s: at most %d files\n", cmd, MAX_FILES);
                 return 2;
             }
-            files[n_files++] = v;
-        } else if (!strcmp(a, "--ctx"))
+            given[n_files++] = v;
+        } else if (!strcmp(a, "--manifest"))
+            manifest = v;
+        else if (!strcmp(a, "--split"))
+            split = v;
+        else if (!strcmp(a, "--ctx"))
             rc = arg_int(cmd, a, v, 2, 1 << 24, &ctx);
         else if (!strcmp(a, "--max-chunks"))
             rc = arg_int(cmd, a, v, 1, 1 << 30, &max_chunks);
@@ -351,8 +362,11 @@ int cmd_perplexity(int argc, char **argv) {
     }
     snprintf(single.policy, sizeof single.policy, "%s", o.sp.memory ? o.sp.memory : "full");
     single.kv_size = o.sp.kv_size;
-    if (!o.model_path || n_files == 0) {
-        fprintf(stderr, "msrnn %s: needs -m FILE and at least one -f TEXT\n", cmd);
+    if (!o.model_path || (n_files == 0 && !manifest && !split)) {
+        fprintf(stderr,
+                "msrnn %s: needs -m FILE and at least one -f TEXT (or --manifest TSV "
+                "--split NAME)\n",
+                cmd);
         return 2;
     }
     if ((plot || out_json) && n_sizes == 0) {
@@ -363,9 +377,20 @@ int cmd_perplexity(int argc, char **argv) {
         fprintf(stderr, "msrnn %s: --kv %s needs --kv-size K\n", cmd, single.policy);
         return 2;
     }
+    char **files = NULL; /* the split's files, then the -f files */
+    size_t n_paths = 0;
+    if ((rc = corpus_inputs(cmd, manifest, split, given, (size_t)n_files, &files, &n_paths)))
+        return rc;
+    if (n_paths > MAX_FILES) {
+        fprintf(stderr, "msrnn %s: at most %d texts (got %zu)\n", cmd, MAX_FILES, n_paths);
+        corpus_paths_free(files, n_paths);
+        return 2;
+    }
+    n_files = (int)n_paths;
     msrnn_model *m;
     if (msrnn_model_open(o.model_path, &m) != MSRNN_OK) {
         fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
+        corpus_paths_free(files, n_paths);
         return 1;
     }
     const msrnn_model_info *in = msrnn_model_get_info(m);
@@ -458,8 +483,8 @@ int cmd_perplexity(int argc, char **argv) {
                 fprintf(tf, " %.3f |\n", full.ppl);
             }
             FILE *jf = NULL;
-            if (out_json && !(jf = fopen(out_json, "w")))
-                fprintf(stderr, "msrnn %s: cannot write '%s'\n", cmd, out_json), rc = 1;
+            char jtmp[4096];
+            if (out_json && atomic_create(cmd, out_json, jtmp, sizeof jtmp, &jf)) rc = 1;
             for (int pass = 0; pass < 2; pass++) {
                 FILE *f = pass == 0 ? (json ? stdout : NULL) : jf;
                 if (!f) continue;
@@ -479,20 +504,18 @@ int cmd_perplexity(int argc, char **argv) {
                 }
                 fprintf(f, "]}\n");
             }
-            if (jf && fclose(jf) != 0) rc = 1;
-            if (plot) {
+            if (jf && atomic_commit(cmd, out_json, jtmp, jf)) rc = 1;
+            if (plot && !rc) {
                 char title[256];
                 const char *base = strrchr(o.model_path, '/');
                 snprintf(title, sizeof title, "%s: perplexity vs KV cache size (%d-token chunks)",
                          base ? base + 1 : o.model_path, ctx);
-                if (write_plot(plot, res, n_res, &full, sizes, n_sizes, title)) {
-                    fprintf(stderr, "msrnn %s: cannot write '%s'\n", cmd, plot);
-                    rc = 1;
-                }
+                if (write_plot(plot, res, n_res, &full, sizes, n_sizes, title)) rc = 1;
             }
         }
     }
     for (int f = 0; f < n_files; f++) free(texts[f].ids);
+    corpus_paths_free(files, n_paths);
     msrnn_model_close(m);
     return rc;
 }

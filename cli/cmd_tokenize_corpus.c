@@ -7,6 +7,7 @@
 
 #include "args.h"
 #include "cli.h"
+#include "common.h"
 #include "io/gguf.h"
 #include "text/tokenizer.h"
 #include "train/data.h"
@@ -77,16 +78,6 @@ int cmd_tokenize_corpus(int argc, char **argv) {
         fprintf(stderr, "msrnn %s: needs -m TOKENIZER.gguf and -o OUT.bin\n", cmd);
         rc = 2;
     }
-    if (!rc && !manifest != !split) {
-        fprintf(stderr, "msrnn %s: --manifest and --split go together (got only %s)\n", cmd,
-                manifest ? "--manifest" : "--split");
-        rc = 2;
-    }
-    if (!rc && !manifest && n_extra == 0) {
-        fprintf(stderr, "msrnn %s: no input: give --manifest TSV --split NAME and/or FILE...\n",
-                cmd);
-        rc = 2;
-    }
     if (rc) {
         free(extra);
         return rc;
@@ -95,28 +86,16 @@ int cmd_tokenize_corpus(int argc, char **argv) {
     double t0 = now_seconds();
     gguf_file *g = NULL;
     spm_tokenizer *tok = NULL;
-    char **listed = NULL, **paths = NULL;
-    size_t n_listed = 0;
+    char **paths = NULL;
+    size_t n_paths = 0;
     corpus_stats stats;
+    rc = corpus_inputs(cmd, manifest, split, extra, n_extra, &paths, &n_paths);
+    free(extra);
+    if (rc) return rc;
     msrnn_status st = gguf_open(model, &g);
     if (st == MSRNN_OK) st = spm_tokenizer_from_gguf(g, &tok);
-    if (st == MSRNN_OK && manifest) {
-        st = corpus_manifest_files(manifest, split, &listed, &n_listed);
-        if (st == MSRNN_ERR_INVALID) { /* an unknown split: the user's --split is wrong */
-            fprintf(stderr, "msrnn %s: --split: %s\n", cmd, msrnn_last_error());
-            rc = 2;
-        }
-    }
-    if (st == MSRNN_OK && !(paths = malloc((n_listed + n_extra) * sizeof *paths))) {
-        fprintf(stderr, "msrnn %s: out of memory\n", cmd);
-        rc = 1;
-    }
-    if (st == MSRNN_OK && paths) {
-        for (size_t i = 0; i < n_listed; i++) paths[i] = listed[i];
-        for (size_t i = 0; i < n_extra; i++) paths[n_listed + i] = (char *)extra[i];
-        st = corpus_tokenize(tok, (const char *const *)paths, n_listed + n_extra, n_threads, out,
-                             &stats);
-    }
+    if (st == MSRNN_OK)
+        st = corpus_tokenize(tok, (const char *const *)paths, n_paths, n_threads, out, &stats);
     if (st != MSRNN_OK && !rc) {
         fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
         rc = 1;
@@ -129,10 +108,8 @@ int cmd_tokenize_corpus(int argc, char **argv) {
                 (unsigned long long)stats.n_tokens,
                 stats.n_bytes ? (double)stats.n_tokens / (double)stats.n_bytes : 0.0, dt, out);
     }
-    free(paths);
-    corpus_paths_free(listed, n_listed);
+    corpus_paths_free(paths, n_paths);
     spm_tokenizer_free(tok);
     gguf_close(g);
-    free(extra);
     return rc;
 }

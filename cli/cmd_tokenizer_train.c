@@ -8,6 +8,7 @@
 
 #include "args.h"
 #include "cli.h"
+#include "common.h"
 #include "text/bpe_train.h"
 #include "train/data.h"
 
@@ -42,18 +43,12 @@ static void free_texts(bpe_text *texts, size_t n) {
 /* One "LEFT RIGHT" line per merge (no piece holds a space, a tab or a newline: they are "▁" or
  * never merge). */
 static int write_merges(const char *cmd, const bpe_vocab *v, const char *path) {
-    FILE *f = fopen(path, "wb");
-    if (!f) {
-        fprintf(stderr, "msrnn %s: cannot create '%s': %s\n", cmd, path, strerror(errno));
-        return 1;
-    }
+    char tmp[4096];
+    FILE *f;
+    if (atomic_create(cmd, path, tmp, sizeof tmp, &f)) return 1;
     for (int k = 0; k < v->n_merges; k++)
         fprintf(f, "%s %s\n", v->pieces[v->merge_left[k]], v->pieces[v->merge_right[k]]);
-    if (fclose(f) != 0) {
-        fprintf(stderr, "msrnn %s: error writing '%s': %s\n", cmd, path, strerror(errno));
-        return 1;
-    }
-    return 0;
+    return atomic_commit(cmd, path, tmp, f);
 }
 
 int cmd_tokenizer_train(int argc, char **argv) {
@@ -128,16 +123,6 @@ int cmd_tokenizer_train(int argc, char **argv) {
         fprintf(stderr, "msrnn %s: needs --vocab N and -o OUT.gguf\n", cmd);
         rc = 2;
     }
-    if (!rc && !manifest != !split) {
-        fprintf(stderr, "msrnn %s: --manifest and --split go together (got only %s)\n", cmd,
-                manifest ? "--manifest" : "--split");
-        rc = 2;
-    }
-    if (!rc && !manifest && n_files == 0) {
-        fprintf(stderr, "msrnn %s: no input: give --manifest TSV --split NAME and/or FILE...\n",
-                cmd);
-        rc = 2;
-    }
     if (rc) {
         free(files);
         return rc;
@@ -146,19 +131,17 @@ int cmd_tokenizer_train(int argc, char **argv) {
     /* The texts: the manifest's files, then the command line's, each read whole. */
     double t0 = now_seconds();
     char **listed = NULL;
-    size_t n_listed = 0;
-    if (manifest && corpus_manifest_files(manifest, split, &listed, &n_listed) != MSRNN_OK) {
-        fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
-        free(files);
-        return 1;
-    }
-    size_t n_texts = n_listed + (size_t)n_files;
+    size_t n_texts = 0;
+    rc = corpus_inputs(cmd, manifest, split, (const char *const *)files, (size_t)n_files, &listed,
+                       &n_texts);
+    free(files);
+    if (rc) return rc;
     bpe_text *texts = calloc(n_texts, sizeof *texts);
     uint64_t max_bytes = p.max_chars && p.max_chars < UINT64_MAX / 4 ? 4 * p.max_chars : UINT64_MAX;
     uint64_t read_bytes = 0; /* a character is at most 4 bytes */
     rc = texts ? 0 : 1;
     for (size_t k = 0; k < n_texts && !rc; k++) {
-        const char *path = k < n_listed ? listed[k] : files[k - n_listed];
+        const char *path = listed[k];
         if (read_bytes >= max_bytes) { /* enough text for --max-chars: only check it opens */
             FILE *f = fopen(path, "rb");
             if (!f) {
@@ -177,8 +160,7 @@ int cmd_tokenizer_train(int argc, char **argv) {
         texts[k].text = s;
         read_bytes += texts[k].len;
     }
-    corpus_paths_free(listed, n_listed);
-    free(files);
+    corpus_paths_free(listed, n_texts);
     if (rc) {
         if (!texts) fprintf(stderr, "msrnn %s: out of memory\n", cmd);
         free_texts(texts, n_texts);

@@ -16,6 +16,7 @@
 
 #include "args.h"
 #include "cli.h"
+#include "common.h"
 #include "model/init.h"
 #include "train/trainer.h"
 
@@ -166,26 +167,10 @@ typedef struct {
     double elapsed_before; /* seconds of the run before a resume, from the log */
 } run_state;
 
-static int write_atomic_begin(const char *path, char *tmp, size_t cap, FILE **f) {
-    snprintf(tmp, cap, "%s.tmp%ld", path, (long)getpid());
-    *f = fopen(tmp, "w");
-    return *f ? 0 : 1;
-}
-
-static int write_atomic_end(const char *path, const char *tmp, FILE *f) {
-    int bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path) != 0) {
-        remove(tmp);
-        return 1;
-    }
-    return 0;
-}
-
 static int write_log(const run_state *r, const char *path) {
     char tmp[4096];
     FILE *f;
-    if (write_atomic_begin(path, tmp, sizeof tmp, &f)) return 1;
+    if (atomic_create("train", path, tmp, sizeof tmp, &f)) return 1;
     fprintf(f, "step,loss,lr,grad_norm,val_loss,tokens_per_s,elapsed_s\n");
     for (int i = 0; i < r->n; i++) {
         const row *w = &r->rows[i];
@@ -193,13 +178,13 @@ static int write_log(const run_state *r, const char *path) {
         if (isfinite(w->val_loss)) fprintf(f, "%.6f", w->val_loss);
         fprintf(f, ",%.1f,%.1f\n", w->tps, w->elapsed);
     }
-    return write_atomic_end(path, tmp, f);
+    return atomic_commit("train", path, tmp, f);
 }
 
 static int write_plot(const run_state *r, const char *path) {
     char tmp[4096];
     FILE *f;
-    if (write_atomic_begin(path, tmp, sizeof tmp, &f)) return 1;
+    if (atomic_create("train", path, tmp, sizeof tmp, &f)) return 1;
     const double W = 720, H = 440, L = 60, R = 130, T = 40, Bm = 50;
     float lo = INFINITY, hi = -INFINITY;
     for (int i = 0; i < r->n; i++) {
@@ -246,7 +231,7 @@ static int write_plot(const run_state *r, const char *path) {
 #undef X
 #undef Y
     fprintf(f, "</svg>\n");
-    return write_atomic_end(path, tmp, f);
+    return atomic_commit("train", path, tmp, f);
 }
 
 /* Rows of an earlier log up to start_step (a resumed run continues it). */
@@ -347,9 +332,9 @@ static void on_step(void *ctx, const train_progress *p) {
     if (newline) fputc('\n', stderr);
     if (r->o->stop_after && p->step - r->start_step >= r->o->stop_after) g_stop = 1;
     if (isfinite(p->val_loss) || p->checkpointed || p->step == r->steps || g_stop) {
-        if (write_log(r, r->o->log) || write_plot(r, r->o->plot))
-            fprintf(stderr, "\nmsrnn train: cannot write %s or %s: %s\n", r->o->log, r->o->plot,
-                    strerror(errno));
+        /* a failure is reported (by atomic_commit) and training goes on */
+        (void)write_log(r, r->o->log);
+        (void)write_plot(r, r->o->plot);
     }
 }
 

@@ -1,10 +1,15 @@
-/* common.c — shared options of generate, bench and (later) perplexity. */
+/* common.c — what several subcommands share (see common.h). */
 #include "common.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "args.h"
+#include "base/sync_dir.h"
+#include "train/data.h"
 
 const char *const RUN_OPTIONS_HELP =
     "  -m, --model FILE      GGUF model (required)\n"
@@ -98,5 +103,72 @@ int open_model_session(const char *cmd, const run_options *o, msrnn_model **m, m
         *m = NULL;
         return 1;
     }
+    return 0;
+}
+
+int corpus_inputs(const char *cmd, const char *manifest, const char *split,
+                  const char *const *extra, size_t n_extra, char ***paths, size_t *n) {
+    *paths = NULL, *n = 0;
+    if (!manifest != !split) {
+        fprintf(stderr, "msrnn %s: --manifest and --split go together (got only %s)\n", cmd,
+                manifest ? "--manifest" : "--split");
+        return 2;
+    }
+    if (!manifest && n_extra == 0) {
+        fprintf(stderr, "msrnn %s: no input: give --manifest TSV --split NAME and/or FILE...\n",
+                cmd);
+        return 2;
+    }
+    char **listed = NULL;
+    size_t n_listed = 0;
+    if (manifest) {
+        msrnn_status st = corpus_manifest_files(manifest, split, &listed, &n_listed);
+        if (st != MSRNN_OK) { /* MSRNN_ERR_INVALID: no row has that split, the user's --split */
+            fprintf(stderr, "msrnn %s: %s%s\n", cmd, st == MSRNN_ERR_INVALID ? "--split: " : "",
+                    msrnn_last_error());
+            return st == MSRNN_ERR_INVALID ? 2 : 1;
+        }
+    }
+    char **all = realloc(listed, (n_listed + n_extra) * sizeof *all);
+    if (!all) {
+        corpus_paths_free(listed, n_listed);
+        fprintf(stderr, "msrnn %s: out of memory\n", cmd);
+        return 1;
+    }
+    for (size_t i = 0; i < n_extra; i++) {
+        if (!(all[n_listed + i] = strdup(extra[i]))) {
+            corpus_paths_free(all, n_listed + i);
+            fprintf(stderr, "msrnn %s: out of memory\n", cmd);
+            return 1;
+        }
+    }
+    *paths = all, *n = n_listed + n_extra;
+    return 0;
+}
+
+int atomic_create(const char *cmd, const char *path, char *tmp, size_t cap, FILE **f) {
+    *f = NULL;
+    if ((size_t)snprintf(tmp, cap, "%s.tmp%ld", path, (long)getpid()) >= cap) {
+        fprintf(stderr, "msrnn %s: path too long: '%s'\n", cmd, path);
+        return 1;
+    }
+    if (!(*f = fopen(tmp, "wb"))) {
+        fprintf(stderr, "msrnn %s: cannot create '%s': %s\n", cmd, tmp, strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
+int atomic_commit(const char *cmd, const char *path, const char *tmp, FILE *f) {
+    int bad = fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0;
+    int err = bad ? errno : 0;
+    if (fclose(f) != 0 && !bad) bad = 1, err = errno;
+    if (!bad && rename(tmp, path) != 0) bad = 1, err = errno;
+    if (bad) {
+        fprintf(stderr, "msrnn %s: cannot write '%s': %s\n", cmd, path, strerror(err));
+        remove(tmp);
+        return 1;
+    }
+    sync_parent_dir(path);
     return 0;
 }

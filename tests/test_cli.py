@@ -105,6 +105,45 @@ with tempfile.TemporaryDirectory() as d:
     root = ET.parse(svg).getroot()
     check(root.tag.endswith("svg") and len(root.findall(".//{http://www.w3.org/2000/svg}polyline")) == 4, "svg lines")
 
+# perplexity over a manifest's split equals the same books given with -f, in manifest order
+MANIFEST = os.path.join(SHARED, "data", "gutenberg", "MANIFEST.tsv")
+val_books = []
+with open(MANIFEST) as f:
+    cols = f.readline().rstrip("\n").split("\t")
+    for line in f:
+        row = dict(zip(cols, line.rstrip("\n").split("\t")))
+        if row["split"] == "validation":
+            val_books.append(os.path.join(SHARED, "data", "gutenberg", row["file"]))
+quick = ["--ctx", "64", "--max-chunks", "1", "--json", "-t", "2"]
+r = run("perplexity", "-m", MODEL, "--manifest", MANIFEST, "--split", "validation", *quick)
+by_split = json.loads(r.stdout) if r.returncode == 0 else {}
+by_files = json.loads(run("perplexity", "-m", MODEL, *[a for b in val_books for a in ("-f", b)], *quick).stdout)
+check(len(val_books) == 6 and by_split.get("n_tokens") == 6 * 63 and by_split.get("nll_mean") == by_files["nll_mean"],
+      f"--split validation {by_split} vs -f {by_files}")
+r = run("perplexity", "-m", MODEL, "--manifest", MANIFEST, "--split", "validation", "-f", BOOK, *quick)
+check(r.returncode == 0 and json.loads(r.stdout)["n_tokens"] == 7 * 63, f"--split plus -f: {r.stderr[-300:]}")
+for args, rc_want, needle in [
+    (["--split", "validation"], 2, "--manifest"),
+    (["--manifest", MANIFEST], 2, "--split"),
+    (["--manifest", MANIFEST, "--split", "nosuch"], 2, "nosuch"),
+    (["--manifest", MANIFEST + ".missing", "--split", "test"], 1, "MANIFEST.tsv.missing"),
+    (["--manifest", MANIFEST, "--split", "train", *sum((["-f", BOOK] for _ in range(30)), [])], 2, "at most 64"),
+]:
+    r = run("perplexity", "-m", MODEL, *args, *quick)
+    check(r.returncode == rc_want and needle in r.stderr, f"{args[:4]}: rc {r.returncode}, {r.stderr!r}")
+
+# outputs are written atomically: an unwritable target fails cleanly and leaves nothing behind
+with tempfile.TemporaryDirectory() as d:
+    js = os.path.join(d, "no", "such", "dir", "s.json")
+    r = run("perplexity", "-m", MODEL, "-f", BOOK, "--ctx", "32", "--max-chunks", "1", "--sweep", "8", "--out", js)
+    check(r.returncode == 1 and "s.json" in r.stderr, f"unwritable --out: rc {r.returncode}, {r.stderr!r}")
+    svg = os.path.join(d, "s.svg")
+    with open(svg, "w") as f:
+        f.write("old")
+    r = run("perplexity", "-m", MODEL, "-f", BOOK, "--ctx", "32", "--max-chunks", "1", "--sweep", "8", "--plot", svg)
+    check(r.returncode == 0 and open(svg).read().startswith("<svg") and os.listdir(d) == ["s.svg"],
+          f"--plot replaces the old file, no temporary left: {os.listdir(d)} {r.stderr[-200:]}")
+
 # bench --json keys
 b = json.loads(run("bench", "-m", MODEL, "-p", "16", "-n", "4", "-r", "1", "--json").stdout)
 check(set(b) >= {"pp_tps", "tg_tps", "pp_sd", "tg_sd"}, f"bench keys {b}")

@@ -450,7 +450,7 @@ def test_errors(tmp):
         (["--vocab", "1000", book], 2, ["-o"]),
         (["-o", out, book], 2, ["--vocab"]),
         (["--vocab", "1000", "-o", out, "--manifest", MANIFEST], 2, ["--split"]),
-        (["--vocab", "1000", "-o", out, "--manifest", MANIFEST, "--split", "nosuch"], 1, ["nosuch"]),
+        (["--vocab", "1000", "-o", out, "--manifest", MANIFEST, "--split", "nosuch"], 2, ["nosuch"]),
         (["--vocab", "1000", "-o", out, "--coverage", "1.5", book], 2, ["--coverage"]),
         (["--vocab", "1000", "-o", out, "--max-chars", "0", book], 2, ["--max-chars"]),
         (["--vocab", "1000", "-o", out, "-t", "0", book], 2, ["-t"]),
