@@ -22,26 +22,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "train/data.h"
-
-static int n_checks;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        n_checks++;                                                                                \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n  ", __FILE__, __LINE__, #cond);             \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-
-#define CHECK_OK(expr)                                                                             \
-    do {                                                                                           \
-        msrnn_status st_ = (expr);                                                                 \
-        CHECK(st_ == MSRNN_OK, "%s -> %s: %s", #expr, msrnn_status_name(st_), msrnn_last_error()); \
-    } while (0)
 
 static char tmp_dir[64];
 
@@ -55,7 +37,7 @@ static char *tmp_path(const char *name) {
 
 static int n_files_in_tmp(void) {
     DIR *d = opendir(tmp_dir);
-    CHECK(d != NULL, "cannot list %s", tmp_dir);
+    REQUIRE(d != NULL, "cannot list %s", tmp_dir);
     int n = 0;
     for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
     closedir(d);
@@ -64,12 +46,12 @@ static int n_files_in_tmp(void) {
 
 static uint8_t *read_all(const char *path, size_t *len) {
     FILE *fp = fopen(path, "rb");
-    CHECK(fp != NULL, "cannot open %s", path);
+    REQUIRE(fp != NULL, "cannot open %s", path);
     fseek(fp, 0, SEEK_END);
     long n = ftell(fp);
     fseek(fp, 0, SEEK_SET);
     uint8_t *p = malloc(n ? (size_t)n : 1);
-    CHECK(fread(p, 1, (size_t)n, fp) == (size_t)n, "short read of %s", path);
+    REQUIRE(fread(p, 1, (size_t)n, fp) == (size_t)n, "short read of %s", path);
     fclose(fp);
     *len = (size_t)n;
     return p;
@@ -77,8 +59,8 @@ static uint8_t *read_all(const char *path, size_t *len) {
 
 static void write_all(const char *path, const void *p, size_t n) {
     FILE *fp = fopen(path, "wb");
-    CHECK(fp != NULL, "cannot create %s", path);
-    CHECK(fwrite(p, 1, n, fp) == n, "short write of %s", path);
+    REQUIRE(fp != NULL, "cannot create %s", path);
+    REQUIRE(fwrite(p, 1, n, fp) == n, "short write of %s", path);
     fclose(fp);
 }
 
@@ -96,21 +78,21 @@ static void round_trip(uint32_t vocab, uint64_t n, uint32_t width) {
     for (uint64_t i = 0; i < n; i++) ids[i] = (int32_t)(rng_u32() % vocab);
     ids[0] = (int32_t)(vocab - 1); /* the largest id survives the width */
     const char *path = tmp_path("rt.bin");
-    CHECK_OK(token_shard_write(path, ids, n, vocab, vocab / 2, 3, 12345678901ull));
+    REQUIRE_OK(token_shard_write(path, ids, n, vocab, vocab / 2, 3, 12345678901ull));
     size_t size;
     free(read_all(path, &size));
-    CHECK(size == 64 + n * width, "vocab %u: file of %zu bytes, expected %llu", vocab, size,
-          (unsigned long long)(64 + n * width));
+    REQUIRE(size == 64 + n * width, "vocab %u: file of %zu bytes, expected %llu", vocab, size,
+            (unsigned long long)(64 + n * width));
     token_shard *s;
-    CHECK_OK(token_shard_open(path, &s));
-    CHECK(token_shard_n_tokens(s) == n && token_shard_vocab(s) == vocab &&
-              token_shard_bos(s) == vocab / 2 && token_shard_n_docs(s) == 3 &&
-              token_shard_n_bytes(s) == 12345678901ull,
-          "vocab %u: header fields", vocab);
+    REQUIRE_OK(token_shard_open(path, &s));
+    REQUIRE(token_shard_n_tokens(s) == n && token_shard_vocab(s) == vocab &&
+                token_shard_bos(s) == vocab / 2 && token_shard_n_docs(s) == 3 &&
+                token_shard_n_bytes(s) == 12345678901ull,
+            "vocab %u: header fields", vocab);
     token_shard_read(s, 0, (int)n, back);
-    CHECK(!memcmp(ids, back, n * sizeof *ids), "vocab %u: ids differ", vocab);
+    REQUIRE(!memcmp(ids, back, n * sizeof *ids), "vocab %u: ids differ", vocab);
     token_shard_read(s, n - 7, 7, back);
-    CHECK(!memcmp(ids + n - 7, back, 7 * sizeof *ids), "vocab %u: tail read differs", vocab);
+    REQUIRE(!memcmp(ids + n - 7, back, 7 * sizeof *ids), "vocab %u: tail read differs", vocab);
     token_shard_close(s);
     free(ids), free(back);
 }
@@ -137,28 +119,28 @@ static void test_writer(void) {
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         msrnn_status st = token_shard_write(path, bad[k].ids, bad[k].n, bad[k].vocab, bad[k].bos,
                                             bad[k].n_docs, 0);
-        CHECK(st == MSRNN_ERR_INVALID && strstr(msrnn_last_error(), bad[k].needle) &&
-                  strstr(msrnn_last_error(), "w.bin"),
-              "bad write %zu: %s: %s (expected '%s')", k, msrnn_status_name(st), msrnn_last_error(),
-              bad[k].needle);
+        REQUIRE(st == MSRNN_ERR_INVALID && strstr(msrnn_last_error(), bad[k].needle) &&
+                    strstr(msrnn_last_error(), "w.bin"),
+                "bad write %zu: %s: %s (expected '%s')", k, msrnn_status_name(st),
+                msrnn_last_error(), bad[k].needle);
     }
     int32_t neg[3] = {0, -1, 2};
-    CHECK(token_shard_write(path, neg, 3, 10, 0, 1, 0) == MSRNN_ERR_INVALID &&
-              strstr(msrnn_last_error(), "token 1 has id -1"),
-          "negative id: %s", msrnn_last_error());
-    CHECK(n_files_in_tmp() == 0, "a refused write left a file");
+    REQUIRE(token_shard_write(path, neg, 3, 10, 0, 1, 0) == MSRNN_ERR_INVALID &&
+                strstr(msrnn_last_error(), "token 1 has id -1"),
+            "negative id: %s", msrnn_last_error());
+    REQUIRE(n_files_in_tmp() == 0, "a refused write left a file");
 
     msrnn_status st = token_shard_write(tmp_path("missing/w.bin"), ids, 8, 10, 1, 2, 0);
-    CHECK(st == MSRNN_ERR_IO && strstr(msrnn_last_error(), "missing/w.bin"), "%s: %s",
-          msrnn_status_name(st), msrnn_last_error());
-    CHECK(n_files_in_tmp() == 0, "a failed write left a file");
+    REQUIRE(st == MSRNN_ERR_IO && strstr(msrnn_last_error(), "missing/w.bin"), "%s: %s",
+            msrnn_status_name(st), msrnn_last_error());
+    REQUIRE(n_files_in_tmp() == 0, "a failed write left a file");
 
     write_all(path, "old", 3);
-    CHECK_OK(token_shard_write(path, ids, 8, 10, 1, 2, 40));
+    REQUIRE_OK(token_shard_write(path, ids, 8, 10, 1, 2, 40));
     size_t size;
     free(read_all(path, &size));
-    CHECK(size == 64 + 16 && n_files_in_tmp() == 1, "replacing: %zu bytes, %d files", size,
-          n_files_in_tmp());
+    REQUIRE(size == 64 + 16 && n_files_in_tmp() == 1, "replacing: %zu bytes, %d files", size,
+            n_files_in_tmp());
     unlink(path);
 }
 
@@ -173,10 +155,10 @@ static void expect_bad(const char *name, const uint8_t *bytes, size_t n, const c
     write_all(path, bytes, n);
     token_shard *s = (token_shard *)1;
     msrnn_status st = token_shard_open(path, &s);
-    CHECK(st == MSRNN_ERR_FORMAT && s == NULL, "%s: %s (%s)", name, msrnn_status_name(st),
-          msrnn_last_error());
-    CHECK(strstr(msrnn_last_error(), name) && strstr(msrnn_last_error(), needle),
-          "%s: message '%s' should name the file and say '%s'", name, msrnn_last_error(), needle);
+    REQUIRE(st == MSRNN_ERR_FORMAT && s == NULL, "%s: %s (%s)", name, msrnn_status_name(st),
+            msrnn_last_error());
+    REQUIRE(strstr(msrnn_last_error(), name) && strstr(msrnn_last_error(), needle),
+            "%s: message '%s' should name the file and say '%s'", name, msrnn_last_error(), needle);
     unlink(path);
 }
 
@@ -185,7 +167,7 @@ static void test_malformed(void) {
     int32_t ids[N];
     for (int i = 0; i < N; i++) ids[i] = (int32_t)(rng_u32() % VOCAB);
     const char *path = tmp_path("good.bin");
-    CHECK_OK(token_shard_write(path, ids, N, VOCAB, 1, 4, 4000));
+    REQUIRE_OK(token_shard_write(path, ids, N, VOCAB, 1, 4, 4000));
     size_t size;
     uint8_t *good = read_all(path, &size), *b = malloc(size + 8);
     unlink(path);
@@ -224,7 +206,7 @@ static void test_malformed(void) {
     expect_bad("one-token.bin", b, 66, "at least 2");
     /* an id >= vocab in a 4-byte shard */
     int32_t big[5] = {0, 69999, 1, 2, 3};
-    CHECK_OK(token_shard_write(path, big, 5, 70000, 0, 1, 0));
+    REQUIRE_OK(token_shard_write(path, big, 5, 70000, 0, 1, 0));
     free(good);
     good = read_all(path, &size);
     unlink(path);
@@ -233,8 +215,9 @@ static void test_malformed(void) {
     expect_bad("id32.bin", b, size, "token 3 has id 70000");
 
     msrnn_status st = token_shard_open(tmp_path("absent.bin"), &(token_shard *){0});
-    CHECK(st == MSRNN_ERR_IO && strstr(msrnn_last_error(), "absent.bin"), "%s", msrnn_last_error());
-    CHECK(token_shard_open(tmp_dir, &(token_shard *){0}) == MSRNN_ERR_IO, "a folder opened");
+    REQUIRE(st == MSRNN_ERR_IO && strstr(msrnn_last_error(), "absent.bin"), "%s",
+            msrnn_last_error());
+    REQUIRE(token_shard_open(tmp_dir, &(token_shard *){0}) == MSRNN_ERR_IO, "a folder opened");
     free(good), free(b);
 }
 
@@ -245,10 +228,10 @@ static void test_malformed(void) {
 static token_shard *position_shard(const char *name, uint64_t n) {
     int32_t *ids = malloc(n * sizeof *ids);
     for (uint64_t i = 0; i < n; i++) ids[i] = (int32_t)i;
-    CHECK_OK(token_shard_write(tmp_path(name), ids, n, 70000, 0, 1, n));
+    REQUIRE_OK(token_shard_write(tmp_path(name), ids, n, 70000, 0, 1, n));
     free(ids);
     token_shard *s;
-    CHECK_OK(token_shard_open(tmp_path(name), &s));
+    REQUIRE_OK(token_shard_open(tmp_path(name), &s));
     return s;
 }
 
@@ -261,9 +244,9 @@ static void draw(data_loader *d, int T, int B, int n, uint64_t *out) {
         data_loader_next(d, b, buf);
         for (int r = 0; r < b; r++) {
             const int32_t *w = buf + (size_t)r * (size_t)(T + 1);
-            CHECK(w[0] % T == 0, "window starts at token %d, not a multiple of %d", w[0], T);
+            REQUIRE(w[0] % T == 0, "window starts at token %d, not a multiple of %d", w[0], T);
             for (int j = 1; j <= T; j++)
-                CHECK(w[j] == w[0] + j, "window from %d: token %d is %d", w[0], j, w[j]);
+                REQUIRE(w[j] == w[0] + j, "window from %d: token %d is %d", w[0], j, w[j]);
             out[got++] = (uint64_t)(w[0] / T);
         }
     }
@@ -274,77 +257,79 @@ static void test_loader_epochs(void) {
     enum { T = 16, NW = 37, EPOCHS = 4 };
     token_shard *s = position_shard("pos.bin", NW * T + 1 + 5); /* 5 tokens left over */
     data_loader *d, *same, *other;
-    CHECK_OK(data_loader_open(s, T, 42, &d));
-    CHECK(data_loader_n_windows(d) == NW, "%llu windows, expected %d",
-          (unsigned long long)data_loader_n_windows(d), NW);
+    REQUIRE_OK(data_loader_open(s, T, 42, &d));
+    REQUIRE(data_loader_n_windows(d) == NW, "%llu windows, expected %d",
+            (unsigned long long)data_loader_n_windows(d), NW);
     uint64_t seq[NW * EPOCHS];
     draw(d, T, 5, NW * EPOCHS, seq); /* 5 does not divide 37: batches straddle epochs */
     int identity = 0;
     for (int e = 0; e < EPOCHS; e++) {
         int seen[NW] = {0}, in_order = 1;
         for (int i = 0; i < NW; i++) {
-            CHECK(seq[e * NW + i] < NW, "window %llu out of range",
-                  (unsigned long long)seq[e * NW + i]);
+            REQUIRE(seq[e * NW + i] < NW, "window %llu out of range",
+                    (unsigned long long)seq[e * NW + i]);
             seen[seq[e * NW + i]]++;
             in_order &= seq[e * NW + i] == (uint64_t)i;
         }
         for (int w = 0; w < NW; w++)
-            CHECK(seen[w] == 1, "epoch %d: window %d seen %d times", e, w, seen[w]);
+            REQUIRE(seen[w] == 1, "epoch %d: window %d seen %d times", e, w, seen[w]);
         identity += in_order;
         if (e) {
-            CHECK(memcmp(seq + e * NW, seq + (e - 1) * NW, NW * sizeof *seq) != 0,
-                  "epochs %d and %d have the same order", e - 1, e);
+            REQUIRE(memcmp(seq + e * NW, seq + (e - 1) * NW, NW * sizeof *seq) != 0,
+                    "epochs %d and %d have the same order", e - 1, e);
         }
     }
-    CHECK(identity == 0, "an epoch was not shuffled");
+    REQUIRE(identity == 0, "an epoch was not shuffled");
     loader_state st = data_loader_get_state(d);
-    CHECK(st.seed == 42 && st.epoch == EPOCHS - 1 && st.cursor == NW, "state %llu %llu %llu",
-          (unsigned long long)st.seed, (unsigned long long)st.epoch, (unsigned long long)st.cursor);
+    REQUIRE(st.seed == 42 && st.epoch == EPOCHS - 1 && st.cursor == NW, "state %llu %llu %llu",
+            (unsigned long long)st.seed, (unsigned long long)st.epoch,
+            (unsigned long long)st.cursor);
 
     uint64_t again[NW * EPOCHS], diff[NW * EPOCHS];
-    CHECK_OK(data_loader_open(s, T, 42, &same));
-    CHECK_OK(data_loader_open(s, T, 43, &other));
+    REQUIRE_OK(data_loader_open(s, T, 42, &same));
+    REQUIRE_OK(data_loader_open(s, T, 43, &other));
     draw(same, T, 3, NW * EPOCHS, again);
     draw(other, T, 5, NW * EPOCHS, diff);
-    CHECK(!memcmp(seq, again, sizeof seq), "same seed, different windows");
-    CHECK(memcmp(seq, diff, NW * sizeof *seq) != 0, "seeds 42 and 43 give the same first epoch");
+    REQUIRE(!memcmp(seq, again, sizeof seq), "same seed, different windows");
+    REQUIRE(memcmp(seq, diff, NW * sizeof *seq) != 0, "seeds 42 and 43 give the same first epoch");
     data_loader_free(d), data_loader_free(same), data_loader_free(other);
 
     /* windows in file order */
-    CHECK_OK(data_loader_open(s, T, 0, &d));
+    REQUIRE_OK(data_loader_open(s, T, 0, &d));
     int32_t w[T + 1], raw[T + 1];
     for (uint64_t i = 0; i < NW; i++) {
         data_loader_window(d, i, w);
         token_shard_read(s, i * T, T + 1, raw);
-        CHECK(!memcmp(w, raw, sizeof w) && w[0] == (int32_t)(i * T) && w[T] == (int32_t)(i * T + T),
-              "window %llu", (unsigned long long)i);
+        REQUIRE(!memcmp(w, raw, sizeof w) && w[0] == (int32_t)(i * T) &&
+                    w[T] == (int32_t)(i * T + T),
+                "window %llu", (unsigned long long)i);
     }
     data_loader_free(d);
     token_shard_close(s);
 
     /* n_tokens = k*T + 1 exactly: the last window ends at the last token */
     s = position_shard("exact.bin", 5 * T + 1);
-    CHECK_OK(data_loader_open(s, T, 7, &d));
-    CHECK(data_loader_n_windows(d) == 5, "exact: %llu windows",
-          (unsigned long long)data_loader_n_windows(d));
+    REQUIRE_OK(data_loader_open(s, T, 7, &d));
+    REQUIRE(data_loader_n_windows(d) == 5, "exact: %llu windows",
+            (unsigned long long)data_loader_n_windows(d));
     data_loader_window(d, 4, w);
-    CHECK(w[T] == 5 * T, "exact: last token %d", w[T]);
+    REQUIRE(w[T] == 5 * T, "exact: last token %d", w[T]);
     data_loader_free(d);
     /* the shortest shard for T: one window, every draw gives it */
-    CHECK_OK(data_loader_open(s, 5 * T, 7, &d));
+    REQUIRE_OK(data_loader_open(s, 5 * T, 7, &d));
     uint64_t one[7];
     draw(d, 5 * T, 2, 7, one);
     for (int i = 0; i < 7; i++)
-        CHECK(one[i] == 0, "single window: got window %llu", (unsigned long long)one[i]);
+        REQUIRE(one[i] == 0, "single window: got window %llu", (unsigned long long)one[i]);
     data_loader_free(d);
     /* too short for T */
     msrnn_status rc = data_loader_open(s, 5 * T + 1, 7, &d);
-    CHECK(rc == MSRNN_ERR_INVALID && d == NULL && strstr(msrnn_last_error(), "81 tokens") &&
-              strstr(msrnn_last_error(), "exact.bin"),
-          "too short: %s: %s", msrnn_status_name(rc), msrnn_last_error());
+    REQUIRE(rc == MSRNN_ERR_INVALID && d == NULL && strstr(msrnn_last_error(), "81 tokens") &&
+                strstr(msrnn_last_error(), "exact.bin"),
+            "too short: %s: %s", msrnn_status_name(rc), msrnn_last_error());
     rc = data_loader_open(s, 0, 7, &d);
-    CHECK(rc == MSRNN_ERR_INVALID && strstr(msrnn_last_error(), "T = 0"), "T = 0: %s",
-          msrnn_last_error());
+    REQUIRE(rc == MSRNN_ERR_INVALID && strstr(msrnn_last_error(), "T = 0"), "T = 0: %s",
+            msrnn_last_error());
     token_shard_close(s);
 }
 
@@ -352,7 +337,7 @@ static void test_loader_resume(void) {
     enum { T = 8, NW = 23, TOTAL = 4 * NW };
     token_shard *s = position_shard("resume.bin", NW * T + 3);
     data_loader *ref;
-    CHECK_OK(data_loader_open(s, T, 99, &ref));
+    REQUIRE_OK(data_loader_open(s, T, 99, &ref));
     uint64_t full[TOTAL];
     draw(ref, T, 4, TOTAL, full);
     data_loader_free(ref);
@@ -362,43 +347,43 @@ static void test_loader_resume(void) {
     for (size_t k = 0; k < sizeof stops / sizeof stops[0]; k++) {
         int at = stops[k];
         data_loader *a, *b;
-        CHECK_OK(data_loader_open(s, T, 99, &a));
+        REQUIRE_OK(data_loader_open(s, T, 99, &a));
         uint64_t head[TOTAL], tail[TOTAL];
         if (at) draw(a, T, 3, at, head);
         loader_state st = data_loader_get_state(a);
-        CHECK(st.seed == 99 && st.epoch * NW + st.cursor == (uint64_t)at &&
-                  (at == 0 || st.cursor >= 1),
-              "stop %d: state epoch %llu cursor %llu", at, (unsigned long long)st.epoch,
-              (unsigned long long)st.cursor);
-        CHECK_OK(data_loader_open(s, T, 12345, &b));
+        REQUIRE(st.seed == 99 && st.epoch * NW + st.cursor == (uint64_t)at &&
+                    (at == 0 || st.cursor >= 1),
+                "stop %d: state epoch %llu cursor %llu", at, (unsigned long long)st.epoch,
+                (unsigned long long)st.cursor);
+        REQUIRE_OK(data_loader_open(s, T, 12345, &b));
         uint64_t junk[5];
         draw(b, T, 2, 5, junk); /* b has moved on elsewhere before being restored */
-        CHECK_OK(data_loader_set_state(b, st));
+        REQUIRE_OK(data_loader_set_state(b, st));
         loader_state back = data_loader_get_state(b);
-        CHECK(!memcmp(&back, &st, sizeof st), "stop %d: get_state after set_state differs", at);
+        REQUIRE(!memcmp(&back, &st, sizeof st), "stop %d: get_state after set_state differs", at);
         draw(b, T, 5, TOTAL - at, tail);
-        CHECK(!memcmp(tail, full + at, (size_t)(TOTAL - at) * sizeof *tail),
-              "stop %d: resumed windows differ from the uninterrupted run", at);
+        REQUIRE(!memcmp(tail, full + at, (size_t)(TOTAL - at) * sizeof *tail),
+                "stop %d: resumed windows differ from the uninterrupted run", at);
         draw(a, T, 7, TOTAL - at, tail); /* and the original goes on the same way */
-        CHECK(!memcmp(tail, full + at, (size_t)(TOTAL - at) * sizeof *tail),
-              "stop %d: the interrupted loader itself changed course", at);
+        REQUIRE(!memcmp(tail, full + at, (size_t)(TOTAL - at) * sizeof *tail),
+                "stop %d: the interrupted loader itself changed course", at);
         data_loader_free(a), data_loader_free(b);
     }
 
     /* a state at the end of an epoch written as (epoch, n_windows) or (epoch + 1, 0) is the same */
     data_loader *a;
-    CHECK_OK(data_loader_open(s, T, 99, &a));
+    REQUIRE_OK(data_loader_open(s, T, 99, &a));
     uint64_t x[NW], y[NW];
-    CHECK_OK(data_loader_set_state(a, (loader_state){99, 1, NW}));
+    REQUIRE_OK(data_loader_set_state(a, (loader_state){99, 1, NW}));
     draw(a, T, 4, NW, x);
-    CHECK_OK(data_loader_set_state(a, (loader_state){99, 2, 0}));
+    REQUIRE_OK(data_loader_set_state(a, (loader_state){99, 2, 0}));
     draw(a, T, 4, NW, y);
-    CHECK(!memcmp(x, y, sizeof x) && !memcmp(x, full + 2 * NW, sizeof x),
-          "end-of-epoch states disagree");
+    REQUIRE(!memcmp(x, y, sizeof x) && !memcmp(x, full + 2 * NW, sizeof x),
+            "end-of-epoch states disagree");
     msrnn_status rc = data_loader_set_state(a, (loader_state){99, 0, NW + 1});
-    CHECK(rc == MSRNN_ERR_INVALID && strstr(msrnn_last_error(), "cursor 24") &&
-              strstr(msrnn_last_error(), "23 windows"),
-          "cursor out of range: %s: %s", msrnn_status_name(rc), msrnn_last_error());
+    REQUIRE(rc == MSRNN_ERR_INVALID && strstr(msrnn_last_error(), "cursor 24") &&
+                strstr(msrnn_last_error(), "23 windows"),
+            "cursor out of range: %s: %s", msrnn_status_name(rc), msrnn_last_error());
     data_loader_free(a);
     token_shard_close(s);
 }
@@ -410,7 +395,7 @@ static void test_shuffle_uniform(void) {
     uint64_t w[5];
     for (uint64_t seed = 0; seed < 12000; seed++) {
         data_loader *d;
-        CHECK_OK(data_loader_open(s, 1, seed, &d));
+        REQUIRE_OK(data_loader_open(s, 1, seed, &d));
         draw(d, 1, 5, 5, w);
         count[(((w[0] * 5 + w[1]) * 5 + w[2]) * 5 + w[3]) * 5 + w[4]]++;
         data_loader_free(d);
@@ -424,14 +409,14 @@ static void test_shuffle_uniform(void) {
         chi2 += (count[i] - 100.0) * (count[i] - 100.0) / 100.0;
     }
     /* 119 degrees of freedom: chi2 has mean 119 and sd 15.4 */
-    CHECK(n_orders == 120 && lo >= 55 && hi <= 150 && chi2 < 200,
-          "%d orders seen (120 expected), counts %d..%d, chi2 %.1f", n_orders, lo, hi, chi2);
+    REQUIRE(n_orders == 120 && lo >= 55 && hi <= 150 && chi2 < 200,
+            "%d orders seen (120 expected), counts %d..%d, chi2 %.1f", n_orders, lo, hi, chi2);
     token_shard_close(s);
 }
 
 int main(void) {
     snprintf(tmp_dir, sizeof tmp_dir, "/tmp/msrnn-test-data-XXXXXX");
-    CHECK(mkdtemp(tmp_dir) != NULL, "mkdtemp failed");
+    REQUIRE(mkdtemp(tmp_dir) != NULL, "mkdtemp failed");
     test_writer();
     test_malformed();
     test_loader_epochs();
@@ -439,8 +424,8 @@ int main(void) {
     test_shuffle_uniform();
     const char *made[] = {"pos.bin", "exact.bin", "resume.bin", "five.bin"};
     for (size_t i = 0; i < sizeof made / sizeof made[0]; i++) unlink(tmp_path(made[i]));
-    CHECK(n_files_in_tmp() == 0, "files left in %s", tmp_dir);
+    REQUIRE(n_files_in_tmp() == 0, "files left in %s", tmp_dir);
     rmdir(tmp_dir);
-    printf("test_data: %d checks passed\n", n_checks);
+    printf("test_data: %d checks passed\n", checks);
     return 0;
 }

@@ -15,26 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "io/gguf.h"
-
-static int n_checks;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        n_checks++;                                                                                \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n  ", __FILE__, __LINE__, #cond);             \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-
-#define CHECK_OK(expr)                                                                             \
-    do {                                                                                           \
-        msrnn_status st_ = (expr);                                                                 \
-        CHECK(st_ == MSRNN_OK, "%s -> %s: %s", #expr, msrnn_status_name(st_), msrnn_last_error()); \
-    } while (0)
 
 static char tmp_dir[64];
 
@@ -48,12 +30,12 @@ static char *tmp_path(const char *name) {
 
 static uint8_t *read_all(const char *path, size_t *len) {
     FILE *fp = fopen(path, "rb");
-    CHECK(fp != NULL, "cannot open %s", path);
+    REQUIRE(fp != NULL, "cannot open %s", path);
     fseek(fp, 0, SEEK_END);
     long n = ftell(fp);
     fseek(fp, 0, SEEK_SET);
     uint8_t *p = malloc(n ? (size_t)n : 1);
-    CHECK(fread(p, 1, (size_t)n, fp) == (size_t)n, "short read of %s", path);
+    REQUIRE(fread(p, 1, (size_t)n, fp) == (size_t)n, "short read of %s", path);
     fclose(fp);
     *len = (size_t)n;
     return p;
@@ -61,15 +43,15 @@ static uint8_t *read_all(const char *path, size_t *len) {
 
 static void write_all(const char *path, const void *data, size_t len) {
     FILE *fp = fopen(path, "wb");
-    CHECK(fp != NULL, "cannot create %s", path);
-    CHECK(fwrite(data, 1, len, fp) == len, "short write to %s", path);
+    REQUIRE(fp != NULL, "cannot create %s", path);
+    REQUIRE(fwrite(data, 1, len, fp) == len, "short write to %s", path);
     fclose(fp);
 }
 
 /* Entries of a folder other than . and .. (the names joined by spaces into buf). */
 static int list_dir(const char *dir, char *buf, size_t cap) {
     DIR *d = opendir(dir);
-    CHECK(d != NULL, "cannot list %s", dir);
+    REQUIRE(d != NULL, "cannot list %s", dir);
     int n = 0;
     buf[0] = 0;
     for (struct dirent *e; (e = readdir(d));) {
@@ -181,32 +163,32 @@ static msrnn_status set_value(gguf_writer *w, const char *key, gguf_value v) {
 
 static gguf_writer *build_everything(void) {
     gguf_writer *w = gguf_writer_new();
-    CHECK(w != NULL, "gguf_writer_new");
-    CHECK_OK(gguf_writer_set_str(w, "general.architecture", "test"));
-    CHECK_OK(gguf_writer_set_u32(w, "general.alignment", 64));
-    CHECK_OK(gguf_writer_set_u32(w, "s.u32", 4000000000u));
-    CHECK_OK(gguf_writer_set_i32(w, "s.i32", -123456));
-    CHECK_OK(gguf_writer_set_u64(w, "s.u64", UINT64_MAX - 1));
-    CHECK_OK(gguf_writer_set_f32(w, "s.f32", -0.1f));
-    CHECK_OK(gguf_writer_set_bool(w, "s.bool", 7));
-    CHECK_OK(gguf_writer_set_str(w, "s.str", "first value"));
-    CHECK_OK(gguf_writer_set_str(w, "s.str", "replaced value")); /* a repeated key replaces */
-    CHECK_OK(set_value(w, "s.u8", (gguf_value){.type = GGUF_TYPE_UINT8, .u64 = 250}));
-    CHECK_OK(set_value(w, "s.i8", (gguf_value){.type = GGUF_TYPE_INT8, .i64 = -100}));
-    CHECK_OK(set_value(w, "s.u16", (gguf_value){.type = GGUF_TYPE_UINT16, .u64 = 65000}));
-    CHECK_OK(set_value(w, "s.i16", (gguf_value){.type = GGUF_TYPE_INT16, .i64 = -32000}));
-    CHECK_OK(set_value(w, "s.i64", (gguf_value){.type = GGUF_TYPE_INT64, .i64 = INT64_MIN + 5}));
-    CHECK_OK(set_value(w, "s.f64", (gguf_value){.type = GGUF_TYPE_FLOAT64, .f64 = 1.0 / 7.0}));
+    REQUIRE(w != NULL, "gguf_writer_new");
+    REQUIRE_OK(gguf_writer_set_str(w, "general.architecture", "test"));
+    REQUIRE_OK(gguf_writer_set_u32(w, "general.alignment", 64));
+    REQUIRE_OK(gguf_writer_set_u32(w, "s.u32", 4000000000u));
+    REQUIRE_OK(gguf_writer_set_i32(w, "s.i32", -123456));
+    REQUIRE_OK(gguf_writer_set_u64(w, "s.u64", UINT64_MAX - 1));
+    REQUIRE_OK(gguf_writer_set_f32(w, "s.f32", -0.1f));
+    REQUIRE_OK(gguf_writer_set_bool(w, "s.bool", 7));
+    REQUIRE_OK(gguf_writer_set_str(w, "s.str", "first value"));
+    REQUIRE_OK(gguf_writer_set_str(w, "s.str", "replaced value")); /* a repeated key replaces */
+    REQUIRE_OK(set_value(w, "s.u8", (gguf_value){.type = GGUF_TYPE_UINT8, .u64 = 250}));
+    REQUIRE_OK(set_value(w, "s.i8", (gguf_value){.type = GGUF_TYPE_INT8, .i64 = -100}));
+    REQUIRE_OK(set_value(w, "s.u16", (gguf_value){.type = GGUF_TYPE_UINT16, .u64 = 65000}));
+    REQUIRE_OK(set_value(w, "s.i16", (gguf_value){.type = GGUF_TYPE_INT16, .i64 = -32000}));
+    REQUIRE_OK(set_value(w, "s.i64", (gguf_value){.type = GGUF_TYPE_INT64, .i64 = INT64_MIN + 5}));
+    REQUIRE_OK(set_value(w, "s.f64", (gguf_value){.type = GGUF_TYPE_FLOAT64, .f64 = 1.0 / 7.0}));
     for (size_t i = 0; i < N_ARRAYS; i++)
-        CHECK_OK(gguf_writer_set_arr(w, arrays[i].key, arrays[i].type, arrays[i].data, N_ELEM));
-    CHECK_OK(gguf_writer_set_arr(w, "arr.empty", GGUF_TYPE_FLOAT32, NULL, 0));
-    CHECK_OK(gguf_writer_set_arr_str(w, "arr.str", strs, str_lens, 4));
-    CHECK_OK(set_value(w, "arr.nested_str", nested_strings()));
-    CHECK_OK(set_value(w, "arr.nested_i16", nested_ints()));
+        REQUIRE_OK(gguf_writer_set_arr(w, arrays[i].key, arrays[i].type, arrays[i].data, N_ELEM));
+    REQUIRE_OK(gguf_writer_set_arr(w, "arr.empty", GGUF_TYPE_FLOAT32, NULL, 0));
+    REQUIRE_OK(gguf_writer_set_arr_str(w, "arr.str", strs, str_lens, 4));
+    REQUIRE_OK(set_value(w, "arr.nested_str", nested_strings()));
+    REQUIRE_OK(set_value(w, "arr.nested_i16", nested_ints()));
     for (size_t i = 0; i < N_TENSORS; i++) {
         uint8_t *d = tensor_data((int)i);
-        CHECK_OK(gguf_writer_add_tensor(w, tensors[i].name, tensors[i].type, tensors[i].n_dims,
-                                        tensors[i].ne, d));
+        REQUIRE_OK(gguf_writer_add_tensor(w, tensors[i].name, tensors[i].type, tensors[i].n_dims,
+                                          tensors[i].ne, d));
         free(d);
     }
     return w;
@@ -214,89 +196,89 @@ static gguf_writer *build_everything(void) {
 
 static const gguf_value *value_of(const gguf_file *f, const char *key, gguf_type type) {
     const gguf_kv *kv = gguf_find_kv(f, key);
-    CHECK(kv != NULL, "key %s missing", key);
-    CHECK(kv->value.type == type, "key %s has type %s", key, gguf_type_name(kv->value.type));
+    REQUIRE(kv != NULL, "key %s missing", key);
+    REQUIRE(kv->value.type == type, "key %s has type %s", key, gguf_type_name(kv->value.type));
     return &kv->value;
 }
 
 static void check_everything(const gguf_file *f) {
-    CHECK(f->version == 3, "version %u", f->version);
-    CHECK(f->alignment == 64, "alignment %llu", (unsigned long long)f->alignment);
-    CHECK(f->data_offset % 64 == 0, "data offset %llu", (unsigned long long)f->data_offset);
-    CHECK(f->n_kv == 18 + N_ARRAYS, "n_kv %llu", (unsigned long long)f->n_kv);
-    CHECK(f->n_tensors == N_TENSORS, "n_tensors %llu", (unsigned long long)f->n_tensors);
+    REQUIRE(f->version == 3, "version %u", f->version);
+    REQUIRE(f->alignment == 64, "alignment %llu", (unsigned long long)f->alignment);
+    REQUIRE(f->data_offset % 64 == 0, "data offset %llu", (unsigned long long)f->data_offset);
+    REQUIRE(f->n_kv == 18 + N_ARRAYS, "n_kv %llu", (unsigned long long)f->n_kv);
+    REQUIRE(f->n_tensors == N_TENSORS, "n_tensors %llu", (unsigned long long)f->n_tensors);
 
-    CHECK(value_of(f, "s.u32", GGUF_TYPE_UINT32)->u64 == 4000000000u, "s.u32");
-    CHECK(value_of(f, "s.i32", GGUF_TYPE_INT32)->i64 == -123456, "s.i32");
-    CHECK(value_of(f, "s.u64", GGUF_TYPE_UINT64)->u64 == UINT64_MAX - 1, "s.u64");
-    CHECK(value_of(f, "s.f32", GGUF_TYPE_FLOAT32)->f64 == (double)-0.1f, "s.f32");
-    CHECK(value_of(f, "s.bool", GGUF_TYPE_BOOL)->b == 1, "s.bool");
-    CHECK(gguf_str_eq(value_of(f, "s.str", GGUF_TYPE_STRING)->str, "replaced value"), "s.str");
-    CHECK(value_of(f, "s.u8", GGUF_TYPE_UINT8)->u64 == 250, "s.u8");
-    CHECK(value_of(f, "s.i8", GGUF_TYPE_INT8)->i64 == -100, "s.i8");
-    CHECK(value_of(f, "s.u16", GGUF_TYPE_UINT16)->u64 == 65000, "s.u16");
-    CHECK(value_of(f, "s.i16", GGUF_TYPE_INT16)->i64 == -32000, "s.i16");
-    CHECK(value_of(f, "s.i64", GGUF_TYPE_INT64)->i64 == INT64_MIN + 5, "s.i64");
-    CHECK(value_of(f, "s.f64", GGUF_TYPE_FLOAT64)->f64 == 1.0 / 7.0, "s.f64");
+    REQUIRE(value_of(f, "s.u32", GGUF_TYPE_UINT32)->u64 == 4000000000u, "s.u32");
+    REQUIRE(value_of(f, "s.i32", GGUF_TYPE_INT32)->i64 == -123456, "s.i32");
+    REQUIRE(value_of(f, "s.u64", GGUF_TYPE_UINT64)->u64 == UINT64_MAX - 1, "s.u64");
+    REQUIRE(value_of(f, "s.f32", GGUF_TYPE_FLOAT32)->f64 == (double)-0.1f, "s.f32");
+    REQUIRE(value_of(f, "s.bool", GGUF_TYPE_BOOL)->b == 1, "s.bool");
+    REQUIRE(gguf_str_eq(value_of(f, "s.str", GGUF_TYPE_STRING)->str, "replaced value"), "s.str");
+    REQUIRE(value_of(f, "s.u8", GGUF_TYPE_UINT8)->u64 == 250, "s.u8");
+    REQUIRE(value_of(f, "s.i8", GGUF_TYPE_INT8)->i64 == -100, "s.i8");
+    REQUIRE(value_of(f, "s.u16", GGUF_TYPE_UINT16)->u64 == 65000, "s.u16");
+    REQUIRE(value_of(f, "s.i16", GGUF_TYPE_INT16)->i64 == -32000, "s.i16");
+    REQUIRE(value_of(f, "s.i64", GGUF_TYPE_INT64)->i64 == INT64_MIN + 5, "s.i64");
+    REQUIRE(value_of(f, "s.f64", GGUF_TYPE_FLOAT64)->f64 == 1.0 / 7.0, "s.f64");
 
     for (size_t i = 0; i < N_ARRAYS; i++) {
         const gguf_value *v = value_of(f, arrays[i].key, GGUF_TYPE_ARRAY);
         size_t each = elem_bytes[arrays[i].type];
-        CHECK(v->arr.type == arrays[i].type && v->arr.n == N_ELEM, "%s: %s × %llu", arrays[i].key,
-              gguf_type_name(v->arr.type), (unsigned long long)v->arr.n);
-        CHECK((uintptr_t)v->arr.data % each == 0, "%s: data not aligned", arrays[i].key);
-        CHECK(!memcmp(v->arr.data, arrays[i].data, N_ELEM * each), "%s: elements differ",
-              arrays[i].key);
+        REQUIRE(v->arr.type == arrays[i].type && v->arr.n == N_ELEM, "%s: %s × %llu", arrays[i].key,
+                gguf_type_name(v->arr.type), (unsigned long long)v->arr.n);
+        REQUIRE((uintptr_t)v->arr.data % each == 0, "%s: data not aligned", arrays[i].key);
+        REQUIRE(!memcmp(v->arr.data, arrays[i].data, N_ELEM * each), "%s: elements differ",
+                arrays[i].key);
     }
     const gguf_value *e = value_of(f, "arr.empty", GGUF_TYPE_ARRAY);
-    CHECK(e->arr.type == GGUF_TYPE_FLOAT32 && e->arr.n == 0 && e->arr.data, "arr.empty");
+    REQUIRE(e->arr.type == GGUF_TYPE_FLOAT32 && e->arr.n == 0 && e->arr.data, "arr.empty");
 
     const gguf_value *s = value_of(f, "arr.str", GGUF_TYPE_ARRAY);
-    CHECK(s->arr.type == GGUF_TYPE_STRING && s->arr.n == 4, "arr.str");
+    REQUIRE(s->arr.type == GGUF_TYPE_STRING && s->arr.n == 4, "arr.str");
     for (int i = 0; i < 4; i++)
-        CHECK(str_is(((const gguf_str *)s->arr.data)[i], strs[i], str_lens[i]), "arr.str[%d]", i);
+        REQUIRE(str_is(((const gguf_str *)s->arr.data)[i], strs[i], str_lens[i]), "arr.str[%d]", i);
 
     const gguf_value *ns = value_of(f, "arr.nested_str", GGUF_TYPE_ARRAY);
-    CHECK(ns->arr.type == GGUF_TYPE_ARRAY && ns->arr.n == 3, "arr.nested_str");
+    REQUIRE(ns->arr.type == GGUF_TYPE_ARRAY && ns->arr.n == 3, "arr.nested_str");
     const gguf_value *in = ns->arr.data;
-    CHECK(in[0].arr.type == GGUF_TYPE_STRING && in[0].arr.n == 2 && in[1].arr.n == 0 &&
-              in[2].arr.n == 1,
-          "arr.nested_str shape");
-    CHECK(str_is(((const gguf_str *)in[0].arr.data)[1], "yy", 2) &&
-              str_is(((const gguf_str *)in[2].arr.data)[0], "zzz", 3),
-          "arr.nested_str values");
+    REQUIRE(in[0].arr.type == GGUF_TYPE_STRING && in[0].arr.n == 2 && in[1].arr.n == 0 &&
+                in[2].arr.n == 1,
+            "arr.nested_str shape");
+    REQUIRE(str_is(((const gguf_str *)in[0].arr.data)[1], "yy", 2) &&
+                str_is(((const gguf_str *)in[2].arr.data)[0], "zzz", 3),
+            "arr.nested_str values");
 
     const gguf_value *ni = value_of(f, "arr.nested_i16", GGUF_TYPE_ARRAY);
     const gguf_value *l1 = ni->arr.data;
     const gguf_value *l2 = l1[0].arr.data;
-    CHECK(ni->arr.n == 2 && l1[0].arr.type == GGUF_TYPE_ARRAY && l1[0].arr.n == 2 &&
-              l2[0].arr.type == GGUF_TYPE_INT16 && l2[0].arr.n == 2,
-          "arr.nested_i16 shape");
-    CHECK(((const int16_t *)l2[0].arr.data)[1] == -2 &&
-              ((const int16_t *)((const gguf_value *)l1[1].arr.data)[0].arr.data)[0] == -4,
-          "arr.nested_i16 values");
+    REQUIRE(ni->arr.n == 2 && l1[0].arr.type == GGUF_TYPE_ARRAY && l1[0].arr.n == 2 &&
+                l2[0].arr.type == GGUF_TYPE_INT16 && l2[0].arr.n == 2,
+            "arr.nested_i16 shape");
+    REQUIRE(((const int16_t *)l2[0].arr.data)[1] == -2 &&
+                ((const int16_t *)((const gguf_value *)l1[1].arr.data)[0].arr.data)[0] == -4,
+            "arr.nested_i16 values");
 
     for (size_t i = 0; i < N_TENSORS; i++) {
         const gguf_tensor *t = gguf_find_tensor(f, tensors[i].name);
-        CHECK(t != NULL && t == &f->tensors[i], "tensor %s", tensors[i].name);
-        CHECK(t->type == tensors[i].type && t->n_dims == tensors[i].n_dims, "%s type/dims",
-              tensors[i].name);
+        REQUIRE(t != NULL && t == &f->tensors[i], "tensor %s", tensors[i].name);
+        REQUIRE(t->type == tensors[i].type && t->n_dims == tensors[i].n_dims, "%s type/dims",
+                tensors[i].name);
         uint64_t n = 1;
         for (uint32_t d = 0; d < 4; d++) {
             uint64_t want = d < tensors[i].n_dims ? tensors[i].ne[d] : 1;
-            CHECK(t->ne[d] == want, "%s ne[%u] = %llu", tensors[i].name, d,
-                  (unsigned long long)t->ne[d]);
+            REQUIRE(t->ne[d] == want, "%s ne[%u] = %llu", tensors[i].name, d,
+                    (unsigned long long)t->ne[d]);
             n *= want;
         }
-        CHECK(t->n_elements == n && t->n_bytes == tensor_bytes((int)i), "%s sizes",
-              tensors[i].name);
-        CHECK(t->offset % 64 == 0 && (t->data == f->base + f->data_offset + t->offset),
-              "%s offset %llu", tensors[i].name, (unsigned long long)t->offset);
+        REQUIRE(t->n_elements == n && t->n_bytes == tensor_bytes((int)i), "%s sizes",
+                tensors[i].name);
+        REQUIRE(t->offset % 64 == 0 && (t->data == f->base + f->data_offset + t->offset),
+                "%s offset %llu", tensors[i].name, (unsigned long long)t->offset);
         uint8_t *want = tensor_data((int)i);
-        CHECK(!memcmp(t->data, want, (size_t)t->n_bytes), "%s data differs", tensors[i].name);
+        REQUIRE(!memcmp(t->data, want, (size_t)t->n_bytes), "%s data differs", tensors[i].name);
         free(want);
     }
-    CHECK(gguf_find_tensor(f, "t.f3") == NULL && gguf_find_kv(f, "s.u3") == NULL, "find misses");
+    REQUIRE(gguf_find_tensor(f, "t.f3") == NULL && gguf_find_kv(f, "s.u3") == NULL, "find misses");
 }
 
 static void check_getters(const gguf_file *f) {
@@ -306,76 +288,76 @@ static void check_getters(const gguf_file *f) {
     gguf_str s = {0};
     const void *data;
     uint64_t n;
-    CHECK_OK(gguf_get_u32(f, "s.u32", 1, &u));
-    CHECK(u == 4000000000u, "u32 %u", u);
-    CHECK_OK(gguf_get_u32(f, "s.u8", 1, &u)); /* any integer type whose value fits */
-    CHECK(u == 250, "u8 as u32 %u", u);
-    CHECK_OK(gguf_get_u32(f, "missing", 0, &u));
-    CHECK(u == 250, "optional missing key changed the output");
-    CHECK(gguf_get_u32(f, "missing", 1, &u) == MSRNN_ERR_FORMAT &&
-              strstr(msrnn_last_error(), "required key 'missing' is missing"),
-          "%s", msrnn_last_error());
-    CHECK(gguf_get_u32(f, "s.i32", 1, &u) == MSRNN_ERR_FORMAT &&
-              strstr(msrnn_last_error(), "key 's.i32' is -123456, expected a value from 0"),
-          "%s", msrnn_last_error());
-    CHECK(gguf_get_u32(f, "s.u64", 1, &u) == MSRNN_ERR_FORMAT &&
-              strstr(msrnn_last_error(), "is 18446744073709551614, expected"),
-          "%s", msrnn_last_error());
-    CHECK(gguf_get_u32(f, "s.str", 1, &u) == MSRNN_ERR_FORMAT &&
-              strstr(msrnn_last_error(), "key 's.str' has type string, expected an integer"),
-          "%s", msrnn_last_error());
-    CHECK_OK(gguf_get_f32(f, "s.f32", 1, &x));
-    CHECK(x == -0.1f, "f32 %g", x);
-    CHECK(gguf_get_f32(f, "s.bool", 1, &x) == MSRNN_ERR_FORMAT &&
-              strstr(msrnn_last_error(), "has type bool, expected float32"),
-          "%s", msrnn_last_error());
-    CHECK_OK(gguf_get_bool(f, "s.bool", 1, &b));
-    CHECK(b == 1, "bool");
-    CHECK_OK(gguf_get_str(f, "s.str", 1, &s));
-    CHECK(gguf_str_eq(s, "replaced value"), "str");
-    CHECK_OK(gguf_get_arr(f, "arr.i32", 1, GGUF_TYPE_INT32, &data, &n));
-    CHECK(n == N_ELEM && ((const int32_t *)data)[0] == INT32_MIN, "arr.i32");
-    CHECK(gguf_get_arr(f, "arr.i32", 1, GGUF_TYPE_UINT32, &data, &n) == MSRNN_ERR_FORMAT &&
-              strstr(msrnn_last_error(), "is an array of int32, expected an array of uint32"),
-          "%s", msrnn_last_error());
-    CHECK(gguf_get_arr(f, "s.u8", 1, GGUF_TYPE_UINT8, &data, &n) == MSRNN_ERR_FORMAT &&
-              strstr(msrnn_last_error(), "has type uint8, expected an array of uint8"),
-          "%s", msrnn_last_error());
+    REQUIRE_OK(gguf_get_u32(f, "s.u32", 1, &u));
+    REQUIRE(u == 4000000000u, "u32 %u", u);
+    REQUIRE_OK(gguf_get_u32(f, "s.u8", 1, &u)); /* any integer type whose value fits */
+    REQUIRE(u == 250, "u8 as u32 %u", u);
+    REQUIRE_OK(gguf_get_u32(f, "missing", 0, &u));
+    REQUIRE(u == 250, "optional missing key changed the output");
+    REQUIRE(gguf_get_u32(f, "missing", 1, &u) == MSRNN_ERR_FORMAT &&
+                strstr(msrnn_last_error(), "required key 'missing' is missing"),
+            "%s", msrnn_last_error());
+    REQUIRE(gguf_get_u32(f, "s.i32", 1, &u) == MSRNN_ERR_FORMAT &&
+                strstr(msrnn_last_error(), "key 's.i32' is -123456, expected a value from 0"),
+            "%s", msrnn_last_error());
+    REQUIRE(gguf_get_u32(f, "s.u64", 1, &u) == MSRNN_ERR_FORMAT &&
+                strstr(msrnn_last_error(), "is 18446744073709551614, expected"),
+            "%s", msrnn_last_error());
+    REQUIRE(gguf_get_u32(f, "s.str", 1, &u) == MSRNN_ERR_FORMAT &&
+                strstr(msrnn_last_error(), "key 's.str' has type string, expected an integer"),
+            "%s", msrnn_last_error());
+    REQUIRE_OK(gguf_get_f32(f, "s.f32", 1, &x));
+    REQUIRE(x == -0.1f, "f32 %g", x);
+    REQUIRE(gguf_get_f32(f, "s.bool", 1, &x) == MSRNN_ERR_FORMAT &&
+                strstr(msrnn_last_error(), "has type bool, expected float32"),
+            "%s", msrnn_last_error());
+    REQUIRE_OK(gguf_get_bool(f, "s.bool", 1, &b));
+    REQUIRE(b == 1, "bool");
+    REQUIRE_OK(gguf_get_str(f, "s.str", 1, &s));
+    REQUIRE(gguf_str_eq(s, "replaced value"), "str");
+    REQUIRE_OK(gguf_get_arr(f, "arr.i32", 1, GGUF_TYPE_INT32, &data, &n));
+    REQUIRE(n == N_ELEM && ((const int32_t *)data)[0] == INT32_MIN, "arr.i32");
+    REQUIRE(gguf_get_arr(f, "arr.i32", 1, GGUF_TYPE_UINT32, &data, &n) == MSRNN_ERR_FORMAT &&
+                strstr(msrnn_last_error(), "is an array of int32, expected an array of uint32"),
+            "%s", msrnn_last_error());
+    REQUIRE(gguf_get_arr(f, "s.u8", 1, GGUF_TYPE_UINT8, &data, &n) == MSRNN_ERR_FORMAT &&
+                strstr(msrnn_last_error(), "has type uint8, expected an array of uint8"),
+            "%s", msrnn_last_error());
 }
 
 static void test_round_trip(void) {
     gguf_writer *w = build_everything();
     const char *path = tmp_path("everything.gguf");
-    CHECK_OK(gguf_writer_write(w, path));
+    REQUIRE_OK(gguf_writer_write(w, path));
     gguf_writer_free(w);
 
     gguf_file *f;
-    CHECK_OK(gguf_open(path, &f));
-    CHECK(f->mapped && !strcmp(f->path, path), "mapped %d path %s", f->mapped, f->path);
+    REQUIRE_OK(gguf_open(path, &f));
+    REQUIRE(f->mapped && !strcmp(f->path, path), "mapped %d path %s", f->mapped, f->path);
     check_everything(f);
     check_getters(f);
 
     /* copying every pair and tensor reproduces the file byte for byte */
     gguf_writer *copy = gguf_writer_new();
-    for (uint64_t i = 0; i < f->n_kv; i++) CHECK_OK(gguf_writer_set_kv(copy, &f->kv[i]));
+    for (uint64_t i = 0; i < f->n_kv; i++) REQUIRE_OK(gguf_writer_set_kv(copy, &f->kv[i]));
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         const gguf_tensor *t = &f->tensors[i];
         char name[64];
         snprintf(name, sizeof name, "%.*s", (int)t->name.len, t->name.ptr);
-        CHECK_OK(gguf_writer_add_tensor(copy, name, t->type, t->n_dims, t->ne, t->data));
+        REQUIRE_OK(gguf_writer_add_tensor(copy, name, t->type, t->n_dims, t->ne, t->data));
     }
     const char *path2 = tmp_path("copy.gguf");
-    CHECK_OK(gguf_writer_write(copy, path2));
+    REQUIRE_OK(gguf_writer_write(copy, path2));
     gguf_writer_free(copy);
     size_t n1, n2;
     uint8_t *b1 = read_all(path, &n1), *b2 = read_all(path2, &n2);
-    CHECK(n1 == n2 && !memcmp(b1, b2, n1), "copy differs (%zu vs %zu bytes)", n1, n2);
-    CHECK(n1 % 64 == 0, "file size %zu is not padded to the alignment", n1);
+    REQUIRE(n1 == n2 && !memcmp(b1, b2, n1), "copy differs (%zu vs %zu bytes)", n1, n2);
+    REQUIRE(n1 % 64 == 0, "file size %zu is not padded to the alignment", n1);
 
     /* the same bytes through gguf_open_memory */
     gguf_file *m;
-    CHECK_OK(gguf_open_memory(b1, n1, &m));
-    CHECK(!m->mapped && !strcmp(m->path, "<memory>"), "memory file");
+    REQUIRE_OK(gguf_open_memory(b1, n1, &m));
+    REQUIRE(!m->mapped && !strcmp(m->path, "<memory>"), "memory file");
     check_everything(m);
     gguf_close(m);
     gguf_close(f);
@@ -386,24 +368,24 @@ static void test_round_trip(void) {
     w = gguf_writer_new();
     uint64_t ne33[] = {33}, ne0[] = {0, 2}, ne32[] = {32};
     float zeros[64] = {0};
-    CHECK(gguf_writer_add_tensor(w, "q", TYPE_Q8_0, 1, ne33, zeros) == MSRNN_ERR_INVALID &&
-              strstr(msrnn_last_error(), "multiple of 32"),
-          "%s", msrnn_last_error());
-    CHECK(gguf_writer_add_tensor(w, "z", TYPE_F32, 2, ne0, zeros) == MSRNN_ERR_INVALID, "ne 0");
-    CHECK(gguf_writer_add_tensor(w, "d", TYPE_F32, 5, ne32, zeros) == MSRNN_ERR_INVALID, "dims");
-    CHECK(gguf_writer_add_tensor(w, "u", (tensor_type)12, 1, ne32, zeros) == MSRNN_ERR_INVALID,
-          "unknown type");
-    CHECK_OK(gguf_writer_add_tensor(w, "a", TYPE_F32, 1, ne32, zeros));
-    CHECK(gguf_writer_add_tensor(w, "a", TYPE_F32, 1, ne32, zeros) == MSRNN_ERR_INVALID &&
-              strstr(msrnn_last_error(), "tensor 'a' added twice"),
-          "%s", msrnn_last_error());
-    CHECK(gguf_writer_set_arr(w, "s", GGUF_TYPE_STRING, strs, 1) == MSRNN_ERR_INVALID, "str arr");
-    CHECK(gguf_writer_set_u32(w, "", 1) == MSRNN_ERR_INVALID, "empty key");
-    CHECK_OK(gguf_writer_set_u32(w, "general.alignment", 48));
-    CHECK(gguf_writer_write(w, tmp_path("bad-align.gguf")) == MSRNN_ERR_INVALID &&
-              strstr(msrnn_last_error(), "general.alignment is 48"),
-          "%s", msrnn_last_error());
-    CHECK(access(tmp_path("bad-align.gguf"), F_OK) != 0, "a refused write created the file");
+    REQUIRE(gguf_writer_add_tensor(w, "q", TYPE_Q8_0, 1, ne33, zeros) == MSRNN_ERR_INVALID &&
+                strstr(msrnn_last_error(), "multiple of 32"),
+            "%s", msrnn_last_error());
+    REQUIRE(gguf_writer_add_tensor(w, "z", TYPE_F32, 2, ne0, zeros) == MSRNN_ERR_INVALID, "ne 0");
+    REQUIRE(gguf_writer_add_tensor(w, "d", TYPE_F32, 5, ne32, zeros) == MSRNN_ERR_INVALID, "dims");
+    REQUIRE(gguf_writer_add_tensor(w, "u", (tensor_type)12, 1, ne32, zeros) == MSRNN_ERR_INVALID,
+            "unknown type");
+    REQUIRE_OK(gguf_writer_add_tensor(w, "a", TYPE_F32, 1, ne32, zeros));
+    REQUIRE(gguf_writer_add_tensor(w, "a", TYPE_F32, 1, ne32, zeros) == MSRNN_ERR_INVALID &&
+                strstr(msrnn_last_error(), "tensor 'a' added twice"),
+            "%s", msrnn_last_error());
+    REQUIRE(gguf_writer_set_arr(w, "s", GGUF_TYPE_STRING, strs, 1) == MSRNN_ERR_INVALID, "str arr");
+    REQUIRE(gguf_writer_set_u32(w, "", 1) == MSRNN_ERR_INVALID, "empty key");
+    REQUIRE_OK(gguf_writer_set_u32(w, "general.alignment", 48));
+    REQUIRE(gguf_writer_write(w, tmp_path("bad-align.gguf")) == MSRNN_ERR_INVALID &&
+                strstr(msrnn_last_error(), "general.alignment is 48"),
+            "%s", msrnn_last_error());
+    REQUIRE(access(tmp_path("bad-align.gguf"), F_OK) != 0, "a refused write created the file");
     gguf_writer_free(w);
 }
 
@@ -511,13 +493,13 @@ static void expect_error(const char *label, const uint8_t *data, size_t len, msr
     if (len) memcpy(copy, data, len);
     gguf_file *f = (gguf_file *)1;
     msrnn_status st = gguf_open_memory(copy, len, &f);
-    CHECK(st == status, "%s: got %s (%s), expected %s", label, msrnn_status_name(st),
-          msrnn_last_error(), msrnn_status_name(status));
-    CHECK(f == NULL, "%s: *out not cleared on failure", label);
-    CHECK(strstr(msrnn_last_error(), want) != NULL, "%s: message \"%s\" lacks \"%s\"", label,
-          msrnn_last_error(), want);
-    CHECK(strncmp(msrnn_last_error(), "<memory>: ", 10) == 0, "%s: message \"%s\" lacks the path",
-          label, msrnn_last_error());
+    REQUIRE(st == status, "%s: got %s (%s), expected %s", label, msrnn_status_name(st),
+            msrnn_last_error(), msrnn_status_name(status));
+    REQUIRE(f == NULL, "%s: *out not cleared on failure", label);
+    REQUIRE(strstr(msrnn_last_error(), want) != NULL, "%s: message \"%s\" lacks \"%s\"", label,
+            msrnn_last_error(), want);
+    REQUIRE(strncmp(msrnn_last_error(), "<memory>: ", 10) == 0, "%s: message \"%s\" lacks the path",
+            label, msrnn_last_error());
     free(copy);
 }
 
@@ -538,10 +520,10 @@ static void test_broken(void) {
     layout l;
     buf b = build_base((variant){0}, &l);
     gguf_file *f;
-    CHECK_OK(gguf_open_memory(b.p, b.len, &f));
-    CHECK(f->n_kv == 5 && f->n_tensors == 3 && f->alignment == 32, "base file");
-    CHECK(f->tensors[1].n_bytes == 34 && ((const uint8_t *)f->tensors[1].data)[33] == 34,
-          "base tensor data");
+    REQUIRE_OK(gguf_open_memory(b.p, b.len, &f));
+    REQUIRE(f->n_kv == 5 && f->n_tensors == 3 && f->alignment == 32, "base file");
+    REQUIRE(f->tensors[1].n_bytes == 34 && ((const uint8_t *)f->tensors[1].data)[33] == 34,
+            "base tensor data");
     gguf_close(f);
 
     /* truncation at every offset: inside the header and descriptions it is reported as a
@@ -555,7 +537,8 @@ static void test_broken(void) {
         } else if (cut < l.data_end) {
             expect_error(label, b.p, cut, MSRNN_ERR_FORMAT, "runs past the end of the file");
         } else {
-            CHECK(gguf_open_memory(b.p, cut, &f) == MSRNN_OK, "%s: %s", label, msrnn_last_error());
+            REQUIRE(gguf_open_memory(b.p, cut, &f) == MSRNN_OK, "%s: %s", label,
+                    msrnn_last_error());
             gguf_close(f);
         }
     }
@@ -589,8 +572,8 @@ static void test_broken(void) {
     {
         buf v2 = build_base((variant){0}, NULL);
         patch32(&v2, l.version, 2);
-        CHECK_OK(gguf_open_memory(v2.p, v2.len, &f));
-        CHECK(f->version == 2, "version 2 is read");
+        REQUIRE_OK(gguf_open_memory(v2.p, v2.len, &f));
+        REQUIRE(f->version == 2, "version 2 is read");
         gguf_close(f);
         free(v2.p);
     }
@@ -625,11 +608,11 @@ static void test_broken(void) {
                      "key/value pair #5 has an empty key");
         free(d.p);
         d = build_base((variant){.nest_depth = 8}, NULL);
-        CHECK_OK(gguf_open_memory(d.p, d.len, &f));
+        REQUIRE_OK(gguf_open_memory(d.p, d.len, &f));
         const gguf_value *v = &gguf_find_kv(f, "nested")->value;
         for (int k = 1; k < 8; k++) v = v->arr.data;
-        CHECK(v->arr.type == GGUF_TYPE_UINT32 && ((const uint32_t *)v->arr.data)[0] == 7,
-              "8 levels of arrays");
+        REQUIRE(v->arr.type == GGUF_TYPE_UINT32 && ((const uint32_t *)v->arr.data)[0] == 7,
+                "8 levels of arrays");
         gguf_close(f);
         free(d.p);
         d = build_base((variant){.nest_depth = 9}, NULL);
@@ -689,19 +672,19 @@ static void test_broken(void) {
     const char *path = tmp_path("broken.gguf");
     patch32(&b, l.type[1], 12);
     write_all(path, b.p, b.len);
-    CHECK(gguf_open(path, &f) == MSRNN_ERR_UNSUPPORTED, "broken file opened");
-    CHECK(strncmp(msrnn_last_error(), path, strlen(path)) == 0, "message \"%s\" lacks the path",
-          msrnn_last_error());
+    REQUIRE(gguf_open(path, &f) == MSRNN_ERR_UNSUPPORTED, "broken file opened");
+    REQUIRE(strncmp(msrnn_last_error(), path, strlen(path)) == 0, "message \"%s\" lacks the path",
+            msrnn_last_error());
     write_all(path, b.p, 0);
-    CHECK(gguf_open(path, &f) == MSRNN_ERR_FORMAT &&
-              strstr(msrnn_last_error(), "truncated: the magic of the header needs 4 bytes"),
-          "empty file: %s", msrnn_last_error());
-    CHECK(gguf_open(tmp_path("absent.gguf"), &f) == MSRNN_ERR_IO &&
-              strstr(msrnn_last_error(), "absent.gguf: cannot open: No such file"),
-          "%s", msrnn_last_error());
-    CHECK(gguf_open(tmp_dir, &f) == MSRNN_ERR_IO &&
-              strstr(msrnn_last_error(), "not a regular file"),
-          "%s", msrnn_last_error());
+    REQUIRE(gguf_open(path, &f) == MSRNN_ERR_FORMAT &&
+                strstr(msrnn_last_error(), "truncated: the magic of the header needs 4 bytes"),
+            "empty file: %s", msrnn_last_error());
+    REQUIRE(gguf_open(tmp_path("absent.gguf"), &f) == MSRNN_ERR_IO &&
+                strstr(msrnn_last_error(), "absent.gguf: cannot open: No such file"),
+            "%s", msrnn_last_error());
+    REQUIRE(gguf_open(tmp_dir, &f) == MSRNN_ERR_IO &&
+                strstr(msrnn_last_error(), "not a regular file"),
+            "%s", msrnn_last_error());
     unlink(path);
     free(b.p);
 }
@@ -712,63 +695,63 @@ static gguf_writer *small_writer(const char *name) {
     gguf_writer *w = gguf_writer_new();
     uint64_t ne[] = {8};
     float x[8] = {1, 2, 3, 4, 5, 6, 7, 8};
-    CHECK_OK(gguf_writer_set_str(w, "general.name", name));
-    CHECK_OK(gguf_writer_add_tensor(w, "x", TYPE_F32, 1, ne, x));
+    REQUIRE_OK(gguf_writer_set_str(w, "general.name", name));
+    REQUIRE_OK(gguf_writer_add_tensor(w, "x", TYPE_F32, 1, ne, x));
     return w;
 }
 
 static void test_atomic(void) {
     char dir[128], path[320], names[512];
     snprintf(dir, sizeof dir, "%s/atomic", tmp_dir);
-    CHECK(mkdir(dir, 0755) == 0, "mkdir %s", dir);
+    REQUIRE(mkdir(dir, 0755) == 0, "mkdir %s", dir);
     snprintf(path, sizeof path, "%s/model.gguf", dir);
 
     gguf_writer *w = small_writer("first");
-    CHECK_OK(gguf_writer_write(w, path));
+    REQUIRE_OK(gguf_writer_write(w, path));
     gguf_writer_free(w);
     w = small_writer("second");
-    CHECK_OK(gguf_writer_write(w, path)); /* replaces */
+    REQUIRE_OK(gguf_writer_write(w, path)); /* replaces */
     gguf_writer_free(w);
-    CHECK(list_dir(dir, names, sizeof names) == 1, "left behind: %s", names);
+    REQUIRE(list_dir(dir, names, sizeof names) == 1, "left behind: %s", names);
     gguf_file *f;
     gguf_str s;
-    CHECK_OK(gguf_open(path, &f));
-    CHECK_OK(gguf_get_str(f, "general.name", 1, &s));
-    CHECK(gguf_str_eq(s, "second"), "the second write did not replace the first");
+    REQUIRE_OK(gguf_open(path, &f));
+    REQUIRE_OK(gguf_get_str(f, "general.name", 1, &s));
+    REQUIRE(gguf_str_eq(s, "second"), "the second write did not replace the first");
     struct stat sb;
-    CHECK(stat(path, &sb) == 0 && (sb.st_mode & 0777) == 0644, "mode %o", sb.st_mode & 0777);
+    REQUIRE(stat(path, &sb) == 0 && (sb.st_mode & 0777) == 0644, "mode %o", sb.st_mode & 0777);
     gguf_close(f);
 
     /* the rename fails (the destination is a folder): the temporary file is removed */
     char sub[224];
     snprintf(sub, sizeof sub, "%s/is-a-dir", dir);
-    CHECK(mkdir(sub, 0755) == 0, "mkdir %s", sub);
+    REQUIRE(mkdir(sub, 0755) == 0, "mkdir %s", sub);
     w = small_writer("third");
-    CHECK(gguf_writer_write(w, sub) == MSRNN_ERR_IO && strstr(msrnn_last_error(), "renaming"), "%s",
-          msrnn_last_error());
-    CHECK(list_dir(dir, names, sizeof names) == 2, "left behind: %s", names);
+    REQUIRE(gguf_writer_write(w, sub) == MSRNN_ERR_IO && strstr(msrnn_last_error(), "renaming"),
+            "%s", msrnn_last_error());
+    REQUIRE(list_dir(dir, names, sizeof names) == 2, "left behind: %s", names);
     rmdir(sub);
 
     /* no folder to write in */
     snprintf(sub, sizeof sub, "%s/absent/model.gguf", dir);
-    CHECK(gguf_writer_write(w, sub) == MSRNN_ERR_IO &&
-              strstr(msrnn_last_error(), "cannot create a temporary file"),
-          "%s", msrnn_last_error());
+    REQUIRE(gguf_writer_write(w, sub) == MSRNN_ERR_IO &&
+                strstr(msrnn_last_error(), "cannot create a temporary file"),
+            "%s", msrnn_last_error());
 
     /* an unwritable folder (root writes anyway, so only as another user) */
     if (geteuid() != 0) {
         snprintf(sub, sizeof sub, "%s/ro", dir);
-        CHECK(mkdir(sub, 0555) == 0, "mkdir %s", sub);
+        REQUIRE(mkdir(sub, 0555) == 0, "mkdir %s", sub);
         snprintf(path, sizeof path, "%s/model.gguf", sub);
-        CHECK(gguf_writer_write(w, path) == MSRNN_ERR_IO, "wrote into a read-only folder");
-        CHECK(list_dir(sub, names, sizeof names) == 0, "left behind: %s", names);
+        REQUIRE(gguf_writer_write(w, path) == MSRNN_ERR_IO, "wrote into a read-only folder");
+        REQUIRE(list_dir(sub, names, sizeof names) == 0, "left behind: %s", names);
         rmdir(sub);
         snprintf(path, sizeof path, "%s/model.gguf", dir);
     }
     gguf_writer_free(w);
-    CHECK_OK(gguf_open(path, &f)); /* the earlier file is intact */
-    CHECK_OK(gguf_get_str(f, "general.name", 1, &s));
-    CHECK(gguf_str_eq(s, "second"), "a failed write changed the file");
+    REQUIRE_OK(gguf_open(path, &f)); /* the earlier file is intact */
+    REQUIRE_OK(gguf_get_str(f, "general.name", 1, &s));
+    REQUIRE(gguf_str_eq(s, "second"), "a failed write changed the file");
     gguf_close(f);
     unlink(path);
     rmdir(dir);
@@ -776,13 +759,13 @@ static void test_atomic(void) {
 
 int main(void) {
     snprintf(tmp_dir, sizeof tmp_dir, "/tmp/test_gguf.XXXXXX");
-    CHECK(mkdtemp(tmp_dir) != NULL, "mkdtemp");
+    REQUIRE(mkdtemp(tmp_dir) != NULL, "mkdtemp");
     test_round_trip();
     test_broken();
     test_atomic();
     unlink(tmp_path("everything.gguf"));
     unlink(tmp_path("copy.gguf"));
-    CHECK(rmdir(tmp_dir) == 0, "temporary folder %s not empty", tmp_dir);
-    printf("test_gguf: %d checks passed\n", n_checks);
+    REQUIRE(rmdir(tmp_dir) == 0, "temporary folder %s not empty", tmp_dir);
+    printf("test_gguf: %d checks passed\n", checks);
     return 0;
 }

@@ -8,24 +8,12 @@
 
 #include <omp.h>
 
+#include "check.h"
 #include "tensor/kernels.h"
 
 #if defined(__F16C__)
 #include <immintrin.h>
 #endif
-
-static int failures, checks;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        checks++;                                                                                  \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
-            printf(__VA_ARGS__);                                                                   \
-            printf("\n");                                                                          \
-        }                                                                                          \
-    } while (0)
 
 static uint64_t rng = 12345;
 static float frand(void) { /* uniform in [-1, 1) */

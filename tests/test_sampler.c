@@ -6,19 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "check.h"
 #include "msrnn.h"
-
-static int checks, failures;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        checks++;                                                                                  \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
-            printf(__VA_ARGS__);                                                                   \
-            printf("\n");                                                                          \
-        }                                                                                          \
-    } while (0)
 
 enum { V = 8, DRAWS = 20000 };
 /* softmax(logits) = 0.4, 0.3, 0.15, 0.1, 0.05 and ~0 for the rest */

@@ -24,21 +24,9 @@
 
 #include <omp.h>
 
+#include "check.h"
 #include "tensor/kernels.h"
 #include "train/ops.h"
-
-static int failures, checks;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        checks++;                                                                                  \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
-            printf(__VA_ARGS__);                                                                   \
-            printf("\n");                                                                          \
-        }                                                                                          \
-    } while (0)
 
 static uint64_t rng = 20240611;
 static float frand(void) { /* uniform in [-1, 1) */

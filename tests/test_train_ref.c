@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "msrnn.h"
 #include "train/adamw.h"
 #include "train/llama_train.h"
@@ -73,19 +74,6 @@
 #define NORM_SELF_TOL 1e-5
 
 #define N_THREADS 2
-
-static int failures, checks;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        checks++;                                                                                  \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            printf("  FAIL %s:%d: ", __FILE__, __LINE__);                                          \
-            printf(__VA_ARGS__);                                                                   \
-            printf("\n");                                                                          \
-        }                                                                                          \
-    } while (0)
 
 /* ---- the reference file -------------------------------------------------------------------- */
 
