@@ -396,6 +396,15 @@ int cmd_train(int argc, char **argv) {
     if (!p->ckpt_path) p->ckpt_path = ckpt;
     if (!o.log) o.log = log;
     if (!o.plot) o.plot = plot;
+    /* every output's folder must take a file now, not at the first checkpoint an hour later */
+    const char *outputs[] = {p->out_path, p->ckpt_path, o.log, o.plot};
+    for (int i = 0; i < 4; i++) {
+        char tmp[4096];
+        FILE *f;
+        if (atomic_create(cmd, outputs[i], tmp, sizeof tmp, &f)) return 1;
+        fclose(f);
+        remove(tmp);
+    }
     if (!p->resume && o.tokenizer) {
         model_init_params *s = &o.shape;
         if (!s->n_kv_heads) s->n_kv_heads = s->n_heads;

@@ -153,7 +153,7 @@ int atomic_create(const char *cmd, const char *path, char *tmp, size_t cap, FILE
         return 1;
     }
     if (!(*f = fopen(tmp, "wb"))) {
-        fprintf(stderr, "msrnn %s: cannot create '%s': %s\n", cmd, tmp, strerror(errno));
+        fprintf(stderr, "msrnn %s: cannot write '%s': %s\n", cmd, path, strerror(errno));
         return 1;
     }
     return 0;

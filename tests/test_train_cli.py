@@ -133,6 +133,8 @@ with tempfile.TemporaryDirectory() as d:
         (["--init", P("init.gguf"), *common, "--train", P("nope.bin"), "-o", P("x.gguf")], 1, "nope.bin"),
         (["--init", P("init.gguf"), *common, "-o", P("x.gguf"), "--ctx", "512"], 1, "context"),
         ([*common, "-o", P("x.gguf"), "--resume"], 1, "x.gguf.ckpt.gguf"),
+        (["--init", P("init.gguf"), *common, "-o", P("nodir/x.gguf")], 1, "nodir/x.gguf"),
+        (["--init", P("init.gguf"), *common, "-o", P("x.gguf"), "--log", P("nodir/log.csv")], 1, "nodir/log.csv"),
         (["--config", P("missing.conf"), "--init", P("init.gguf"), *common, "-o", P("x.gguf")], 1, "missing.conf"),
     ]:
         r = run("train", *args)
