@@ -169,10 +169,11 @@ static int run_config(const char *cmd, msrnn_model *m, const run_options *o, con
                     nd = nll_done;
 #pragma omp atomic read
                     sd = scored_done;
+                    char ppl[32] = "-"; /* over the chunks finished so far */
+                    if (sd) snprintf(ppl, sizeof ppl, "%.3f", exp(nd / sd));
                     fprintf(stderr,
-                            "\r%-9s k=%-5d %zu/%zu tokens  %.0f tok/s  ETA %.0f s  ppl %.3f   ",
-                            r->policy, r->kv_size, now, total, tps, (total - now) / tps,
-                            sd ? exp(nd / sd) : NAN);
+                            "\r%-9s k=%-5d %zu/%zu tokens  %.0f tok/s  ETA %.0f s  ppl %s   ",
+                            r->policy, r->kv_size, now, total, tps, (total - now) / tps, ppl);
                 }
             }
             chunk_nll[c] = nll;
