@@ -16,7 +16,7 @@
 #include "common.h"
 #include "train/data.h"
 
-#define MAX_FILES 64
+#define MAX_FILES 100000 /* texts in one run */
 #define MAX_SIZES 16
 #define MAX_RESULTS 64
 
@@ -26,19 +26,17 @@ static void usage(FILE *f) {
             "[options]\n%s",
             RUN_OPTIONS_HELP);
     fprintf(
-        f,
-        "  -f, --file TEXT       a text to score (repeatable; up to %d texts in all)\n"
-        "  --manifest TSV        with --split: score every file of a split of a manifest\n"
-        "                        (tab-separated, columns 'file' and 'split'), before any -f\n"
-        "  --split NAME          the manifest rows to score, e.g. validation or test\n"
-        "  --ctx C               chunk length in tokens, BOS included (default: the model's)\n"
-        "  --max-chunks N        score only the first N chunks of each text\n"
-        "  --sweep K1,K2,...     every policy at every size, plus full: the TOVA paper's table\n"
-        "  --policies P1,P2,...  policies of the sweep (default window,sink,h2o,tova)\n"
-        "  --plot OUT.svg        with --sweep: perplexity against cache size\n"
-        "  --out OUT.json        with --sweep: write the results as JSON\n"
-        "  --json                print one JSON object on stdout\n",
-        MAX_FILES);
+        f, "  -f, --file TEXT       a text to score (repeatable)\n"
+           "  --manifest TSV        with --split: score every file of a split of a manifest\n"
+           "                        (tab-separated, columns 'file' and 'split'), before any -f\n"
+           "  --split NAME          the manifest rows to score, e.g. validation or test\n"
+           "  --ctx C               chunk length in tokens, BOS included (default: the model's)\n"
+           "  --max-chunks N        score only the first N chunks of each text\n"
+           "  --sweep K1,K2,...     every policy at every size, plus full: the TOVA paper's table\n"
+           "  --policies P1,P2,...  policies of the sweep (default window,sink,h2o,tova)\n"
+           "  --plot OUT.svg        with --sweep: perplexity against cache size\n"
+           "  --out OUT.json        with --sweep: write the results as JSON\n"
+           "  --json                print one JSON object on stdout\n");
 }
 
 typedef struct {
@@ -305,8 +303,9 @@ static int write_plot(const char *path, const result *res, int n_res, const resu
     return atomic_commit("perplexity", path, tmp, f);
 }
 
-int cmd_perplexity(int argc, char **argv) {
-    const char *cmd = "perplexity", *given[MAX_FILES], *plot = NULL, *out_json = NULL;
+/* given: room for argc paths (the -f values) */
+static int perplexity(int argc, char **argv, const char **given) {
+    const char *cmd = "perplexity", *plot = NULL, *out_json = NULL;
     const char *policies = "window,sink,h2o,tova", *manifest = NULL, *split = NULL;
     int n_files = 0, ctx = 0, max_chunks = 0, json = 0, rc = 0, n_sizes = 0, sizes[MAX_SIZES];
     run_options o;
@@ -401,8 +400,12 @@ int cmd_perplexity(int argc, char **argv) {
                 "msrnn %s: warning: chunks of %d tokens run past the model's trained context of "
                 "%d (what bounded memories are for; the full cache is out of its depth there)\n",
                 cmd, ctx, in->n_ctx);
-    text texts[MAX_FILES] = {0};
+    text *texts = calloc((size_t)n_files, sizeof *texts);
     size_t total_bytes = 0;
+    if (!texts) {
+        fprintf(stderr, "msrnn %s: out of memory\n", cmd);
+        rc = 1;
+    }
     for (int f = 0; f < n_files && !rc; f++) {
         size_t len;
         char *buf = read_text_file(cmd, files[f], &len);
@@ -515,8 +518,20 @@ int cmd_perplexity(int argc, char **argv) {
             }
         }
     }
-    for (int f = 0; f < n_files; f++) free(texts[f].ids);
+    for (int f = 0; texts && f < n_files; f++) free(texts[f].ids);
+    free(texts);
     corpus_paths_free(files, n_paths);
     msrnn_model_close(m);
+    return rc;
+}
+
+int cmd_perplexity(int argc, char **argv) {
+    const char **given = calloc((size_t)argc, sizeof *given);
+    if (!given) {
+        fprintf(stderr, "msrnn perplexity: out of memory\n");
+        return 1;
+    }
+    int rc = perplexity(argc, argv, given);
+    free(given);
     return rc;
 }
