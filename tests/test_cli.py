@@ -6,29 +6,20 @@ Uses ../shared/models/gutenberg-ref.gguf with short chunks so that it runs in se
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import xml.etree.ElementTree as ET
+
+from checks import check, finish
 
 BIN = os.environ["MSRNN_BIN"]
 SHARED = os.environ["MSRNN_SHARED"]
 MODEL = os.path.join(SHARED, "models", "gutenberg-ref.gguf")
 BOOK = os.path.join(SHARED, "data", "gutenberg", "pg55.txt")
-passed = failed = 0
 
 
 def run(*args, expect=0):
     r = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=600)
     return r
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL:", what)
 
 
 # bad usage: exit 2 and a message naming the flag
@@ -149,5 +140,4 @@ with tempfile.TemporaryDirectory() as d:
 b = json.loads(run("bench", "-m", MODEL, "-p", "16", "-n", "4", "-r", "1", "--json").stdout)
 check(set(b) >= {"pp_tps", "tg_tps", "pp_sd", "tg_sd"}, f"bench keys {b}")
 
-print(f"test_cli: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish("test_cli")

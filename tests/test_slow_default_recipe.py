@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 
+from checks import check, finish
+
 BIN = os.environ["MSRNN_BIN"]
 SHARED = os.environ["MSRNN_SHARED"]
 SOURCE = os.environ["MSRNN_SOURCE_DIR"]
@@ -25,16 +27,6 @@ MODEL = os.path.join(SOURCE, "models", "default.gguf")
 CONF = os.path.join(SOURCE, "models", "default.conf")
 LOG = os.path.join(SOURCE, "models", "default.train-log.csv")
 N_STEPS = 2
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL:", what)
 
 
 def run(*args):
@@ -70,5 +62,4 @@ with tempfile.TemporaryDirectory() as d:
             check(g[k] == w[k], f"step {w['step']} {k}: {g[k]} now, {w[k]} in the committed log")
     print(f"  steps 1..{N_STEPS}: " + "; ".join(f"loss {g['loss']} norm {g['grad_norm']}" for g in got))
 
-print(f"test_slow_default_recipe: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish("test_slow_default_recipe")

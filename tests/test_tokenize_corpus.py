@@ -21,22 +21,14 @@ from array import array
 
 import sentencepiece as spm
 
+from checks import check, finish
+
 BIN = os.environ["MSRNN_BIN"]
 SHARED = os.environ["MSRNN_SHARED"]
 MODEL = os.path.join(SHARED, "models", "gutenberg-ref.gguf")
 SP_MODEL = os.path.join(SHARED, "data", "tokenizers", "gutenberg8k", "gut8k.model")
 BOOKS = os.path.join(SHARED, "data", "gutenberg")
 MANIFEST = os.path.join(BOOKS, "MANIFEST.tsv")
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL:", what)
 
 
 def run(*args):
@@ -189,5 +181,4 @@ with tempfile.TemporaryDirectory() as d:
     check(r.returncode == 1 and open(o, "rb").read() == b"previous contents" and leftovers(e) == ["out.bin"],
           f"failed run over an existing output: rc {r.returncode}, left {leftovers(e)}")
 
-print(f"test_tokenize_corpus: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish("test_tokenize_corpus")

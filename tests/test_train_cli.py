@@ -15,29 +15,19 @@ import csv
 import os
 import signal
 import subprocess
-import sys
 import tempfile
-import time
 import xml.etree.ElementTree as ET
+
+from checks import check, finish
 
 BIN = os.environ["MSRNN_BIN"]
 SHARED = os.environ["MSRNN_SHARED"]
 VOCAB = os.path.join(SHARED, "models", "gutenberg-ref.gguf")
 BOOKS = [os.path.join(SHARED, "data", "gutenberg", b) for b in ("pg55.txt", "pg23.txt")]
-passed = failed = 0
 
 
 def run(*args, timeout=600):
     return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=timeout)
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL:", what)
 
 
 def log_rows(path):
@@ -146,5 +136,4 @@ with tempfile.TemporaryDirectory() as d:
     check(r.returncode == 2 and "frobnicate" in r.stderr and "bad.conf:2" in r.stderr, f"bad config: {r.stderr}")
     check(not os.path.exists(P("x.gguf")), "no final model after a failure")
 
-print(f"test_train_cli: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish("test_train_cli")
