@@ -96,7 +96,7 @@ int cmd_tokenize_corpus(int argc, char **argv) {
     if (st == MSRNN_OK) st = spm_tokenizer_from_gguf(g, &tok);
     if (st == MSRNN_OK)
         st = corpus_tokenize(tok, (const char *const *)paths, n_paths, n_threads, out, &stats);
-    if (st != MSRNN_OK && !rc) {
+    if (st != MSRNN_OK) {
         fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
         rc = 1;
     }
