@@ -349,7 +349,7 @@ int cmd_train(int argc, char **argv) {
     memset(&o, 0, sizeof o);
     o.cfg = train_config_default();
     o.shape = (model_init_params){256,      4,     4, 0,        704,   0, 0,
-                                  10000.0f, 1e-5f, 0, TYPE_F32, 0.02f, 1, "msrnn"};
+                                  10000.0f, 1e-5f, 0, TYPE_F32, 0.02f, 1, "msrnn", NULL};
     /* the config file first, so that flags override it */
     for (int i = 1; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--config")) o.config = argv[i + 1];

@@ -85,8 +85,8 @@ msrnn_status msrnn_session_open(msrnn_model *m, const msrnn_session_params *p, m
 void msrnn_session_close(msrnn_session *s);
 /* Forget every token seen: the next token is at position 0. */
 void msrnn_session_reset(msrnn_session *s);
-/* Tokens fed so far (the position of the next token). */
-int msrnn_session_n_past(const msrnn_session *s);
+/* Tokens fed so far (the position of the next token); 64-bit, as a bounded session runs for ever. */
+int64_t msrnn_session_n_past(const msrnn_session *s);
 /* Bytes held by the session's buffers (KV cache plus scratch), fixed at open. */
 size_t msrnn_session_bytes(const msrnn_session *s);
 
@@ -94,7 +94,7 @@ size_t msrnn_session_bytes(const msrnn_session *s);
  * writes up to cap absolute positions in ascending order to pos and, if score is non-NULL, each
  * entry's current eviction score (tova: the newest query's probability averaged over the heads;
  * h2o: the accumulated probability summed over heads; others: 0). Returns the number of entries. */
-int msrnn_session_kept(const msrnn_session *s, int layer, int head, int32_t *pos, float *score,
+int msrnn_session_kept(const msrnn_session *s, int layer, int head, int64_t *pos, float *score,
                        int cap);
 /* Bytes of the attention memory alone (constant once a bounded memory is full). */
 size_t msrnn_session_memory_bytes(const msrnn_session *s);

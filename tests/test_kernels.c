@@ -117,7 +117,7 @@ static void test_matmul(void) {
                         dequantize_row(TYPE_Q8_0, xq, xr, (int64_t)in * n);
                     }
                     weight W = {q, t, in, out, type_row_bytes(t, in)};
-                    matmul(y, x, &W, n, scratch);
+                    matmul(y, x, &W, n, scratch, omp_get_max_threads());
                     for (int i = 0; i < n; i++)
                         for (int r = 0; r < out; r++) {
                             double s = 0;

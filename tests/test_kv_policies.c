@@ -157,7 +157,7 @@ static double nll_of(const float *logits, int n_vocab, int target) {
     return log(s) + mx - (double)logits[target];
 }
 
-static void print_set(const char *label, const int32_t *p, int n) {
+static void print_set(const char *label, const int64_t *p, int n) {
     printf("      %s (%d):", label, n);
     for (int i = 0; i < n; i++) printf(" %d", (int)p[i]);
     printf("\n");
@@ -212,8 +212,8 @@ static void run_case(msrnn_model *m, const kv_ref *r, const kv_case *kc, const c
         verdict(0, name, "cannot open session");
         return;
     }
-    int32_t *pos = xcalloc((size_t)T + 2, sizeof *pos);
-    int32_t *want32 = xcalloc((size_t)T + 2, sizeof *want32);
+    int64_t *pos = xcalloc((size_t)T + 2, sizeof *pos);
+    int64_t *want32 = xcalloc((size_t)T + 2, sizeof *want32);
     float *score = xcalloc((size_t)T + 2, sizeof *score);
     int reports = 0, set_mismatch = 0, struct_bad = 0, newest_step = -1, newest_ok = 1;
     double nll_a = 0, nll_b = 0, score_err = 0, logit_err = 0;

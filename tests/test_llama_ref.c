@@ -252,7 +252,7 @@ static int eval_prompt(msrnn_session *s, const ref_data *r, const int *pieces, i
         }
         done += n;
         if (msrnn_session_n_past(s) != done) {
-            printf("  n_past is %d after %d tokens\n", msrnn_session_n_past(s), done);
+            printf("  n_past is %lld after %d tokens\n", (long long)msrnn_session_n_past(s), done);
             return 0;
         }
         const float *last = msrnn_session_logits(s);

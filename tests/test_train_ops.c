@@ -1,4 +1,4 @@
-/* test_train_ops.c — every training op of src/train/ops.h on its own.
+/* test_train_ops.c — every training op of src/nn/ops.h on its own.
  *
  * Forwards are compared with naive double-precision references written here. Backwards are
  * compared with central finite differences of the scalar J = Σ r∘out (r random and fixed, so
@@ -25,8 +25,8 @@
 #include <omp.h>
 
 #include "check.h"
+#include "nn/ops.h"
 #include "tensor/kernels.h"
-#include "train/ops.h"
 
 static uint64_t rng = 20240611;
 static float frand(void) { /* uniform in [-1, 1) */
@@ -526,7 +526,8 @@ static void att_free(att_case *c) {
 
 static double att_J(void *p) {
     att_case *c = p;
-    attention_forward(c->out, c->lse, c->q, c->k, c->v, c->B, c->T, c->H, c->Hkv, c->d, c->scratch);
+    attention_forward(c->out, c->lse, c->q, c->k, c->v, c->B, c->T, c->H, c->Hkv, c->d, c->scratch,
+                      omp_get_max_threads());
     return dot_rd(c->r, c->out, (size_t)c->B * c->T * c->H * c->d);
 }
 static double att_ref_J(void *p) {
@@ -543,7 +544,7 @@ static void att_run(att_case *c, float *dq, float *dk, float *dv) {
     att_J(c);
     memset(dq, 0, nq * sizeof *dq), memset(dk, 0, nk * sizeof *dk), memset(dv, 0, nk * sizeof *dv);
     attention_backward(dq, dk, dv, c->r, c->q, c->k, c->v, c->out, c->lse, c->B, c->T, c->H, c->Hkv,
-                       c->d, c->scratch);
+                       c->d, c->scratch, omp_get_max_threads());
 }
 
 /* The double backward against double finite differences of the double forward: the oracle the
@@ -634,7 +635,8 @@ static void test_attention_case(int B, int T, int H, int Hkv, int d, float qk_am
           *v1 = malloc(nk * sizeof(float));
     memcpy(q1, dq, nq * sizeof(float)), memcpy(k1, dk, nk * sizeof(float)),
         memcpy(v1, dv, nk * sizeof(float));
-    attention_backward(dq, dk, dv, c.r, c.q, c.k, c.v, c.out, c.lse, B, T, H, Hkv, d, c.scratch);
+    attention_backward(dq, dk, dv, c.r, c.q, c.k, c.v, c.out, c.lse, B, T, H, Hkv, d, c.scratch,
+                       omp_get_max_threads());
     check_twice(dq, q1, nq, "attention dq");
     check_twice(dk, k1, nk, "attention dk");
     check_twice(dv, v1, nk, "attention dv");

@@ -12,14 +12,14 @@
  *      flag (decay iff 2-D), none missing or extra; the loaded weights equal the file's f32
  * exactly;
  *   2. one step on batch 0 (grad_scale 1): the loss and every gradient tensor against the
- *      reference; llama_train_loss gives the same loss bit for bit and leaves the gradients alone;
+ *      reference; train_model_loss gives the same loss bit for bit and leaves the gradients alone;
  *      zero_grad zeroes; grad_scale 0.5 halves the gradients; two steps without zero_grad double
  *      them; 1 thread gives bit-identical loss and gradients to 2 (ops.h's promise);
  *   3. the trajectory through lr_at / adamw_step from fresh weights with zeroed m, v: lr, loss and
  *      pre-clip gradient norm at every step, the final parameters; and at every step adamw_step's
  *      result against adamw.h's formulas evaluated here in double from the state it started from
  *      (this pins the optimizer tightly where the trajectory cannot: see TRAJ_* below);
- * and that llama_train_open refuses a missing file and a file with a tensor one row short, with a
+ * and that train_model_open refuses a missing file and a file with a tensor one row short, with a
  * message. Prints one line per config and "test_train_ref: N passed, M failed"; exits 1 on failure.
  *
  * Errors are max |got − ref| / max |ref| over a tensor unless said otherwise. The manifest's
@@ -41,7 +41,7 @@
 #include "check.h"
 #include "msrnn.h"
 #include "train/adamw.h"
-#include "train/llama_train.h"
+#include "train/train_model.h"
 
 /* f32 sim (measured, all configs): loss 1e-7, gradients 4.5e-6. */
 #define LOSS_TOL 1e-5
@@ -253,33 +253,33 @@ static void note(worst_err *w, double err, const char *where) {
 /* ---- 1. structure -------------------------------------------------------------------------- */
 
 static msrnn_status open_model(const char *path, const train_ref *r, int n_threads,
-                               llama_train **out) {
-    msrnn_status st = llama_train_open(path, r->B, r->T, n_threads, out);
+                               train_model **out) {
+    msrnn_status st = train_model_open(path, r->B, r->T, n_threads, out);
     if (st != MSRNN_OK)
-        printf("  llama_train_open(%s, B %d, T %d, %d threads): %s: %s\n", path, r->B, r->T,
+        printf("  train_model_open(%s, B %d, T %d, %d threads): %s: %s\n", path, r->B, r->T,
                n_threads, msrnn_status_name(st), msrnn_last_error());
     return st;
 }
 
 /* Every reference tensor must be the engine's tensor i, with the same shape and decay flag, and
  * the engine must have no others. off[i] receives its offset in the engine's slabs. */
-static int check_structure(llama_train *m, const train_ref *r, size_t *off) {
+static int check_structure(train_model *m, const train_ref *r, size_t *off) {
     int ok = 1;
-    const int n = llama_train_n_tensors(m);
+    const int n = train_model_params_list(m)->n;
     CHECK(n == r->n_tensors, "%d parameter tensors, reference %d", n, r->n_tensors);
-    CHECK(llama_train_n_params(m) == r->n_params, "%zu parameters, reference %zu",
-          llama_train_n_params(m), r->n_params);
-    ok = n == r->n_tensors && llama_train_n_params(m) == r->n_params;
+    CHECK(train_model_n_params(m) == r->n_params, "%zu parameters, reference %zu",
+          train_model_n_params(m), r->n_params);
+    ok = n == r->n_tensors && train_model_n_params(m) == r->n_params;
     for (int i = 0; i < r->n_tensors; i++) {
         const ref_tensor *rt = &r->tensors[i];
         int j = 0;
-        while (j < n && strcmp(llama_train_tensor(m, j)->name, rt->name) != 0) j++;
+        while (j < n && strcmp((&train_model_params_list(m)->p[j])->name, rt->name) != 0) j++;
         CHECK(j < n, "tensor %s is missing", rt->name);
         if (j == n) {
             ok = 0;
             continue;
         }
-        const param_tensor *t = llama_train_tensor(m, j);
+        const param_desc *t = (&train_model_params_list(m)->p[j]);
         int same = t->n_dims == (int)rt->n_dims && t->ne[0] == rt->ne[0] &&
                    (t->n_dims == 1 || t->ne[1] == rt->ne[1]) && t->n == rt->n &&
                    t->offset + t->n <= r->n_params;
@@ -296,16 +296,18 @@ static int check_structure(llama_train *m, const train_ref *r, size_t *off) {
     for (int j = 0; j < n; j++) {
         int found = 0;
         for (int i = 0; i < r->n_tensors && !found; i++)
-            found = strcmp(llama_train_tensor(m, j)->name, r->tensors[i].name) == 0;
-        CHECK(found, "tensor %s is not in the reference", llama_train_tensor(m, j)->name);
+            found = strcmp((&train_model_params_list(m)->p[j])->name, r->tensors[i].name) == 0;
+        CHECK(found, "tensor %s is not in the reference",
+              (&train_model_params_list(m)->p[j])->name);
         ok &= found;
     }
     if (!ok) return 0;
-    const llama_shape *sh = llama_train_shape(m);
+    const msrnn_model_info *sh = &train_model_hparams(m)->info;
     int tied = strcmp(r->tensors[r->n_tensors - 1].name, "output.weight") != 0;
-    CHECK(sh->n_vocab == r->n_vocab && sh->tied == tied,
-          "shape: n_vocab %d tied %d, expected %d %d", sh->n_vocab, sh->tied, r->n_vocab, tied);
-    const float *p = llama_train_params(m);
+    CHECK(sh->n_vocab == r->n_vocab && sh->tied_output == tied,
+          "shape: n_vocab %d tied %d, expected %d %d", sh->n_vocab, sh->tied_output, r->n_vocab,
+          tied);
+    const float *p = train_model_params(m);
     for (int i = 0; i < r->n_tensors; i++) {
         const ref_tensor *rt = &r->tensors[i];
         int same = memcmp(p + off[i], r->params0 + rt->offset, rt->n * sizeof(float)) == 0;
@@ -317,10 +319,10 @@ static int check_structure(llama_train *m, const train_ref *r, size_t *off) {
 
 /* ---- 2. one step: loss and gradients ------------------------------------------------------- */
 
-static msrnn_status step(llama_train *m, const int32_t *tokens, float scale, float *loss) {
-    msrnn_status st = llama_train_step(m, tokens, scale, loss);
+static msrnn_status step(train_model *m, const int32_t *tokens, float scale, float *loss) {
+    msrnn_status st = train_model_step(m, tokens, scale, loss);
     if (st != MSRNN_OK)
-        printf("  llama_train_step: %s: %s\n", msrnn_status_name(st), msrnn_last_error());
+        printf("  train_model_step: %s: %s\n", msrnn_status_name(st), msrnn_last_error());
     return st;
 }
 
@@ -330,16 +332,16 @@ typedef struct {
     int half_exact, threads_same;
 } grad_result;
 
-static int check_gradients(const char *path, const train_ref *r, const size_t *off, llama_train *m,
+static int check_gradients(const char *path, const train_ref *r, const size_t *off, train_model *m,
                            grad_result *res) {
     const size_t np = r->n_params;
     float *g1 = malloc(np * sizeof *g1);
     if (!g1) return 0;
-    float *g = llama_train_grads(m);
+    float *g = train_model_grads(m);
     const int32_t *tok = batch(r, 0);
     float loss = 0, loss2 = 0;
     int ok = 0;
-    llama_train_zero_grad(m);
+    train_model_zero_grad(m);
     if (step(m, tok, 1.0f, &loss) != MSRNN_OK) goto done;
     memcpy(g1, g, np * sizeof *g1);
 
@@ -362,17 +364,17 @@ static int check_gradients(const char *path, const train_ref *r, const size_t *o
     free(err);
 
     /* Forward only: the same loss, gradients untouched. */
-    msrnn_status st = llama_train_loss(m, tok, &loss2);
-    CHECK(st == MSRNN_OK, "llama_train_loss: %s: %s", msrnn_status_name(st), msrnn_last_error());
-    CHECK(loss2 == loss, "llama_train_loss %.9g differs from llama_train_step's %.9g",
+    msrnn_status st = train_model_loss(m, tok, &loss2);
+    CHECK(st == MSRNN_OK, "train_model_loss: %s: %s", msrnn_status_name(st), msrnn_last_error());
+    CHECK(loss2 == loss, "train_model_loss %.9g differs from train_model_step's %.9g",
           (double)loss2, (double)loss);
-    CHECK(memcmp(g, g1, np * sizeof *g) == 0, "llama_train_loss changed the gradients");
+    CHECK(memcmp(g, g1, np * sizeof *g) == 0, "train_model_loss changed the gradients");
 
     /* zero_grad zeroes; grad_scale 0.5 halves. */
-    llama_train_zero_grad(m);
+    train_model_zero_grad(m);
     size_t nz = 0;
     for (size_t i = 0; i < np; i++) nz += g[i] != 0.0f;
-    CHECK(nz == 0, "%zu gradients are not zero after llama_train_zero_grad", nz);
+    CHECK(nz == 0, "%zu gradients are not zero after train_model_zero_grad", nz);
     if (step(m, tok, 0.5f, &loss2) != MSRNN_OK) goto done;
     CHECK(loss2 == loss, "grad_scale 0.5: loss %.9g, with 1: %.9g (must be the unscaled loss)",
           (double)loss2, (double)loss);
@@ -383,23 +385,23 @@ static int check_gradients(const char *path, const train_ref *r, const size_t *o
           res->half);
 
     /* Two steps without zero_grad accumulate. */
-    llama_train_zero_grad(m);
+    train_model_zero_grad(m);
     if (step(m, tok, 1.0f, &loss2) != MSRNN_OK || step(m, tok, 1.0f, &loss2) != MSRNN_OK) goto done;
     res->accum = max_rel_err_f(g, g1, 2.0, np);
     CHECK(res->accum <= ACCUM_TOL, "two steps without zero_grad: not twice one step: error %.3g",
           res->accum);
 
     /* 1 thread: bit-identical to N_THREADS (ops.h splits only over outputs). */
-    llama_train *m1 = NULL;
+    train_model *m1 = NULL;
     if (open_model(path, r, 1, &m1) != MSRNN_OK) goto done;
-    llama_train_zero_grad(m1);
+    train_model_zero_grad(m1);
     if (step(m1, tok, 1.0f, &loss2) == MSRNN_OK) {
         res->threads_same =
-            loss2 == loss && memcmp(llama_train_grads(m1), g1, np * sizeof *g1) == 0;
+            loss2 == loss && memcmp(train_model_grads(m1), g1, np * sizeof *g1) == 0;
         CHECK(res->threads_same, "1 thread: loss %.9g vs %.9g, gradients differ by %.3g",
-              (double)loss2, (double)loss, max_rel_err_f(llama_train_grads(m1), g1, 1.0, np));
+              (double)loss2, (double)loss, max_rel_err_f(train_model_grads(m1), g1, 1.0, np));
     }
-    llama_train_free(m1);
+    train_model_free(m1);
     ok = 1;
 done:
     free(g1);
@@ -450,7 +452,7 @@ static void check_formula(const train_ref *r, const size_t *off, const adamw_par
 
 static int check_trajectory(const char *path, const train_ref *r, const size_t *off,
                             traj_result *res) {
-    llama_train *m = NULL;
+    train_model *m = NULL;
     if (open_model(path, r, N_THREADS, &m) != MSRNN_OK) return 0;
     const size_t np = r->n_params;
     float *mom = calloc(np, sizeof *mom), *vel = calloc(np, sizeof *vel);
@@ -460,14 +462,14 @@ static int check_trajectory(const char *path, const train_ref *r, const size_t *
     const adamw_params ap = {(float)r->lr_max, (float)r->lr_min,       r->warmup,
                              r->n_steps,       (float)r->beta1,        (float)r->beta2,
                              (float)r->eps,    (float)r->weight_decay, (float)r->clip};
-    float *p = llama_train_params(m);
+    float *p = train_model_params(m);
     for (int s = 0; ok && s < r->n_steps; s++) {
         float lr = lr_at(&ap, s);
         double e = rel(lr, r->lr[s]);
         res->lr = fmax(res->lr, e);
         CHECK(e <= LR_TOL, "lr_at(%d) = %.9g, reference %.9g", s, (double)lr, r->lr[s]);
 
-        llama_train_zero_grad(m);
+        train_model_zero_grad(m);
         double loss = 0;
         for (int j = 0; ok && j < r->n_micro; j++) {
             float l;
@@ -484,8 +486,9 @@ static int check_trajectory(const char *path, const train_ref *r, const size_t *
         memcpy(p0, p, np * sizeof *p);
         memcpy(m0, mom, np * sizeof *m0);
         memcpy(v0, vel, np * sizeof *v0);
-        memcpy(g, llama_train_grads(m), np * sizeof *g);
-        float gn = adamw_step(&ap, s + 1, lr, m, mom, vel);
+        memcpy(g, train_model_grads(m), np * sizeof *g);
+        float gn = adamw_step(&ap, s + 1, lr, train_model_params_list(m), train_model_params(m),
+                              train_model_grads(m), mom, vel);
         e = rel(gn, r->gnorm[s]);
         res->norm = fmax(res->norm, e);
         CHECK(e <= TRAJ_NORM_TOL, "step %d: gradient norm %.9g, reference %.9g: error %.3g > %.0e",
@@ -524,7 +527,7 @@ static int check_trajectory(const char *path, const train_ref *r, const size_t *
     free(m0);
     free(v0);
     free(g);
-    llama_train_free(m);
+    train_model_free(m);
     return ok;
 }
 
@@ -544,13 +547,13 @@ static int test_config(const char *dir, const char *name, const char *sims) {
     printf("%s (B %d, T %d, %d micro-batch%s, %zu params):\n", name, r.B, r.T, r.n_micro,
            r.n_micro > 1 ? "es" : "", r.n_params);
     size_t *off = calloc((size_t)r.n_tensors, sizeof *off);
-    llama_train *m = NULL;
+    train_model *m = NULL;
     grad_result gr = {0};
     traj_result tr = {0};
     int ok = off && open_model(path, &r, N_THREADS, &m) == MSRNN_OK;
     if (ok) ok = check_structure(m, &r, off);
     if (ok) ok = check_gradients(path, &r, off, m, &gr);
-    llama_train_free(m);
+    train_model_free(m);
     if (ok) ok = check_trajectory(path, &r, off, &tr);
     ok = ok && failures == failures0;
     if (!ok && failures == failures0) failures++;
@@ -568,27 +571,27 @@ static int test_config(const char *dir, const char *name, const char *sims) {
     return ok;
 }
 
-/* llama_train_open must refuse a missing file and a tensor of the wrong shape, with a message. */
+/* train_model_open must refuse a missing file and a tensor of the wrong shape, with a message. */
 static void test_bad_inputs(const char *dir) {
     char path[4096 + 64];
-    llama_train *m = NULL;
+    train_model *m = NULL;
     snprintf(path, sizeof path, "%s/no_such_model.gguf", dir);
-    msrnn_status st = llama_train_open(path, 2, 16, N_THREADS, &m);
+    msrnn_status st = train_model_open(path, 2, 16, N_THREADS, &m);
     CHECK(st != MSRNN_OK && m == NULL && msrnn_last_error()[0] != 0,
-          "llama_train_open of a missing file: %s, message '%s'", msrnn_status_name(st),
+          "train_model_open of a missing file: %s, message '%s'", msrnn_status_name(st),
           msrnn_last_error());
     printf("bad inputs: missing file -> %s: %s\n", msrnn_status_name(st), msrnn_last_error());
-    if (st == MSRNN_OK) llama_train_free(m);
+    if (st == MSRNN_OK) train_model_free(m);
     m = NULL;
     snprintf(path, sizeof path, "%s/bad_shape.gguf", dir);
-    st = llama_train_open(path, 2, 16, N_THREADS, &m);
+    st = train_model_open(path, 2, 16, N_THREADS, &m);
     CHECK(st != MSRNN_OK && m == NULL && strstr(msrnn_last_error(), "attn_k") != NULL,
-          "llama_train_open of a file whose blk.1.attn_k.weight is one row short: %s, message "
+          "train_model_open of a file whose blk.1.attn_k.weight is one row short: %s, message "
           "'%s' (must name the tensor)",
           msrnn_status_name(st), msrnn_last_error());
     printf("bad inputs: attn_k one row short -> %s: %s\n", msrnn_status_name(st),
            msrnn_last_error());
-    if (st == MSRNN_OK) llama_train_free(m);
+    if (st == MSRNN_OK) train_model_free(m);
 }
 
 int main(void) {

@@ -9,13 +9,13 @@ static void h2o_observe(float *score, int n, const float *probs, int n_heads, si
         for (int i = 0; i < n; i++) score[i] += probs[h * ld + i];
 }
 
-static int h2o_victim(const int32_t *pos, const float *score, int n, int budget, int n_sinks) {
+static int h2o_victim(const int64_t *pos, const float *score, int n, int budget, int n_sinks) {
     (void)n_sinks;
     /* The budget/2 newest tokens were protected since they arrived, so they are all still held:
      * they are exactly the positions above newest - budget/2. */
-    int32_t newest = pos[0];
+    int64_t newest = pos[0];
     for (int i = 1; i < n; i++) newest = pos[i] > newest ? pos[i] : newest;
-    const int32_t first_recent = newest - budget / 2 + 1;
+    const int64_t first_recent = newest - budget / 2 + 1;
     int v = -1;
     for (int i = 0; i < n; i++) {
         if (pos[i] >= first_recent) continue;

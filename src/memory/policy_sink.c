@@ -2,7 +2,7 @@
  * evict the oldest entry. */
 #include "memory/kv_policy.h"
 
-static int sink_victim(const int32_t *pos, const float *score, int n, int budget, int n_sinks) {
+static int sink_victim(const int64_t *pos, const float *score, int n, int budget, int n_sinks) {
     (void)score, (void)budget;
     int v = -1;
     for (int i = 0; i < n; i++)

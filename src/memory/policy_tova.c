@@ -13,12 +13,12 @@ static void tova_observe(float *score, int n, const float *probs, int n_heads, s
     }
 }
 
-static int tova_victim(const int32_t *pos, const float *score, int n, int budget, int n_sinks) {
+static int tova_victim(const int64_t *pos, const float *score, int n, int budget, int n_sinks) {
     (void)budget, (void)n_sinks;
     return policy_lowest_score(pos, score, n, NULL);
 }
 
-int policy_lowest_score(const int32_t *pos, const float *score, int n, const uint8_t *excluded) {
+int policy_lowest_score(const int64_t *pos, const float *score, int n, const uint8_t *excluded) {
     int v = -1;
     for (int i = 0; i < n; i++) {
         if (excluded && excluded[i]) continue;

@@ -2,7 +2,7 @@
  * which attention sinks on, and perplexity explodes (StreamingLLM's observation). */
 #include "memory/kv_policy.h"
 
-static int window_victim(const int32_t *pos, const float *score, int n, int budget, int n_sinks) {
+static int window_victim(const int64_t *pos, const float *score, int n, int budget, int n_sinks) {
     (void)score, (void)budget, (void)n_sinks;
     int v = 0;
     for (int i = 1; i < n; i++)

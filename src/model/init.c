@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "io/gguf.h"
+#include "model/arch.h"
 
 static uint64_t splitmix(uint64_t *x) {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
@@ -46,6 +47,11 @@ msrnn_status model_write_init(const model_init_params *p, const char *vocab_path
                           "init: dim %d and ffn %d must be multiples of %s's "
                           "block of %d",
                           p->dim, p->ffn_dim, tt ? tt->name : "?", tt ? tt->block_size : 0);
+    const char *arch_name = p->arch ? p->arch : "llama";
+    const arch_row *arch = arch_find(arch_name, strlen(arch_name));
+    if (!arch)
+        return msrnn_fail(MSRNN_ERR_INVALID, "init: unknown architecture '%s' (msrnn has %s)",
+                          arch_name, arch_names());
     gguf_file *vf = NULL;
     MSRNN_TRY(gguf_open(vocab_path, &vf));
     const gguf_kv *toks = gguf_find_kv(vf, "tokenizer.ggml.tokens");
@@ -54,32 +60,48 @@ msrnn_status model_write_init(const model_init_params *p, const char *vocab_path
         return msrnn_fail(MSRNN_ERR_FORMAT, "%s: no tokenizer.ggml.tokens array", vocab_path);
     }
     const int n_vocab = p->n_vocab > 0 ? p->n_vocab : (int)toks->value.arr.n;
+    hparams hp;
+    memset(&hp, 0, sizeof hp);
+    msrnn_model_info *in = &hp.info;
+    in->n_vocab = n_vocab, in->dim = p->dim, in->n_layers = p->n_layers, in->n_heads = p->n_heads;
+    in->n_kv_heads = p->n_kv_heads, in->head_dim = p->dim / p->n_heads, in->ffn_dim = p->ffn_dim;
+    in->n_ctx = p->n_ctx, in->tied_output = p->tied;
+    in->rope_base = p->rope_base > 0 ? p->rope_base : 10000.0f;
+    in->norm_eps = p->norm_eps > 0 ? p->norm_eps : 1e-5f;
+    hp.n_rot = in->head_dim;
+    param_list pl;
+    msrnn_status st = param_list_build(arch, &hp, &pl);
+    if (st != MSRNN_OK) {
+        gguf_close(vf);
+        return st;
+    }
     gguf_writer *w = gguf_writer_new();
-    msrnn_status st = w ? MSRNN_OK : msrnn_fail(MSRNN_ERR_NOMEM, "init: out of memory");
+    if (!w) st = msrnn_fail(MSRNN_ERR_NOMEM, "init: out of memory");
     for (uint64_t i = 0; st == MSRNN_OK && i < vf->n_kv; i++)
         if (vf->kv[i].key.len > 10 && !memcmp(vf->kv[i].key.ptr, "tokenizer.", 10))
             st = gguf_writer_set_kv(w, &vf->kv[i]);
-    const int hd = p->dim / p->n_heads, kvd = p->n_kv_heads * hd;
-    if (st == MSRNN_OK) st = gguf_writer_set_str(w, "general.architecture", "llama");
+    gguf_close(vf);
+    char key[128];
+#define KEY(k) (snprintf(key, sizeof key, "%s." k, arch->name), key)
+    if (st == MSRNN_OK) st = gguf_writer_set_str(w, "general.architecture", arch->name);
     if (st == MSRNN_OK)
         st = gguf_writer_set_str(w, "general.name", p->name ? p->name : "msrnn-init");
-    if (st == MSRNN_OK) st = gguf_writer_set_u32(w, "llama.context_length", (uint32_t)p->n_ctx);
-    if (st == MSRNN_OK) st = gguf_writer_set_u32(w, "llama.embedding_length", (uint32_t)p->dim);
-    if (st == MSRNN_OK) st = gguf_writer_set_u32(w, "llama.block_count", (uint32_t)p->n_layers);
+    if (st == MSRNN_OK) st = gguf_writer_set_u32(w, KEY("context_length"), (uint32_t)p->n_ctx);
+    if (st == MSRNN_OK) st = gguf_writer_set_u32(w, KEY("embedding_length"), (uint32_t)p->dim);
+    if (st == MSRNN_OK) st = gguf_writer_set_u32(w, KEY("block_count"), (uint32_t)p->n_layers);
     if (st == MSRNN_OK)
-        st = gguf_writer_set_u32(w, "llama.feed_forward_length", (uint32_t)p->ffn_dim);
+        st = gguf_writer_set_u32(w, KEY("feed_forward_length"), (uint32_t)p->ffn_dim);
     if (st == MSRNN_OK)
-        st = gguf_writer_set_u32(w, "llama.attention.head_count", (uint32_t)p->n_heads);
+        st = gguf_writer_set_u32(w, KEY("attention.head_count"), (uint32_t)p->n_heads);
     if (st == MSRNN_OK)
-        st = gguf_writer_set_u32(w, "llama.attention.head_count_kv", (uint32_t)p->n_kv_heads);
-    if (st == MSRNN_OK) st = gguf_writer_set_u32(w, "llama.rope.dimension_count", (uint32_t)hd);
-    if (st == MSRNN_OK) st = gguf_writer_set_u32(w, "llama.vocab_size", (uint32_t)n_vocab);
+        st = gguf_writer_set_u32(w, KEY("attention.head_count_kv"), (uint32_t)p->n_kv_heads);
     if (st == MSRNN_OK)
-        st = gguf_writer_set_f32(w, "llama.rope.freq_base",
-                                 p->rope_base > 0 ? p->rope_base : 10000.0f);
+        st = gguf_writer_set_u32(w, KEY("rope.dimension_count"), (uint32_t)hp.n_rot);
+    if (st == MSRNN_OK) st = gguf_writer_set_u32(w, KEY("vocab_size"), (uint32_t)n_vocab);
+    if (st == MSRNN_OK) st = gguf_writer_set_f32(w, KEY("rope.freq_base"), in->rope_base);
     if (st == MSRNN_OK)
-        st = gguf_writer_set_f32(w, "llama.attention.layer_norm_rms_epsilon",
-                                 p->norm_eps > 0 ? p->norm_eps : 1e-5f);
+        st = gguf_writer_set_f32(w, KEY("attention.layer_norm_rms_epsilon"), in->norm_eps);
+#undef KEY
     if (st == MSRNN_OK)
         st = gguf_writer_set_u32(w, "general.file_type",
                                  p->type == TYPE_F32    ? 0
@@ -87,44 +109,31 @@ msrnn_status model_write_init(const model_init_params *p, const char *vocab_path
                                  : p->type == TYPE_Q8_0 ? 7
                                  : p->type == TYPE_Q4_0 ? 2
                                                         : 32);
-    gguf_close(vf);
-
-    size_t biggest = (size_t)n_vocab * p->dim;
-    size_t ffn = (size_t)p->ffn_dim * p->dim;
-    if (ffn > biggest) biggest = ffn;
+    size_t biggest = 0;
+    for (int i = 0; i < pl.n; i++) {
+        if (pl.p[i].n > biggest) biggest = pl.p[i].n;
+        if (st == MSRNN_OK && pl.p[i].matrix && pl.p[i].ne[0] % tt->block_size)
+            st = msrnn_fail(MSRNN_ERR_INVALID,
+                            "init: %s has rows of %lld, not a multiple of %s's block of %d",
+                            pl.p[i].name, (long long)pl.p[i].ne[0], tt->name, tt->block_size);
+    }
     float *buf = malloc(biggest * sizeof(float));
     void *qbuf = malloc(biggest * sizeof(float));
     if (st == MSRNN_OK && (!buf || !qbuf)) st = msrnn_fail(MSRNN_ERR_NOMEM, "init: out of memory");
     uint64_t rng = p->seed;
     const float std = p->init_std > 0 ? p->init_std : 0.02f,
                 out_std = std / sqrtf(2.0f * p->n_layers);
-    char name[64];
-    if (st == MSRNN_OK)
-        st = add_matrix(w, "token_embd.weight", n_vocab, p->dim, p->type, std, 0, &rng, buf, qbuf);
-    for (int l = 0; st == MSRNN_OK && l < p->n_layers; l++) {
-#define ADD(suffix, rows, cols, t, s, fill)                                                        \
-    if (st == MSRNN_OK) {                                                                          \
-        snprintf(name, sizeof name, "blk.%d." suffix, l);                                          \
-        st = add_matrix(w, name, rows, cols, t, s, fill, &rng, buf, qbuf);                         \
+    for (int i = 0; st == MSRNN_OK && i < pl.n; i++) {
+        const param_desc *d = &pl.p[i];
+        const float s = d->init == INIT_NORMAL ? std : d->init == INIT_NORMAL_RESID ? out_std : 0;
+        const float fill = d->init == INIT_ONES ? 1.0f : 0.0f;
+        st = add_matrix(w, d->name, (int)d->ne[1], (int)d->ne[0], d->matrix ? p->type : TYPE_F32, s,
+                        fill, &rng, buf, qbuf);
     }
-        ADD("attn_norm.weight", 1, p->dim, TYPE_F32, 0, 1);
-        ADD("attn_q.weight", p->dim, p->dim, p->type, std, 0);
-        ADD("attn_k.weight", kvd, p->dim, p->type, std, 0);
-        ADD("attn_v.weight", kvd, p->dim, p->type, std, 0);
-        ADD("attn_output.weight", p->dim, p->dim, p->type, out_std, 0);
-        ADD("ffn_norm.weight", 1, p->dim, TYPE_F32, 0, 1);
-        ADD("ffn_gate.weight", p->ffn_dim, p->dim, p->type, std, 0);
-        ADD("ffn_up.weight", p->ffn_dim, p->dim, p->type, std, 0);
-        ADD("ffn_down.weight", p->dim, p->ffn_dim, p->type, out_std, 0);
-#undef ADD
-    }
-    if (st == MSRNN_OK)
-        st = add_matrix(w, "output_norm.weight", 1, p->dim, TYPE_F32, 0, 1, &rng, buf, qbuf);
-    if (st == MSRNN_OK && !p->tied)
-        st = add_matrix(w, "output.weight", n_vocab, p->dim, p->type, std, 0, &rng, buf, qbuf);
     if (st == MSRNN_OK) st = gguf_writer_write(w, path);
     free(buf);
     free(qbuf);
     gguf_writer_free(w);
+    param_list_free(&pl);
     return st;
 }

@@ -1,5 +1,5 @@
-/* init.h — write a new Llama model file with freshly initialised weights: the starting point of
- * training, and a model of any shape for tests and benchmarks. */
+/* init.h — write a new model file (any architecture of arch.h) with freshly initialised weights:
+ * the starting point of training, and a model of any shape for tests and benchmarks. */
 #ifndef MSRNN_MODEL_INIT_H
 #define MSRNN_MODEL_INIT_H
 
@@ -18,6 +18,7 @@ typedef struct {
     float init_std;   /* std of the normal init of matrices (0.02) */
     uint64_t seed;
     const char *name; /* general.name */
+    const char *arch; /* general.architecture (NULL: "llama") */
 } model_init_params;
 
 /* Write path (atomically): hyper-parameters, tokenizer keys copied from vocab_path (any GGUF with a

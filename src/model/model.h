@@ -1,38 +1,25 @@
-/* model.h — a Llama-architecture model bound to the tensors of a GGUF file.
+/* model.h — a model bound to the tensors of a GGUF file.
  *
- * Nothing is copied: every weight points into the file's read-only mapping. Binding checks every
- * tensor's presence, type and shape against the hyper-parameters, so that the forward pass can
- * trust them.
+ * Nothing is copied: every weight points into the file's read-only mapping. Binding walks the
+ * parameter list of the file's architecture (arch.h) and checks every tensor's presence, type and
+ * shape, so that the forward pass can trust them.
  */
 #ifndef MSRNN_MODEL_MODEL_H
 #define MSRNN_MODEL_MODEL_H
 
 #include "io/gguf.h"
+#include "model/arch.h"
 #include "msrnn.h"
 #include "tensor/kernels.h"
 #include "text/tokenizer.h"
 
-typedef struct {
-    const float *attn_norm; /* (dim) */
-    weight wq;              /* (n_heads * head_dim, dim) */
-    weight wk;              /* (n_kv_heads * head_dim, dim) */
-    weight wv;              /* (n_kv_heads * head_dim, dim) */
-    weight wo;              /* (dim, n_heads * head_dim) */
-    const float *ffn_norm;  /* (dim) */
-    weight w_gate;          /* (ffn_dim, dim) */
-    weight w_up;            /* (ffn_dim, dim) */
-    weight w_down;          /* (dim, ffn_dim) */
-} layer_weights;
-
 struct msrnn_model {
     gguf_file *file;
-    msrnn_model_info info;
-    int n_rot;       /* rotated dims per head (llama.rope.dimension_count; = head_dim usually) */
-    weight tok_embd; /* (n_vocab, dim) */
-    layer_weights *layers;
-    const float *output_norm; /* (dim) */
-    weight output;            /* (n_vocab, dim); = tok_embd when tied */
-    spm_tokenizer *tok;       /* NULL when the file has no vocabulary */
+    const arch_row *arch;
+    hparams hp;         /* hp.info is what msrnn_model_get_info returns */
+    param_list params;  /* every tensor, in file order */
+    weight *w;          /* (params.n) bound tensors, in the same order; vectors are f32 */
+    spm_tokenizer *tok; /* NULL when the file has no vocabulary */
 };
 
 #endif

@@ -302,9 +302,9 @@ static void matvec_rows(float *const *ys, const weight *const *ws, const float *
 }
 
 void matmul_many(int count, float *const *ys, const float *x, const weight *const *ws, int n,
-                 float *scratch) {
+                 float *scratch, int n_threads) {
     if (n >= GEMM_MIN_TOKENS) {
-        for (int k = 0; k < count; k++) matmul(ys[k], x, ws[k], n, scratch);
+        for (int k = 0; k < count; k++) matmul(ys[k], x, ws[k], n, scratch, n_threads);
         return;
     }
     /* decode: one parallel region streams every weight's rows once, split evenly across threads;
@@ -318,7 +318,7 @@ void matmul_many(int count, float *const *ys, const float *x, const weight *cons
         for (int t = 0; t < n; t++)
             quantize_row(TYPE_Q8_0, x + (size_t)t * in, xq + (size_t)t * (in / QK), in);
     const int64_t work = (int64_t)total * in * n;
-#pragma omp parallel if (work > 32768)
+#pragma omp parallel if (work > 32768) num_threads(n_threads)
     {
         const int nth = omp_get_num_threads(), ith = omp_get_thread_num();
         const int r0 = (int)((int64_t)total * ith / nth),
@@ -327,9 +327,9 @@ void matmul_many(int count, float *const *ys, const float *x, const weight *cons
     }
 }
 
-void matmul(float *y, const float *x, const weight *w, int n, float *scratch) {
+void matmul(float *y, const float *x, const weight *w, int n, float *scratch, int n_threads) {
     if (n < GEMM_MIN_TOKENS) {
-        matmul_many(1, &y, x, &w, n, scratch);
+        matmul_many(1, &y, x, &w, n, scratch, n_threads);
         return;
     }
     /* prompt: each thread owns a slice of W's rows and runs a single-threaded sgemm on it (OpenBLAS
@@ -337,7 +337,7 @@ void matmul(float *y, const float *x, const weight *w, int n, float *scratch) {
     const int in = w->in, out = w->out;
     const uint8_t *base = w->data;
     const int panel = (int)(panel_floats(in) / (size_t)in);
-#pragma omp parallel
+#pragma omp parallel num_threads(n_threads)
     {
         const int nth = omp_get_num_threads(), ith = omp_get_thread_num();
         const int r0 = (int)((int64_t)out * ith / nth), r1 = (int)((int64_t)out * (ith + 1) / nth);
@@ -404,24 +404,4 @@ void kernels_set_threads(int n) {
     omp_set_num_threads(n);
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, openblas_single_thread); /* all parallelism is OpenMP's; see matmul */
-}
-
-void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
-    double ss = 0;
-    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
-    float scale = (float)(1.0 / sqrt(ss / n + eps));
-    for (int i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
-}
-
-void swiglu(float *h, const float *up, int n) {
-    for (int i = 0; i < n; i++) h[i] = h[i] / (1.0f + expf(-h[i])) * up[i];
-}
-
-void softmax(float *x, int n) {
-    float max = x[0];
-    for (int i = 1; i < n; i++) max = x[i] > max ? x[i] : max;
-    float sum = 0;
-    for (int i = 0; i < n; i++) sum += x[i] = expf(x[i] - max);
-    float inv = 1.0f / sum;
-    for (int i = 0; i < n; i++) x[i] *= inv;
 }

@@ -44,14 +44,14 @@ typedef struct {
     size_t row_bytes; /* bytes per row */
 } weight;
 
-/* y[n, out] = x[n, in] · Wᵀ. scratch: at least matmul_scratch_floats(in, threads) floats, threads
- * being the most OpenMP threads a call may use (kernels_set_threads). */
-void matmul(float *y, const float *x, const weight *w, int n, float *scratch);
+/* y[n, out] = x[n, in] · Wᵀ, on exactly n_threads OpenMP threads. scratch: at least
+ * matmul_scratch_floats(in, n_threads) floats (one panel per thread). */
+void matmul(float *y, const float *x, const weight *w, int n, float *scratch, int n_threads);
 size_t matmul_scratch_floats(int in, int n_threads);
 /* Several products of the same input (q, k, v; gate, up) in one pass: for decoding, a single
  * parallel region over all their rows. Every ws[k]->in must be equal. */
 void matmul_many(int count, float *const *ys, const float *x, const weight *const *ws, int n,
-                 float *scratch);
+                 float *scratch, int n_threads);
 
 /* Row i of W as f32 (embedding lookup). */
 void weight_row(const weight *w, int i, float *dst);
@@ -60,10 +60,8 @@ float dot_f32(const float *a, const float *b, int n);
 void axpy_f32(float *y, float a, const float *x, int n); /* y += a x */
 /* y += a x, x a row of type t (f32 or f16: KV cache rows) */
 void axpy_row(tensor_type t, float *y, float a, const void *x, int n);
-/* Threads used by matmul and the attention loops (OpenMP and OpenBLAS). */
+/* Default OpenMP threads of the calling thread for the ops that take no count; OpenBLAS is kept
+ * single-threaded (all parallelism is OpenMP's, see matmul). */
 void kernels_set_threads(int n);
-void rmsnorm(float *out, const float *x, const float *w, int n, float eps);
-void swiglu(float *h, const float *up, int n); /* h = silu(h) * up, h holding the gate */
-void softmax(float *x, int n);                 /* in place, max-subtracted, f32 */
 
 #endif

@@ -38,16 +38,17 @@ float grad_norm(const float *g, size_t n) {
     return (float)sqrt(total);
 }
 
-float adamw_step(const adamw_params *p, int t, float lr, llama_train *model, float *m, float *v) {
-    float *params = llama_train_params(model), *grads = llama_train_grads(model);
-    const size_t n = llama_train_n_params(model);
-    const float norm = grad_norm(grads, n);
+float adamw_step(const adamw_params *p, int t, float lr, const param_list *pl, float *params,
+                 float *grads, float *m, float *v) {
+    const float norm = grad_norm(grads, pl->n_floats);
     const float gs = p->clip > 0 && norm > p->clip ? p->clip / norm : 1.0f;
     const float b1 = p->beta1, b2 = p->beta2;
     const float c1 = 1.0f / (1.0f - powf(b1, (float)t)), c2 = 1.0f / (1.0f - powf(b2, (float)t));
-    for (int ti = 0; ti < llama_train_n_tensors(model); ti++) {
-        const param_tensor *pt = llama_train_tensor(model, ti);
+    for (int ti = 0; ti < pl->n; ti++) {
+        const param_desc *pt = &pl->p[ti];
+        if (pt->frozen) continue;
         const float wd = pt->decay ? p->weight_decay : 0.0f;
+        const float lr_t = lr * pt->lr_scale;
         float *w = params + pt->offset, *mm = m + pt->offset, *vv = v + pt->offset;
         const float *g = grads + pt->offset;
         const long long nt = (long long)pt->n;
@@ -57,7 +58,7 @@ float adamw_step(const adamw_params *p, int t, float lr, llama_train *model, flo
             mm[i] = b1 * mm[i] + (1 - b1) * gi;
             vv[i] = b2 * vv[i] + (1 - b2) * gi * gi;
             const float mh = mm[i] * c1, vh = vv[i] * c2;
-            w[i] -= lr * (mh / (sqrtf(vh) + p->eps) + wd * w[i]);
+            w[i] -= lr_t * (mh / (sqrtf(vh) + p->eps) + wd * w[i]);
         }
     }
     return norm;

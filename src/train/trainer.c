@@ -10,7 +10,7 @@
 #include "io/gguf.h"
 #include "train/adamw.h"
 #include "train/data.h"
-#include "train/llama_train.h"
+#include "train/train_model.h"
 
 train_config train_config_default(void) {
     train_config c = {0};
@@ -31,7 +31,7 @@ static double now_s(void) {
 
 typedef struct {
     const train_config *cfg;
-    llama_train *model;
+    train_model *model;
     const float *m, *v;
     int step;
     loader_state ls;
@@ -70,16 +70,18 @@ static msrnn_status ckpt_extra(void *vctx, gguf_writer *w) {
     U32("eval_every", g->eval_every);
     U32("eval_batches", g->eval_batches);
     U32("ckpt_every", g->ckpt_every);
-    char name[64];
-    for (int i = 0; st == MSRNN_OK && i < llama_train_n_tensors(c->model); i++) {
-        const param_tensor *t = llama_train_tensor(c->model, i);
+    char name[80];
+    const param_list *pl = train_model_params_list(c->model);
+    for (int i = 0; st == MSRNN_OK && i < pl->n; i++) {
+        const param_desc *t = &pl->p[i];
         const uint64_t ne[2] = {(uint64_t)t->ne[0], (uint64_t)t->ne[1]};
         snprintf(name, sizeof name, "opt.m.%s", t->name);
-        st = gguf_writer_add_tensor(w, name, TYPE_F32, (uint32_t)t->n_dims, ne, c->m + t->offset);
+        st = gguf_writer_add_tensor(w, name, TYPE_F32, (uint32_t)t->n_dims, ne,
+                                        c->m + t->offset);
         snprintf(name, sizeof name, "opt.v.%s", t->name);
         if (st == MSRNN_OK)
             st = gguf_writer_add_tensor(w, name, TYPE_F32, (uint32_t)t->n_dims, ne,
-                                        c->v + t->offset);
+                                            c->v + t->offset);
     }
     return st;
 }
@@ -106,7 +108,7 @@ static msrnn_status get_int(const gguf_file *f, const char *key, int *out) {
 
 /* Read the configuration, step, loader state and moments of a checkpoint. */
 static msrnn_status ckpt_read(const char *path, train_config *g, int *step, loader_state *ls,
-                              uint64_t *train_tokens, llama_train *model, float *m, float *v) {
+                              uint64_t *train_tokens, train_model *model, float *m, float *v) {
     gguf_file *f = NULL;
     MSRNN_TRY(gguf_open(path, &f));
     msrnn_status st = MSRNN_OK;
@@ -135,9 +137,10 @@ static msrnn_status ckpt_read(const char *path, train_config *g, int *step, load
         TRY(get_int(f, "msrnn.train.eval_batches", &g->eval_batches));
         TRY(get_int(f, "msrnn.train.ckpt_every", &g->ckpt_every));
     } else {
-        char name[64];
-        for (int i = 0; st == MSRNN_OK && i < llama_train_n_tensors(model); i++) {
-            const param_tensor *t = llama_train_tensor(model, i);
+        char name[80];
+        const param_list *pl = train_model_params_list(model);
+        for (int i = 0; st == MSRNN_OK && i < pl->n; i++) {
+            const param_desc *t = &pl->p[i];
             for (int k = 0; st == MSRNN_OK && k < 2; k++) {
                 snprintf(name, sizeof name, "opt.%c.%s", k ? 'v' : 'm', t->name);
                 const gguf_tensor *gt = gguf_find_tensor(f, name);
@@ -189,7 +192,7 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
     MSRNN_TRY(validate(&cfg));
     token_shard *train = NULL, *val = NULL;
     data_loader *dl = NULL, *vl = NULL;
-    llama_train *model = NULL;
+    train_model *model = NULL;
     float *m = NULL, *v = NULL;
     int32_t *tokens = NULL;
     msrnn_status st = token_shard_open(paths->train_path, &train);
@@ -203,15 +206,15 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
                         (unsigned long long)token_shard_n_tokens(train));
     if (st == MSRNN_OK && paths->resume) st = data_loader_set_state(dl, ls);
     if (st == MSRNN_OK)
-        st = llama_train_open(paths->resume ? paths->ckpt_path : paths->init_path, cfg.batch,
+        st = train_model_open(paths->resume ? paths->ckpt_path : paths->init_path, cfg.batch,
                               cfg.ctx, paths->n_threads, &model);
-    if (st == MSRNN_OK && (uint32_t)llama_train_shape(model)->n_vocab < token_shard_vocab(train))
+    if (st == MSRNN_OK && (uint32_t)train_model_hparams(model)->info.n_vocab < token_shard_vocab(train))
         st = msrnn_fail(MSRNN_ERR_INVALID, "train: %s has ids up to %u but the model only %d",
                         paths->train_path, token_shard_vocab(train),
-                        llama_train_shape(model)->n_vocab);
+                        train_model_hparams(model)->info.n_vocab);
     size_t np = 0;
     if (st == MSRNN_OK) {
-        np = llama_train_n_params(model);
+        np = train_model_n_params(model);
         m = calloc(np, sizeof(float));
         v = calloc(np, sizeof(float));
         tokens = malloc((size_t)cfg.batch * (cfg.ctx + 1) * sizeof(int32_t));
@@ -227,7 +230,7 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
         in.n_params = np;
         in.bytes_params = in.bytes_grads = np * sizeof(float);
         in.bytes_moments = 2 * np * sizeof(float);
-        in.bytes_acts = llama_train_bytes(model) - 2 * np * sizeof(float);
+        in.bytes_acts = train_model_bytes(model) - 2 * np * sizeof(float);
         in.start_step = step;
         in.train_tokens = token_shard_n_tokens(train);
         in.train_windows = data_loader_n_windows(dl);
@@ -243,18 +246,19 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
     const int step0 = step;
     ckpt_ctx cc = {&cfg, model, m, v, 0, {0}, train ? token_shard_n_tokens(train) : 0};
     while (st == MSRNN_OK && step < cfg.steps) {
-        llama_train_zero_grad(model);
+        train_model_zero_grad(model);
         double loss_sum = 0;
         for (int a = 0; st == MSRNN_OK && a < cfg.accum; a++) {
             data_loader_next(dl, cfg.batch, tokens);
             float l = 0;
-            st = llama_train_step(model, tokens, 1.0f / cfg.accum, &l);
+            st = train_model_step(model, tokens, 1.0f / cfg.accum, &l);
             loss_sum += l;
         }
         if (st != MSRNN_OK) break;
         const float lr = lr_at(&ap, step);
         train_progress p = {0};
-        p.grad_norm = adamw_step(&ap, step + 1, lr, model, m, v);
+        p.grad_norm = adamw_step(&ap, step + 1, lr, train_model_params_list(model),
+                                     train_model_params(model), train_model_grads(model), m, v);
         step++;
         p.step = step;
         p.loss = (float)(loss_sum / cfg.accum);
@@ -277,7 +281,7 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
                 for (int b = 0; b < cfg.batch; b++)
                     data_loader_window(vl, (i + b) * stride, tokens + (size_t)b * (cfg.ctx + 1));
                 float l = 0;
-                st = llama_train_loss(model, tokens, &l);
+                st = train_model_loss(model, tokens, &l);
                 vs += l;
             }
             p.val_loss = (float)(vs / (n_val / cfg.batch));
@@ -285,22 +289,22 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
         cc.step = step;
         cc.ls = data_loader_get_state(dl);
         if (st == MSRNN_OK && ((cfg.ckpt_every && step % cfg.ckpt_every == 0) || last)) {
-            st = llama_train_save(model, paths->ckpt_path, 0, ckpt_extra, &cc);
+            st = train_model_save(model, paths->ckpt_path, 0, ckpt_extra, &cc);
             p.checkpointed = st == MSRNN_OK;
         }
         if (st == MSRNN_OK && cb && cb->step) cb->step(cb->ctx, &p);
         if (st == MSRNN_OK && !last && stop && *stop) { /* Ctrl-C, or the caller's step budget */
-            if (!p.checkpointed) st = llama_train_save(model, paths->ckpt_path, 0, ckpt_extra, &cc);
+            if (!p.checkpointed) st = train_model_save(model, paths->ckpt_path, 0, ckpt_extra, &cc);
             *stopped = 1;
             break;
         }
     }
     if (st == MSRNN_OK && !*stopped && paths->out_path)
-        st = llama_train_save(model, paths->out_path, paths->out_f16, NULL, NULL);
+        st = train_model_save(model, paths->out_path, paths->out_f16, NULL, NULL);
     free(tokens);
     free(m);
     free(v);
-    llama_train_free(model);
+    train_model_free(model);
     data_loader_free(vl);
     data_loader_free(dl);
     token_shard_close(val);

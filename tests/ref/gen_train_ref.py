@@ -56,7 +56,7 @@ MANIFEST.tsv: one line per config (after '#' lines), tab-separated:
   f32sim_*: the float32 run against this float64 reference: relative error of the loss of batch 0;
   worst gradient tensor (max|Δ|/max|ref|); worst step's loss and pre-clip gradient norm (relative);
   final parameters, worst tensor as max|Δ|/max|ref| and as ‖Δ‖/‖p_ref − p0‖ (error of the update).
-bad_shape.gguf: the first config with blk.1.attn_k.weight one row short (llama_train_open must
+bad_shape.gguf: the first config with blk.1.attn_k.weight one row short (train_model_open must
 fail).
 """
 import math
@@ -401,7 +401,7 @@ def main():
         name = cfg["name"]
         w0 = make_weights(cfg, seed=3000 + ci)
         write_gguf(os.path.join(out, name + ".gguf"), cfg, w0)
-        if ci == 0:  # one row short: llama_train_open must refuse it
+        if ci == 0:  # one row short: train_model_open must refuse it
             k = w0["blk.1.attn_k.weight"]
             write_gguf(os.path.join(out, "bad_shape.gguf"), cfg, w0,
                        {"blk.1.attn_k.weight": k[:-1]})

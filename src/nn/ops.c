@@ -1,4 +1,4 @@
-/* ops.c — forward and backward of every training layer (see ops.h for the legend and contract).
+/* ops.c — forward and backward of the shared ops (see ops.h for the legend and contract).
  *
  * The big products are OpenBLAS sgemm calls, each thread taking a slice of output rows with
  * OpenBLAS itself single-threaded (kernels_set_threads), so a row's sum is computed the same way
@@ -6,7 +6,7 @@
  * ATT_BQ rows meet keys in tiles of ATT_BK, the softmax is carried online, and backward recomputes
  * each tile's probabilities from the saved log-sum-exp; memory stays O(T·d).
  */
-#include "train/ops.h"
+#include "nn/ops.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -16,8 +16,12 @@
 #include <immintrin.h>
 #endif
 
-#define ATT_BQ 64
-#define ATT_BK 64
+#ifndef ATT_BQ
+#define ATT_BQ 64 /* query rows of a tile (tests build other sizes) */
+#endif
+#ifndef ATT_BK
+#define ATT_BK 64 /* key rows of a tile */
+#endif
 
 /* x[i] = exp(x[i] - sub) for i < n, returning the sum. The softmax tiles spend most of their time
  * here, so the AVX2 path evaluates exp as 2^k · p(r) (k = round(x / ln 2), r = x − k ln 2 split in
@@ -95,14 +99,14 @@ void embedding_backward(float *dwte, const float *dout, const int32_t *tokens, i
 
 void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int N, int C,
                      float eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N > 8)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *y = out + (size_t)n * C;
         double ss = 0;
         for (int c = 0; c < C; c++) ss += (double)x[c] * x[c];
         float r = (float)(1.0 / sqrt(ss / C + eps));
-        rstd[n] = r;
+        if (rstd) rstd[n] = r;
         for (int c = 0; c < C; c++) y[c] = x[c] * r * w[c];
     }
 }
@@ -178,23 +182,32 @@ void matmul_backward(float *dinp, float *dw, const float *dout, const float *inp
 
 size_t rope_table_floats(int T, int n_rot) { return (size_t)T * (n_rot / 2) * 2; }
 
-void rope_table_init(float *table, int T, int n_rot, float base) {
+/* Row t of the table for position pos ? pos[t] : t. */
+static void rope_table_fill(float *table, const int64_t *pos, int T, int n_rot, float base) {
     const int R = n_rot / 2;
     for (int i = 0; i < R; i++) {
         const double inv_freq = pow((double)base, -2.0 * i / n_rot);
         for (int t = 0; t < T; t++) {
-            const double th = (double)t * inv_freq;
+            const double th = (double)(pos ? pos[t] : t) * inv_freq;
             table[((size_t)t * R + i) * 2] = (float)cos(th);
             table[((size_t)t * R + i) * 2 + 1] = (float)sin(th);
         }
     }
 }
 
+void rope_table_init(float *table, int T, int n_rot, float base) {
+    rope_table_fill(table, NULL, T, n_rot, base);
+}
+
+void rope_table_at(float *table, const int64_t *pos, int n, int n_rot, float base) {
+    rope_table_fill(table, pos, n, n_rot, base);
+}
+
 /* Rotate each head's first n_rot dims by +θ (sign = 1) or −θ (sign = −1, the transpose). */
 static void rope_rotate(float *out, const float *inp, const float *table, int N, int T, int n_heads,
                         int d, int n_rot, float sign, int accumulate) {
     const int R = n_rot / 2, W = n_heads * d;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N > 8)
     for (int n = 0; n < N; n++) {
         const float *cs = table + (size_t)(n % T) * R * 2;
         const float *x = inp + (size_t)n * W;
@@ -238,12 +251,12 @@ size_t attention_scratch_floats(int T, int d, int n_threads) {
 }
 
 void attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
-                       int B, int T, int H, int Hkv, int d, float *scratch) {
+                       int B, int T, int H, int Hkv, int d, float *scratch, int n_threads) {
     const int qs = H * d, ks = Hkv * d, group = H / Hkv;
     const float scale = 1.0f / sqrtf((float)d);
     const int n_qt = (T + ATT_BQ - 1) / ATT_BQ;
     const int units = B * H * n_qt;
-#pragma omp parallel
+#pragma omp parallel num_threads(n_threads)
     {
         float *S = scratch + att_thread_floats(T, d) * omp_get_thread_num();
         float *O = S + 2 * ATT_BQ * ATT_BK, *m = O + (size_t)ATT_BQ * d, *l = m + ATT_BQ;
@@ -264,6 +277,10 @@ void attention_forward(float *out, float *lse, const float *q, const float *k, c
                 for (int i = 0; i < nq; i++) {
                     float *s = S + (size_t)i * ATT_BK;
                     const int lim = i0 + i - j0 + 1 < nk ? i0 + i - j0 + 1 : nk; /* causal */
+                    if (lim <= 0) { /* a key tile wholly after this query (ATT_BK < ATT_BQ) */
+                        memset(s, 0, (size_t)nk * sizeof(float));
+                        continue;
+                    }
                     float mx = m[i];
                     for (int j = 0; j < lim; j++) mx = s[j] > mx ? s[j] : mx;
                     const float corr = expf(m[i] - mx); /* 0 on the first tile (m = -inf) */
@@ -289,12 +306,12 @@ void attention_forward(float *out, float *lse, const float *q, const float *k, c
 
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
                         const float *k, const float *v, const float *out, const float *lse, int B,
-                        int T, int H, int Hkv, int d, float *scratch) {
+                        int T, int H, int Hkv, int d, float *scratch, int n_threads) {
     const int qs = H * d, ks = Hkv * d, group = H / Hkv;
     const float scale = 1.0f / sqrtf((float)d);
     /* one unit = one (sequence, kv head): it owns dk and dv of that head, and dq of its group's
      * query heads, so no two threads write the same gradient */
-#pragma omp parallel
+#pragma omp parallel num_threads(n_threads)
     {
         float *P = scratch + att_thread_floats(T, d) * omp_get_thread_num();
         float *dP = P + ATT_BQ * ATT_BK;
@@ -357,11 +374,20 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
     }
 }
 
+void softmax(float *x, int n) {
+    float max = x[0];
+    for (int i = 1; i < n; i++) max = x[i] > max ? x[i] : max;
+    float sum = 0;
+    for (int i = 0; i < n; i++) sum += x[i] = expf(x[i] - max);
+    float inv = 1.0f / sum;
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
 /* ---- SwiGLU --------------------------------------------------------------------------------- */
 
 void swiglu_forward(float *out, const float *gate, const float *up, int N, int F) {
     const size_t n = (size_t)N * F;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N > 8)
     for (size_t i = 0; i < n; i++) {
         const float g = gate[i];
         out[i] = g / (1.0f + expf(-g)) * up[i];

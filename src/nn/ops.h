@@ -1,5 +1,6 @@
-/* ops.h — the layers of the Llama architecture for training, each an X_forward / X_backward pair
- * with the same argument order (llm.c style), all f32.
+/* ops.h — the shared ops of every part, each an X_forward / X_backward pair with the same argument
+ * order (llm.c style), all f32. Inference and training call the same forward: there is one RMSNorm,
+ * one RoPE, one SwiGLU, one softmax in msrnn.
  *
  * Dimension legend: N = B·T rows (one per token), B sequences of T tokens, C model width, V
  * vocabulary, F SwiGLU hidden width, H query heads and Hkv key/value heads of d dims each (GQA:
@@ -9,10 +10,11 @@
  * Every backward ACCUMULATES (+=) into its input gradients and weight gradients, so the trainer
  * zeroes gradients once per optimizer step and residual branches sum for free. Threads: OpenMP,
  * splitting only over output elements, never over a reduction, so results do not depend on the
- * thread count (bit-identical resume on any machine with the same build).
+ * thread count (bit-identical resume on any machine with the same build). Ops that index
+ * per-thread scratch take the thread count it was sized for and run exactly that many threads.
  */
-#ifndef MSRNN_TRAIN_OPS_H
-#define MSRNN_TRAIN_OPS_H
+#ifndef MSRNN_NN_OPS_H
+#define MSRNN_NN_OPS_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -23,7 +25,7 @@ void embedding_forward(float *out, const int32_t *tokens, const float *wte, int 
 void embedding_backward(float *dwte, const float *dout, const int32_t *tokens, int N, int C);
 
 /* out = inp / rms(inp) * w per row, rms = sqrt(mean(inp²) + eps); rstd[n] = 1 / rms (kept for
- * backward). */
+ * backward; rstd may be NULL). */
 void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int N, int C,
                      float eps);
 void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
@@ -36,11 +38,12 @@ void matmul_backward(float *dinp, float *dw, const float *dout, const float *inp
                      int N, int IC, int OC);
 
 /* Rotary position embedding, adjacent pairs (x[2i], x[2i+1]) rotated by pos · base^(-2i/n_rot), for
- * i < n_rot / 2 (llama.cpp's "norm" RoPE, as the inference engine applies it). Rows are tokens of
- * n_heads · d; the position of row n is n % T. table: rope_table_floats(T, n_rot) floats filled by
- * rope_table_init (cos and sin computed in double). out may equal inp. */
+ * i < n_rot / 2 (llama.cpp's "norm" RoPE). Rows are tokens of n_heads · d; row n uses table row
+ * n % T. table: rope_table_floats(T, n_rot) floats filled by rope_table_init (positions 0..T-1) or
+ * rope_table_at (any 64-bit positions), cos and sin computed in double. out may equal inp. */
 size_t rope_table_floats(int T, int n_rot);
 void rope_table_init(float *table, int T, int n_rot, float base);
+void rope_table_at(float *table, const int64_t *pos, int n, int n_rot, float base);
 void rope_forward(float *out, const float *inp, const float *table, int N, int T, int n_heads,
                   int d, int n_rot);
 /* dinp += R(pos)ᵀ dout */
@@ -53,13 +56,16 @@ void rope_backward(float *dinp, const float *dout, const float *table, int N, in
  * attention_scratch_floats(T, d, n_threads) floats. */
 size_t attention_scratch_floats(int T, int d, int n_threads);
 void attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
-                       int B, int T, int H, int Hkv, int d, float *scratch);
+                       int B, int T, int H, int Hkv, int d, float *scratch, int n_threads);
 /* Recomputes the probabilities tile by tile from q, k and lse (no T×T buffer either). */
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
                         const float *k, const float *v, const float *out, const float *lse, int B,
-                        int T, int H, int Hkv, int d, float *scratch);
+                        int T, int H, int Hkv, int d, float *scratch, int n_threads);
 
-/* out = silu(gate) · up, all (N, F). */
+/* x = softmax(x) over n entries, in place, max-subtracted, f32 sums. */
+void softmax(float *x, int n);
+
+/* out = silu(gate) · up, all (N, F); out may equal gate. */
 void swiglu_forward(float *out, const float *gate, const float *up, int N, int F);
 void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                      const float *up, int N, int F);

@@ -1,0 +1,124 @@
+/* part.h — the interface every part of a block implements: a token mixer (softmax attention,
+ * later Infini-attention, DiJiang, MemoryFormer's hashed attention) or an FFN (SwiGLU, later
+ * MemoryFormer's memory block).
+ *
+ * A block is `x += part(rmsnorm(x))`, twice (mixer, then FFN); the block loops of inference
+ * (src/model/session.c) and training (src/train/train_model.c) only ever call through this table,
+ * so they never name a method. A part is one file holding everything about it:
+ *
+ *   parameters   the tensors of one layer (name suffix, GGUF shape, decay, learning-rate scale,
+ *                frozen, initialisation); src/model/params.c assembles the model's list from them,
+ *                and that list alone drives binding, init-model, the training slabs, AdamW and
+ *                checkpoints;
+ *   inference    options check, state bytes for a session (e.g. the KV cache), workspace floats
+ *                for a batch, and `infer`: a batch of tokens — possibly of several sessions, one
+ *                state each — through the layer;
+ *   training     saved activations, shared tables and scratch sizes; `train_forward` over B
+ *                sequences of T tokens and `train_backward`, which accumulates into the input and
+ *                parameter gradients (ops.h's convention).
+ *
+ * Legend: D model width, n tokens of a batch, B × T training tokens (N = B·T rows).
+ */
+#ifndef MSRNN_PARTS_PART_H
+#define MSRNN_PARTS_PART_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/status.h"
+#include "msrnn.h"
+#include "tensor/kernels.h"
+
+/* The hyper-parameters every part sees (read from `{arch}.*` keys). */
+typedef struct {
+    msrnn_model_info info;
+    int n_rot; /* rotated dims per head ({arch}.rope.dimension_count; head_dim by default) */
+} hparams;
+
+typedef enum {
+    INIT_ONES,        /* norm weights */
+    INIT_ZEROS,       /* biases, gates */
+    INIT_NORMAL,      /* N(0, std²) */
+    INIT_NORMAL_RESID /* N(0, (std / sqrt(2 L))²): projections that write the residual stream */
+} param_init;
+
+/* One tensor of one layer. Its file name is `blk.L.<suffix>`. */
+typedef struct {
+    const char *suffix;
+    int64_t ne0, ne1; /* GGUF ne (ne0 = row length); ne1 = 1 for a vector */
+    int matrix;       /* 1: stored in the model's weight type (any msrnn reads); 0: f32 vector */
+    int decay;        /* AdamW weight decay applies */
+    float lr_scale;   /* learning rate multiplier (1: the schedule's) */
+    int frozen;       /* never updated by training (fixed random matrices) */
+    param_init init;
+} part_param;
+
+#define PART_MAX_PARAMS 16
+
+/* One inference step of a layer over a batch of n tokens. The batch may hold several sessions'
+ * tokens: sequence i owns tokens [seq_start[i], seq_start[i + 1]) and its state is state[i]. */
+typedef struct {
+    const hparams *hp;
+    const weight *w; /* this layer's parameters, in the part's order */
+    int layer, n;
+    int n_seq;
+    const int *seq_start; /* (n_seq + 1) */
+    void *const *state;   /* (n_seq) each session's state of this part (all layers) */
+    const int64_t *pos;   /* (n) absolute positions */
+    float *work;          /* work_floats() of this part, for the batch */
+    float *scratch;       /* matmul scratch (matmul_scratch_floats of max_in, n_threads) */
+    int n_threads;        /* threads the scratch is sized for */
+} part_step;
+
+/* One layer of the training forward or backward. */
+typedef struct {
+    const hparams *hp;
+    int B, T, n_threads;
+    const float *const *w; /* this layer's parameters, in the part's order */
+    float *const *dw;      /* their gradients */
+    float *act;            /* this layer's saved activations (train_act_floats) */
+    const float *shared;   /* tables shared by every layer (train_shared_floats), read only */
+    float *scratch;        /* scratch shared by every layer (train_scratch_floats) */
+} part_train;
+
+typedef struct part_kind {
+    const char *name;
+    /* ---- parameters */
+    int (*params)(const hparams *hp, part_param out[PART_MAX_PARAMS]);
+    /* ---- inference */
+    /* Check a session's options against this part; MSRNN_ERR_INVALID naming the problem. */
+    msrnn_status (*check)(const hparams *hp, const msrnn_session_params *p);
+    /* Bytes of one session's state (all layers), fixed at open. */
+    size_t (*state_bytes)(const hparams *hp, const msrnn_session_params *p);
+    /* Lay the state out in buf (state_bytes, 64-byte aligned, zeroed) and make it empty. */
+    void (*state_init)(void *state, const hparams *hp, const msrnn_session_params *p);
+    void (*state_reset)(void *state);
+    /* 1 when the state holds a bounded amount whatever the input length. */
+    int (*bounded)(const void *state);
+    /* Bytes of the state that hold information now (grows only while unbounded). */
+    size_t (*used_bytes)(const void *state);
+    /* Entries a cache holds in `layer` (kv head `head` for per-head sets): positions ascending and
+     * their eviction scores; returns the count (NULL: the part keeps no entries). */
+    int (*kept)(const void *state, int layer, int head, int64_t *pos, float *score, int cap);
+    /* Workspace floats for a batch of n_batch tokens, and the widest matmul input it uses. */
+    size_t (*work_floats)(const hparams *hp, int n_batch);
+    int (*max_in)(const hparams *hp);
+    /* Once per batch before the first layer (layer = -1): what every layer shares, e.g. RoPE's
+     * table of the batch's positions, into c->work. NULL: nothing. */
+    void (*prepare)(const part_step *c);
+    /* out (n, D) = part(xn (n, D)). */
+    msrnn_status (*infer)(const part_step *c, const float *xn, float *out);
+    /* ---- training */
+    size_t (*train_act_floats)(const hparams *hp, int B, int T);
+    size_t (*train_shared_floats)(const hparams *hp, int B, int T);
+    size_t (*train_scratch_floats)(const hparams *hp, int B, int T, int n_threads);
+    void (*train_init)(const hparams *hp, int B, int T, float *shared);
+    /* out (N, D) = part(xn (N, D)), keeping what backward needs in c->act. */
+    void (*train_forward)(const part_train *c, const float *xn, float *out);
+    /* dxn += ∂/∂xn, c->dw += ∂/∂w, given dout = ∂loss/∂out. */
+    void (*train_backward)(const part_train *c, const float *xn, const float *dout, float *dxn);
+} part_kind;
+
+extern const part_kind part_softmax, part_swiglu;
+
+#endif

@@ -1,0 +1,331 @@
+/* train_model.c — forward and backward of the block loop over a micro-batch (see train_model.h).
+ * The layer recipe mirrors src/model/session.c: embed; per layer x += mixer(rmsnorm(x)),
+ * x += ffn(rmsnorm(x)); rmsnorm; head. Each step is an op of nn/ops.h or a part's forward.
+ *
+ * What backward needs is kept from the forward pass, per layer: the layer input, both normalised
+ * inputs and their 1/rms, the residual after the mixer, and each part's own activations. The output
+ * head runs in chunks of HEAD_ROWS rows so that the (rows × vocab) logits never exist for the whole
+ * batch at once.
+ */
+#include "train/train_model.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/model.h"
+#include "nn/ops.h"
+#include "tensor/kernels.h"
+
+#define HEAD_ROWS 512
+static msrnn_status TMP_ADD_F32_AS(gguf_writer *w, const char *name, tensor_type t, uint32_t nd, const uint64_t *ne, const float *src) {
+    if (t == TYPE_F32) return gguf_writer_add_tensor(w, name, t, nd, ne, src);
+    size_t n = ne[0] * (nd > 1 ? ne[1] : 1);
+    uint16_t *h = malloc(n * 2);
+    quantize_row(TYPE_F16, src, h, (int64_t)n);
+    msrnn_status st = gguf_writer_add_tensor(w, name, t, nd, ne, h);
+    free(h);
+    return st;
+}
+
+typedef struct {        /* activations kept for backward, per layer */
+    float *x;           /* (N, C) the layer input (residual stream) */
+    float *xn1, *rstd1; /* (N, C), (N) mixer norm */
+    float *h;           /* (N, C) residual after the mixer */
+    float *xn2, *rstd2; /* FFN norm */
+    float *mixer, *ffn; /* the parts' own */
+} layer_acts;
+
+struct train_model {
+    hparams hp;
+    const arch_row *arch;
+    int B, T, n_threads;
+    msrnn_model *src; /* the file the weights came from (metadata for saving) */
+    const param_list *pl;
+    float *params, *grads;
+    const float **pw; /* (pl->n) each tensor's parameters */
+    float **pg;       /* (pl->n) its gradients */
+    /* activations */
+    float *act_slab;
+    size_t act_floats;
+    layer_acts *la;
+    float *xf, *xnf, *rstdf; /* final residual, its norm, 1/rms */
+    int32_t *inp, *tgt;      /* (N) */
+    float *losses;           /* (N) */
+    float *logits;           /* (HEAD_ROWS, V) */
+    float *mixer_shared, *ffn_shared, *part_scratch;
+    float *dx, *dxn; /* (N, C) gradient of the residual stream, of a norm's output */
+};
+
+void train_model_free(train_model *m) {
+    if (!m) return;
+    free(m->params);
+    free(m->grads);
+    free(m->pw);
+    free(m->pg);
+    free(m->la);
+    free(m->act_slab);
+    free(m->inp);
+    free(m->tgt);
+    msrnn_model_close(m->src);
+    free(m);
+}
+
+static msrnn_status fail_free(train_model *m, msrnn_status st) {
+    train_model_free(m);
+    return st;
+}
+
+msrnn_status train_model_open(const char *path, int B, int T, int n_threads, train_model **out) {
+    *out = NULL;
+    if (B <= 0 || T <= 0 || B > (1 << 16) || T > (1 << 20) || (int64_t)B * T > (1 << 24))
+        return msrnn_fail(MSRNN_ERR_INVALID, "train: batch %d × context %d is out of range", B, T);
+    train_model *m = calloc(1, sizeof *m);
+    if (!m) return msrnn_fail(MSRNN_ERR_NOMEM, "train: out of memory");
+    msrnn_status st = msrnn_model_open(path, &m->src);
+    if (st != MSRNN_OK) {
+        free(m);
+        return st;
+    }
+    m->hp = m->src->hp;
+    m->arch = m->src->arch;
+    m->pl = &m->src->params;
+    m->B = B, m->T = T;
+    m->n_threads = n_threads > 0 ? n_threads : omp_get_num_procs();
+    const hparams *hp = &m->hp;
+    if (T > hp->info.n_ctx)
+        return fail_free(m,
+                         msrnn_fail(MSRNN_ERR_INVALID, "train: context %d exceeds the model's %d",
+                                    T, hp->info.n_ctx));
+    const int C = hp->info.dim, V = hp->info.n_vocab, L = hp->info.n_layers;
+    const size_t N = (size_t)B * T;
+    const param_list *pl = m->pl;
+    const part_kind *mixer = m->arch->mixer, *ffn = m->arch->ffn;
+
+    /* parameters, in file order */
+    m->params = malloc(pl->n_floats * sizeof(float));
+    m->grads = calloc(pl->n_floats, sizeof(float));
+    m->pw = calloc((size_t)pl->n, sizeof *m->pw);
+    m->pg = calloc((size_t)pl->n, sizeof *m->pg);
+    m->la = calloc((size_t)L, sizeof *m->la);
+    if (!m->params || !m->grads || !m->pw || !m->pg || !m->la)
+        return fail_free(m, msrnn_fail(MSRNN_ERR_NOMEM, "train: out of memory for %zu parameters",
+                                       pl->n_floats));
+    for (int i = 0; i < pl->n; i++) {
+        const param_desc *d = &pl->p[i];
+        float *p = m->params + d->offset;
+        m->pw[i] = p;
+        m->pg[i] = m->grads + d->offset;
+        const weight *w = &m->src->w[i];
+        if (d->matrix) /* weights to f32 */
+            for (int r = 0; r < w->out; r++) weight_row(w, r, p + (size_t)r * w->in);
+        else
+            memcpy(p, w->data, d->n * sizeof(float));
+    }
+
+    /* activations: one slab */
+    const size_t mixer_act = mixer->train_act_floats(hp, B, T),
+                 ffn_act = ffn->train_act_floats(hp, B, T);
+    const size_t per_layer = N * (4 * (size_t)C + 2) + mixer_act + ffn_act;
+    size_t scratch = mixer->train_scratch_floats(hp, B, T, m->n_threads);
+    if (ffn->train_scratch_floats(hp, B, T, m->n_threads) > scratch)
+        scratch = ffn->train_scratch_floats(hp, B, T, m->n_threads);
+    const size_t mixer_shared = mixer->train_shared_floats(hp, B, T),
+                 ffn_shared = ffn->train_shared_floats(hp, B, T);
+    m->act_floats = per_layer * L + N * (2 * (size_t)C + 2) + (size_t)HEAD_ROWS * V + mixer_shared +
+                    ffn_shared + scratch + 2 * N * C;
+    m->act_slab = malloc(m->act_floats * sizeof(float));
+    m->inp = malloc(N * sizeof(int32_t));
+    m->tgt = malloc(N * sizeof(int32_t));
+    if (!m->act_slab || !m->inp || !m->tgt) {
+        const double mb = m->act_floats * 4.0 / 1e6;
+        return fail_free(
+            m, msrnn_fail(MSRNN_ERR_NOMEM, "train: out of memory for %.1f MB of activations", mb));
+    }
+    float *p = m->act_slab;
+#define TAKE(ptr, n) (ptr = p, p += (n))
+    for (int l = 0; l < L; l++) {
+        layer_acts *a = &m->la[l];
+        TAKE(a->x, N * C);
+        TAKE(a->xn1, N * C);
+        TAKE(a->rstd1, N);
+        TAKE(a->h, N * C);
+        TAKE(a->xn2, N * C);
+        TAKE(a->rstd2, N);
+        TAKE(a->mixer, mixer_act);
+        TAKE(a->ffn, ffn_act);
+    }
+    TAKE(m->xf, N * C);
+    TAKE(m->xnf, N * C);
+    TAKE(m->rstdf, N);
+    TAKE(m->losses, N);
+    TAKE(m->logits, (size_t)HEAD_ROWS * V);
+    TAKE(m->mixer_shared, mixer_shared);
+    TAKE(m->ffn_shared, ffn_shared);
+    TAKE(m->part_scratch, scratch);
+    TAKE(m->dx, N * C);
+    TAKE(m->dxn, N * C);
+#undef TAKE
+    mixer->train_init(hp, B, T, m->mixer_shared);
+    ffn->train_init(hp, B, T, m->ffn_shared);
+    *out = m;
+    return MSRNN_OK;
+}
+
+const hparams *train_model_hparams(const train_model *m) { return &m->hp; }
+const param_list *train_model_params_list(const train_model *m) { return m->pl; }
+size_t train_model_n_params(const train_model *m) { return m->pl->n_floats; }
+float *train_model_params(train_model *m) { return m->params; }
+float *train_model_grads(train_model *m) { return m->grads; }
+size_t train_model_bytes(const train_model *m) {
+    return (2 * m->pl->n_floats + m->act_floats) * sizeof(float) + 2 * (size_t)m->B * m->T * 4;
+}
+void train_model_zero_grad(train_model *m) { memset(m->grads, 0, m->pl->n_floats * sizeof(float)); }
+
+static msrnn_status split_tokens(train_model *m, const int32_t *tokens) {
+    const int T = m->T, V = m->hp.info.n_vocab;
+    for (int b = 0; b < m->B; b++)
+        for (int t = 0; t <= T; t++) {
+            const int32_t id = tokens[(size_t)b * (T + 1) + t];
+            if (id < 0 || id >= V)
+                return msrnn_fail(MSRNN_ERR_INVALID,
+                                  "train: token %d at row %d, position %d is "
+                                  "outside the vocabulary of %d",
+                                  id, b, t, V);
+            if (t < T) m->inp[(size_t)b * T + t] = id;
+            if (t > 0) m->tgt[(size_t)b * T + t - 1] = id;
+        }
+    return MSRNN_OK;
+}
+
+/* The part contexts of layer l. */
+static part_train mixer_ctx(const train_model *m, int l) {
+    const int i = param_mixer(m->pl, l);
+    part_train c = {&m->hp,         m->B,      m->T,           m->n_threads,
+                    m->pw + i,      m->pg + i, m->la[l].mixer, m->mixer_shared,
+                    m->part_scratch};
+    return c;
+}
+static part_train ffn_ctx(const train_model *m, int l) {
+    const int i = param_ffn(m->pl, l);
+    part_train c = {&m->hp,    m->B,         m->T,          m->n_threads,   m->pw + i,
+                    m->pg + i, m->la[l].ffn, m->ffn_shared, m->part_scratch};
+    return c;
+}
+
+static void forward(train_model *m) {
+    const hparams *hp = &m->hp;
+    const param_list *pl = m->pl;
+    const int N = m->B * m->T, C = hp->info.dim, L = hp->info.n_layers;
+    const float eps = hp->info.norm_eps;
+    omp_set_num_threads(m->n_threads);
+    kernels_set_threads(m->n_threads);
+    embedding_forward(m->la[0].x, m->inp, m->pw[pl->embd], N, C);
+    for (int l = 0; l < L; l++) {
+        layer_acts *a = &m->la[l];
+        float *x_next = l + 1 < L ? m->la[l + 1].x : m->xf;
+        const part_train mc = mixer_ctx(m, l), fc = ffn_ctx(m, l);
+        rmsnorm_forward(a->xn1, a->rstd1, a->x, m->pw[param_layer(pl, l)], N, C, eps);
+        m->arch->mixer->train_forward(&mc, a->xn1, a->h);
+        for (size_t i = 0; i < (size_t)N * C; i++) a->h[i] += a->x[i];
+        rmsnorm_forward(a->xn2, a->rstd2, a->h, m->pw[param_ffn_norm(pl, l)], N, C, eps);
+        m->arch->ffn->train_forward(&fc, a->xn2, x_next);
+        for (size_t i = 0; i < (size_t)N * C; i++) x_next[i] += a->h[i];
+    }
+    rmsnorm_forward(m->xnf, m->rstdf, m->xf, m->pw[pl->out_norm], N, C, eps);
+}
+
+/* The head, chunk by chunk: logits, losses, and (when dloss != 0) the gradient into dxn and
+ * dw_out, the logits buffer reused for its own gradient. */
+static double head(train_model *m, float dloss) {
+    const int N = m->B * m->T, C = m->hp.info.dim, V = m->hp.info.n_vocab;
+    double sum = 0;
+    for (int r0 = 0; r0 < N; r0 += HEAD_ROWS) {
+        const int n = N - r0 < HEAD_ROWS ? N - r0 : HEAD_ROWS;
+        matmul_forward(m->logits, m->xnf + (size_t)r0 * C, m->pw[m->pl->output], n, C, V);
+        crossentropy_forward(m->losses + r0, m->logits, m->tgt + r0, n, V);
+        if (dloss != 0) {
+            crossentropy_backward(m->logits, m->logits, m->tgt + r0, dloss, n, V);
+            matmul_backward(m->dxn + (size_t)r0 * C, m->pg[m->pl->output], m->logits,
+                            m->xnf + (size_t)r0 * C, m->pw[m->pl->output], n, C, V);
+        }
+    }
+    for (int i = 0; i < N; i++) sum += m->losses[i];
+    return sum / N;
+}
+
+msrnn_status train_model_loss(train_model *m, const int32_t *tokens, float *loss) {
+    MSRNN_TRY(split_tokens(m, tokens));
+    forward(m);
+    *loss = (float)head(m, 0);
+    return MSRNN_OK;
+}
+
+msrnn_status train_model_logits(train_model *m, const int32_t *tokens, int b, float *logits) {
+    if (b < 0 || b >= m->B)
+        return msrnn_fail(MSRNN_ERR_INVALID, "train: sequence %d of a batch of %d", b, m->B);
+    MSRNN_TRY(split_tokens(m, tokens));
+    forward(m);
+    const int C = m->hp.info.dim, V = m->hp.info.n_vocab;
+    matmul_forward(logits, m->xnf + (size_t)b * m->T * C, m->pw[m->pl->output], m->T, C, V);
+    return MSRNN_OK;
+}
+
+static void zero(float *p, size_t n) { memset(p, 0, n * sizeof(float)); }
+
+msrnn_status train_model_step(train_model *m, const int32_t *tokens, float grad_scale,
+                              float *loss) {
+    MSRNN_TRY(split_tokens(m, tokens));
+    forward(m);
+    const param_list *pl = m->pl;
+    const int N = m->B * m->T, C = m->hp.info.dim;
+    const size_t NC = (size_t)N * C;
+    zero(m->dxn, NC);
+    *loss = (float)head(m, grad_scale / N);
+    zero(m->dx, NC);
+    rmsnorm_backward(m->dx, m->pg[pl->out_norm], m->dxn, m->xf, m->pw[pl->out_norm], m->rstdf, N,
+                     C);
+    for (int l = m->hp.info.n_layers - 1; l >= 0; l--) {
+        const layer_acts *a = &m->la[l];
+        const part_train mc = mixer_ctx(m, l), fc = ffn_ctx(m, l);
+        /* ffn: x_next = h + ffn(xn2); dx holds d x_next, and gets d h added */
+        zero(m->dxn, NC);
+        m->arch->ffn->train_backward(&fc, a->xn2, m->dx, m->dxn);
+        const int fn = param_ffn_norm(pl, l);
+        rmsnorm_backward(m->dx, m->pg[fn], m->dxn, a->h, m->pw[fn], a->rstd2, N, C);
+        /* mixer: h = x + mixer(xn1); dx holds d h, and gets d x added */
+        zero(m->dxn, NC);
+        m->arch->mixer->train_backward(&mc, a->xn1, m->dx, m->dxn);
+        const int an = param_layer(pl, l);
+        rmsnorm_backward(m->dx, m->pg[an], m->dxn, a->x, m->pw[an], a->rstd1, N, C);
+    }
+    embedding_backward(m->pg[pl->embd], m->dx, m->inp, N, C);
+    return MSRNN_OK;
+}
+
+msrnn_status train_model_save(const train_model *m, const char *path, int f16,
+                              msrnn_status (*extra)(void *ctx, struct gguf_writer *w), void *ctx) {
+    gguf_writer *w = gguf_writer_new();
+    if (!w) return msrnn_fail(MSRNN_ERR_NOMEM, "save: out of memory");
+    const gguf_file *f = m->src->file;
+    msrnn_status st = MSRNN_OK;
+    for (uint64_t i = 0; st == MSRNN_OK && i < f->n_kv; i++) {
+        const gguf_str k = f->kv[i].key;
+        if (k.len > 12 && !memcmp(k.ptr, "msrnn.train.", 12)) continue; /* checkpoint state */
+        st = gguf_writer_set_kv(w, &f->kv[i]);
+    }
+    if (st == MSRNN_OK) st = gguf_writer_set_u32(w, "general.file_type", f16 ? 1 : 0);
+    for (int i = 0; st == MSRNN_OK && i < m->pl->n; i++) {
+        const param_desc *t = &m->pl->p[i];
+        const uint64_t ne[2] = {(uint64_t)t->ne[0], (uint64_t)t->ne[1]};
+        const float *src = m->params + t->offset;
+        st = TMP_ADD_F32_AS(w, t->name, f16 && t->matrix ? TYPE_F16 : TYPE_F32,
+                                           (uint32_t)t->n_dims, ne, src);
+    }
+    if (st == MSRNN_OK && extra) st = extra(ctx, w);
+    if (st == MSRNN_OK) st = gguf_writer_write(w, path);
+    gguf_writer_free(w);
+    return st;
+}

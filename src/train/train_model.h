@@ -1,0 +1,53 @@
+/* train_model.h — a model held as f32 master weights with gradients, for training.
+ *
+ * Any architecture of the table (src/model/arch.h): the block loop is `x += part(rmsnorm(x))` for
+ * the mixer and the FFN, each part bringing its own forward and backward (src/parts/part.h), then
+ * rmsnorm → head → cross-entropy. Parameters, gradients and activations each live in one slab
+ * sized at creation for a fixed micro-batch (B sequences of T tokens); nothing is allocated
+ * afterwards. The tensors, their order, names, shapes, decay, learning-rate scale and frozen flag
+ * are the architecture's parameter list (param_list), the same one inference binds.
+ */
+#ifndef MSRNN_TRAIN_TRAIN_MODEL_H
+#define MSRNN_TRAIN_TRAIN_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/status.h"
+#include "io/gguf.h"
+#include "model/arch.h"
+
+typedef struct train_model train_model;
+
+/* Load a GGUF of any architecture msrnn runs (any weight type msrnn reads; converted to f32) for
+ * micro-batches of B × T tokens using n_threads OpenMP threads (0: all cores). */
+msrnn_status train_model_open(const char *path, int B, int T, int n_threads, train_model **out);
+void train_model_free(train_model *m);
+
+const hparams *train_model_hparams(const train_model *m);
+/* The tensors (offsets into the parameter, gradient and moment slabs). */
+const param_list *train_model_params_list(const train_model *m);
+size_t train_model_n_params(const train_model *m);
+float *train_model_params(train_model *m); /* all parameters, n_params floats */
+float *train_model_grads(train_model *m);  /* their gradients, same layout */
+/* Bytes of the parameter, gradient and activation slabs (the optimizer adds 2 × params). */
+size_t train_model_bytes(const train_model *m);
+
+void train_model_zero_grad(train_model *m);
+/* tokens: B rows of T + 1 ids (inputs are the first T, targets the last T). Runs forward and
+ * backward, ACCUMULATING into the gradients the gradient of grad_scale × (mean loss over the B·T
+ * targets); *loss receives that mean loss (unscaled). Use grad_scale = 1 / accumulation steps. */
+msrnn_status train_model_step(train_model *m, const int32_t *tokens, float grad_scale, float *loss);
+/* Forward only: the mean loss over the B·T targets (validation). */
+msrnn_status train_model_loss(train_model *m, const int32_t *tokens, float *loss);
+/* Forward only, the logits of sequence b (T × V) — to compare with inference. */
+msrnn_status train_model_logits(train_model *m, const int32_t *tokens, int b, float *logits);
+
+/* Write the weights as a GGUF of the same architecture (matrices as f32 or f16; vectors f32),
+ * metadata and tokenizer copied from the file the model was opened from; tensors are streamed from
+ * the slab, not copied. If extra is non-NULL it is called with the writer before writing, to add
+ * keys or tensors (checkpoints add optimizer state). */
+msrnn_status train_model_save(const train_model *m, const char *path, int f16,
+                              msrnn_status (*extra)(void *ctx, struct gguf_writer *w), void *ctx);
+
+#endif
