@@ -19,8 +19,8 @@ static void usage(FILE *f) {
 
 int cmd_init_model(int argc, char **argv) {
     const char *cmd = "init-model", *vocab = NULL, *out = NULL;
-    model_init_params p = {288,      6,     6, 0,        768,   1024, 0,
-                           10000.0f, 1e-5f, 0, TYPE_F32, 0.02f, 0,    NULL, NULL};
+    model_init_params p = {288,   6, 6,        0,     768, 1024, 0,   10000.0f,
+                           1e-5f, 0, TYPE_F32, 0.02f, 0,   NULL, NULL};
     int rc = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;

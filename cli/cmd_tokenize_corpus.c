@@ -10,7 +10,8 @@
 #include "common.h"
 #include "io/gguf.h"
 #include "text/tokenizer.h"
-#include "train/data.h"
+#include "train/corpus.h"
+#include "train/manifest.h"
 
 static void usage(FILE *f) {
     fprintf(

@@ -10,7 +10,7 @@
 #include "cli.h"
 #include "common.h"
 #include "text/bpe_train.h"
-#include "train/data.h"
+#include "train/manifest.h"
 
 static void usage(FILE *f) {
     fprintf(
@@ -43,12 +43,12 @@ static void free_texts(bpe_text *texts, size_t n) {
 /* One "LEFT RIGHT" line per merge (no piece holds a space, a tab or a newline: they are "▁" or
  * never merge). */
 static int write_merges(const char *cmd, const bpe_vocab *v, const char *path) {
-    char tmp[4096];
-    FILE *f;
-    if (atomic_create(cmd, path, tmp, sizeof tmp, &f)) return 1;
+    atomic_file *af;
+    if (output_open(cmd, path, &af)) return 1;
+    FILE *f = atomic_file_stream(af);
     for (int k = 0; k < v->n_merges; k++)
         fprintf(f, "%s %s\n", v->pieces[v->merge_left[k]], v->pieces[v->merge_right[k]]);
-    return atomic_commit(cmd, path, tmp, f);
+    return output_commit(cmd, af);
 }
 
 int cmd_tokenizer_train(int argc, char **argv) {

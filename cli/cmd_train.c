@@ -17,6 +17,7 @@
 #include "args.h"
 #include "cli.h"
 #include "common.h"
+#include "eval/plot_svg.h"
 #include "model/init.h"
 #include "train/trainer.h"
 
@@ -168,9 +169,9 @@ typedef struct {
 } run_state;
 
 static int write_log(const run_state *r, const char *path) {
-    char tmp[4096];
-    FILE *f;
-    if (atomic_create("train", path, tmp, sizeof tmp, &f)) return 1;
+    atomic_file *af;
+    if (output_open("train", path, &af)) return 1;
+    FILE *f = atomic_file_stream(af);
     fprintf(f, "step,loss,lr,grad_norm,val_loss,tokens_per_s,elapsed_s\n");
     for (int i = 0; i < r->n; i++) {
         const row *w = &r->rows[i];
@@ -178,60 +179,32 @@ static int write_log(const run_state *r, const char *path) {
         if (isfinite(w->val_loss)) fprintf(f, "%.6f", w->val_loss);
         fprintf(f, ",%.1f,%.1f\n", w->tps, w->elapsed);
     }
-    return atomic_commit("train", path, tmp, f);
+    return output_commit("train", af);
 }
 
+/* The loss against the step: training loss every step, validation loss where it was measured. */
 static int write_plot(const run_state *r, const char *path) {
-    char tmp[4096];
-    FILE *f;
-    if (atomic_create("train", path, tmp, sizeof tmp, &f)) return 1;
-    const double W = 720, H = 440, L = 60, R = 130, T = 40, Bm = 50;
-    float lo = INFINITY, hi = -INFINITY;
-    for (int i = 0; i < r->n; i++) {
-        const float v[2] = {r->rows[i].loss, r->rows[i].val_loss};
-        for (int k = 0; k < 2; k++)
-            if (isfinite(v[k])) lo = v[k] < lo ? v[k] : lo, hi = v[k] > hi ? v[k] : hi;
+    double *buf = malloc((size_t)(r->n ? r->n : 1) * 3 * sizeof *buf);
+    if (!buf) {
+        fprintf(stderr, "msrnn train: out of memory\n");
+        return 1;
     }
-    if (!(hi > lo)) lo = 0, hi = 1;
-    const int xmax = r->steps > 0 ? r->steps : 1;
-#define X(s) (L + (double)(s) / xmax * (W - L - R))
-#define Y(v) (T + (1 - ((v)-lo) / (hi - lo)) * (H - T - Bm))
-    fprintf(f,
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-            "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" "
-            "fill=\"white\"/>\n<text x=\"%.0f\" y=\"22\" text-anchor=\"middle\" "
-            "font-size=\"14\">training loss (nats per token)</text>\n",
-            W, H, (W - R + L) / 2);
-    fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L,
-            H - Bm, W - R, H - Bm);
-    fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, T,
-            L, H - Bm);
-    for (int i = 0; i <= 5; i++) {
-        const double v = lo + (hi - lo) * i / 5;
-        fprintf(f, "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n", L - 6, Y(v) + 4,
-                v);
-        fprintf(f, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", L,
-                Y(v), W - R, Y(v));
-        fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%d</text>\n",
-                X(xmax * i / 5.0), H - Bm + 18, xmax * i / 5);
+    double *step = buf, *loss = buf + r->n, *val = buf + 2 * r->n;
+    for (int i = 0; i < r->n; i++)
+        step[i] = r->rows[i].step, loss[i] = r->rows[i].loss, val[i] = r->rows[i].val_loss;
+    const plot_series series[2] = {{"train", step, loss, r->n, "#1f77b4", 1, 0},
+                                   {"validation", step, val, r->n, "#d62728", 2, 0}};
+    const plot_params p = {.title = "training loss (nats per token)",
+                           .x_label = "optimizer step",
+                           .x_min = 0,
+                           .x_max = r->steps > 0 ? r->steps : 1};
+    const msrnn_status st = plot_svg_write(path, &p, series, 2);
+    free(buf);
+    if (st != MSRNN_OK) {
+        fprintf(stderr, "msrnn train: %s\n", msrnn_last_error());
+        return 1;
     }
-    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">optimizer step</text>\n",
-            (W - R + L) / 2, H - 12);
-    const char *names[2] = {"train", "validation"}, *colors[2] = {"#1f77b4", "#d62728"};
-    for (int k = 0; k < 2; k++) {
-        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%d\" points=\"", colors[k],
-                k ? 2 : 1);
-        for (int i = 0; i < r->n; i++) {
-            const float v = k ? r->rows[i].val_loss : r->rows[i].loss;
-            if (isfinite(v)) fprintf(f, "%.1f,%.1f ", X(r->rows[i].step), Y(v));
-        }
-        fprintf(f, "\"/>\n<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">%s</text>\n", W - R + 8,
-                T + 30.0 + 16 * k, colors[k], names[k]);
-    }
-#undef X
-#undef Y
-    fprintf(f, "</svg>\n");
-    return atomic_commit("train", path, tmp, f);
+    return 0;
 }
 
 /* Rows of an earlier log up to start_step (a resumed run continues it). */
@@ -332,7 +305,7 @@ static void on_step(void *ctx, const train_progress *p) {
     if (newline) fputc('\n', stderr);
     if (r->o->stop_after && p->step - r->start_step >= r->o->stop_after) g_stop = 1;
     if (isfinite(p->val_loss) || p->checkpointed || p->step == r->steps || g_stop) {
-        /* a failure is reported (by atomic_commit) and training goes on */
+        /* a failure is reported (by output_commit / write_plot) and training goes on */
         (void)write_log(r, r->o->log);
         (void)write_plot(r, r->o->plot);
     }
@@ -348,8 +321,8 @@ int cmd_train(int argc, char **argv) {
     options o;
     memset(&o, 0, sizeof o);
     o.cfg = train_config_default();
-    o.shape = (model_init_params){256,      4,     4, 0,        704,   0, 0,
-                                  10000.0f, 1e-5f, 0, TYPE_F32, 0.02f, 1, "msrnn", NULL};
+    o.shape = (model_init_params){256,   4, 4,        0,     704, 0,       0,   10000.0f,
+                                  1e-5f, 0, TYPE_F32, 0.02f, 1,   "msrnn", NULL};
     /* the config file first, so that flags override it */
     for (int i = 1; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--config")) o.config = argv[i + 1];
@@ -399,11 +372,9 @@ int cmd_train(int argc, char **argv) {
     /* every output's folder must take a file now, not at the first checkpoint an hour later */
     const char *outputs[] = {p->out_path, p->ckpt_path, o.log, o.plot};
     for (int i = 0; i < 4; i++) {
-        char tmp[4096];
-        FILE *f;
-        if (atomic_create(cmd, outputs[i], tmp, sizeof tmp, &f)) return 1;
-        fclose(f);
-        remove(tmp);
+        atomic_file *f;
+        if (output_open(cmd, outputs[i], &f)) return 1;
+        atomic_file_abort(f);
     }
     if (!p->resume && o.tokenizer) {
         model_init_params *s = &o.shape;

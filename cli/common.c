@@ -1,15 +1,12 @@
 /* common.c — what several subcommands share (see common.h). */
 #include "common.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "args.h"
-#include "base/sync_dir.h"
-#include "train/data.h"
+#include "train/manifest.h"
 
 const char *const RUN_OPTIONS_HELP =
     "  -m, --model FILE      GGUF model (required)\n"
@@ -146,29 +143,18 @@ int corpus_inputs(const char *cmd, const char *manifest, const char *split,
     return 0;
 }
 
-int atomic_create(const char *cmd, const char *path, char *tmp, size_t cap, FILE **f) {
-    *f = NULL;
-    if ((size_t)snprintf(tmp, cap, "%s.tmp%ld", path, (long)getpid()) >= cap) {
-        fprintf(stderr, "msrnn %s: path too long: '%s'\n", cmd, path);
-        return 1;
-    }
-    if (!(*f = fopen(tmp, "wb"))) {
-        fprintf(stderr, "msrnn %s: cannot write '%s': %s\n", cmd, path, strerror(errno));
+int output_open(const char *cmd, const char *path, atomic_file **f) {
+    if (atomic_file_open(path, f) != MSRNN_OK) {
+        fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
         return 1;
     }
     return 0;
 }
 
-int atomic_commit(const char *cmd, const char *path, const char *tmp, FILE *f) {
-    int bad = fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0;
-    int err = bad ? errno : 0;
-    if (fclose(f) != 0 && !bad) bad = 1, err = errno;
-    if (!bad && rename(tmp, path) != 0) bad = 1, err = errno;
-    if (bad) {
-        fprintf(stderr, "msrnn %s: cannot write '%s': %s\n", cmd, path, strerror(err));
-        remove(tmp);
+int output_commit(const char *cmd, atomic_file *f) {
+    if (atomic_file_commit(f) != MSRNN_OK) {
+        fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
         return 1;
     }
-    sync_parent_dir(path);
     return 0;
 }

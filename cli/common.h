@@ -1,12 +1,13 @@
 /* common.h — what several subcommands share: the model-running options (-m, -t, -c, -b, --kv-type)
  * and opening a model + session from them; a corpus's input files (--manifest/--split and FILE...);
- * writing an output file atomically. */
+ * writing an output file atomically (through the library's writer). */
 #ifndef MSRNN_CLI_COMMON_H
 #define MSRNN_CLI_COMMON_H
 
 #include <stddef.h>
 #include <stdio.h>
 
+#include "base/atomic_file.h"
 #include "msrnn.h"
 
 typedef struct {
@@ -31,11 +32,11 @@ int open_model_session(const char *cmd, const run_options *o, msrnn_model **m, m
 int corpus_inputs(const char *cmd, const char *manifest, const char *split,
                   const char *const *extra, size_t n_extra, char ***paths, size_t *n);
 
-/* Writing a file so that a crash never leaves it half-written: atomic_create opens a temporary
- * file beside `path` (tmp receives its name); atomic_commit flushes, fsyncs, closes and renames
- * it over `path` (then syncs the folder). Both print the error and return 1 on failure, and
- * atomic_commit removes the temporary file then. */
-int atomic_create(const char *cmd, const char *path, char *tmp, size_t cap, FILE **f);
-int atomic_commit(const char *cmd, const char *path, const char *tmp, FILE *f);
+/* An output file written atomically through the library's writer (base/atomic_file.h: a
+ * temporary file beside `path`, fsync, rename): write with atomic_file_stream() or
+ * atomic_file_write(), then output_commit. Both print the error and return 1 on failure (nothing
+ * is left behind then); atomic_file_abort gives up on a file. */
+int output_open(const char *cmd, const char *path, atomic_file **f);
+int output_commit(const char *cmd, atomic_file *f);
 
 #endif

@@ -85,7 +85,8 @@ msrnn_status msrnn_session_open(msrnn_model *m, const msrnn_session_params *p, m
 void msrnn_session_close(msrnn_session *s);
 /* Forget every token seen: the next token is at position 0. */
 void msrnn_session_reset(msrnn_session *s);
-/* Tokens fed so far (the position of the next token); 64-bit, as a bounded session runs for ever. */
+/* Tokens fed so far (the position of the next token); 64-bit, as a bounded session runs for ever.
+ */
 int64_t msrnn_session_n_past(const msrnn_session *s);
 /* Bytes held by the session's buffers (KV cache plus scratch), fixed at open. */
 size_t msrnn_session_bytes(const msrnn_session *s);

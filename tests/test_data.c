@@ -15,7 +15,6 @@
  *    data_loader_window equals the raw tokens; a shard shorter than T + 1 is refused; the
  *    Fisher–Yates shuffle is uniform (all 120 orders of 5 windows equally often over 12,000 seeds).
  */
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,46 +22,9 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "train/data.h"
-
-static char tmp_dir[64];
-
-static char *tmp_path(const char *name) {
-    static char buf[4][256];
-    static int k;
-    char *p = buf[k++ % 4];
-    snprintf(p, sizeof buf[0], "%s/%s", tmp_dir, name);
-    return p;
-}
-
-static int n_files_in_tmp(void) {
-    DIR *d = opendir(tmp_dir);
-    REQUIRE(d != NULL, "cannot list %s", tmp_dir);
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
-static uint8_t *read_all(const char *path, size_t *len) {
-    FILE *fp = fopen(path, "rb");
-    REQUIRE(fp != NULL, "cannot open %s", path);
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    uint8_t *p = malloc(n ? (size_t)n : 1);
-    REQUIRE(fread(p, 1, (size_t)n, fp) == (size_t)n, "short read of %s", path);
-    fclose(fp);
-    *len = (size_t)n;
-    return p;
-}
-
-static void write_all(const char *path, const void *p, size_t n) {
-    FILE *fp = fopen(path, "wb");
-    REQUIRE(fp != NULL, "cannot create %s", path);
-    REQUIRE(fwrite(p, 1, n, fp) == n, "short write of %s", path);
-    fclose(fp);
-}
+#include "files.h"
+#include "train/loader.h"
+#include "train/shard.h"
 
 static uint64_t rng_state = 0x1234567;
 static uint32_t rng_u32(void) {
@@ -128,19 +90,19 @@ static void test_writer(void) {
     REQUIRE(token_shard_write(path, neg, 3, 10, 0, 1, 0) == MSRNN_ERR_INVALID &&
                 strstr(msrnn_last_error(), "token 1 has id -1"),
             "negative id: %s", msrnn_last_error());
-    REQUIRE(n_files_in_tmp() == 0, "a refused write left a file");
+    REQUIRE(n_files_in_tmp(SKIP_DOT_FILES) == 0, "a refused write left a file");
 
     msrnn_status st = token_shard_write(tmp_path("missing/w.bin"), ids, 8, 10, 1, 2, 0);
     REQUIRE(st == MSRNN_ERR_IO && strstr(msrnn_last_error(), "missing/w.bin"), "%s: %s",
             msrnn_status_name(st), msrnn_last_error());
-    REQUIRE(n_files_in_tmp() == 0, "a failed write left a file");
+    REQUIRE(n_files_in_tmp(SKIP_DOT_FILES) == 0, "a failed write left a file");
 
     write_all(path, "old", 3);
     REQUIRE_OK(token_shard_write(path, ids, 8, 10, 1, 2, 40));
     size_t size;
     free(read_all(path, &size));
-    REQUIRE(size == 64 + 16 && n_files_in_tmp() == 1, "replacing: %zu bytes, %d files", size,
-            n_files_in_tmp());
+    REQUIRE(size == 64 + 16 && n_files_in_tmp(SKIP_DOT_FILES) == 1,
+            "replacing: %zu bytes, %d files", size, n_files_in_tmp(SKIP_DOT_FILES));
     unlink(path);
 }
 
@@ -415,8 +377,7 @@ static void test_shuffle_uniform(void) {
 }
 
 int main(void) {
-    snprintf(tmp_dir, sizeof tmp_dir, "/tmp/msrnn-test-data-XXXXXX");
-    REQUIRE(mkdtemp(tmp_dir) != NULL, "mkdtemp failed");
+    make_tmp_dir("/tmp/msrnn-test-data-XXXXXX");
     test_writer();
     test_malformed();
     test_loader_epochs();
@@ -424,7 +385,7 @@ int main(void) {
     test_shuffle_uniform();
     const char *made[] = {"pos.bin", "exact.bin", "resume.bin", "five.bin"};
     for (size_t i = 0; i < sizeof made / sizeof made[0]; i++) unlink(tmp_path(made[i]));
-    REQUIRE(n_files_in_tmp() == 0, "files left in %s", tmp_dir);
+    REQUIRE(n_files_in_tmp(SKIP_DOT_FILES) == 0, "files left in %s", tmp_dir);
     rmdir(tmp_dir);
     printf("test_data: %d checks passed\n", checks);
     return 0;

@@ -8,7 +8,6 @@
  *    counts and lengths, bad alignment, bad tensor shapes/types/offsets, duplicates, deep nesting).
  * 3. The writer is atomic: a failed write leaves nothing behind, a successful one replaces.
  */
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,53 +15,8 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "files.h"
 #include "io/gguf.h"
-
-static char tmp_dir[64];
-
-static char *tmp_path(const char *name) {
-    static char buf[4][256];
-    static int k;
-    char *p = buf[k++ % 4];
-    snprintf(p, sizeof buf[0], "%s/%s", tmp_dir, name);
-    return p;
-}
-
-static uint8_t *read_all(const char *path, size_t *len) {
-    FILE *fp = fopen(path, "rb");
-    REQUIRE(fp != NULL, "cannot open %s", path);
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    uint8_t *p = malloc(n ? (size_t)n : 1);
-    REQUIRE(fread(p, 1, (size_t)n, fp) == (size_t)n, "short read of %s", path);
-    fclose(fp);
-    *len = (size_t)n;
-    return p;
-}
-
-static void write_all(const char *path, const void *data, size_t len) {
-    FILE *fp = fopen(path, "wb");
-    REQUIRE(fp != NULL, "cannot create %s", path);
-    REQUIRE(fwrite(data, 1, len, fp) == len, "short write to %s", path);
-    fclose(fp);
-}
-
-/* Entries of a folder other than . and .. (the names joined by spaces into buf). */
-static int list_dir(const char *dir, char *buf, size_t cap) {
-    DIR *d = opendir(dir);
-    REQUIRE(d != NULL, "cannot list %s", dir);
-    int n = 0;
-    buf[0] = 0;
-    for (struct dirent *e; (e = readdir(d));) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        n++;
-        strncat(buf, e->d_name, cap - strlen(buf) - 2);
-        strcat(buf, " ");
-    }
-    closedir(d);
-    return n;
-}
 
 static int str_is(gguf_str s, const char *c, size_t n) {
     return s.len == n && !memcmp(s.ptr, c, n);
@@ -712,7 +666,7 @@ static void test_atomic(void) {
     w = small_writer("second");
     REQUIRE_OK(gguf_writer_write(w, path)); /* replaces */
     gguf_writer_free(w);
-    REQUIRE(list_dir(dir, names, sizeof names) == 1, "left behind: %s", names);
+    REQUIRE(list_dir(dir, COUNT_DOT_FILES, names, sizeof names) == 1, "left behind: %s", names);
     gguf_file *f;
     gguf_str s;
     REQUIRE_OK(gguf_open(path, &f));
@@ -729,7 +683,7 @@ static void test_atomic(void) {
     w = small_writer("third");
     REQUIRE(gguf_writer_write(w, sub) == MSRNN_ERR_IO && strstr(msrnn_last_error(), "renaming"),
             "%s", msrnn_last_error());
-    REQUIRE(list_dir(dir, names, sizeof names) == 2, "left behind: %s", names);
+    REQUIRE(list_dir(dir, COUNT_DOT_FILES, names, sizeof names) == 2, "left behind: %s", names);
     rmdir(sub);
 
     /* no folder to write in */
@@ -744,7 +698,7 @@ static void test_atomic(void) {
         REQUIRE(mkdir(sub, 0555) == 0, "mkdir %s", sub);
         snprintf(path, sizeof path, "%s/model.gguf", sub);
         REQUIRE(gguf_writer_write(w, path) == MSRNN_ERR_IO, "wrote into a read-only folder");
-        REQUIRE(list_dir(sub, names, sizeof names) == 0, "left behind: %s", names);
+        REQUIRE(list_dir(sub, COUNT_DOT_FILES, names, sizeof names) == 0, "left behind: %s", names);
         rmdir(sub);
         snprintf(path, sizeof path, "%s/model.gguf", dir);
     }
@@ -758,8 +712,7 @@ static void test_atomic(void) {
 }
 
 int main(void) {
-    snprintf(tmp_dir, sizeof tmp_dir, "/tmp/test_gguf.XXXXXX");
-    REQUIRE(mkdtemp(tmp_dir) != NULL, "mkdtemp");
+    make_tmp_dir("/tmp/test_gguf.XXXXXX");
     test_round_trip();
     test_broken();
     test_atomic();

@@ -13,13 +13,15 @@ enum { V = 8, DRAWS = 20000 };
 /* softmax(logits) = 0.4, 0.3, 0.15, 0.1, 0.05 and ~0 for the rest */
 static float logits[V];
 
-static void counts_for(msrnn_sampler_params p, int *count) {
+static void counts_on(msrnn_sampler_params p, const float *lg, int *count) {
     msrnn_sampler *s;
     memset(count, 0, sizeof(int) * V);
     if (msrnn_sampler_open(&p, V, &s) != MSRNN_OK) return;
-    for (int i = 0; i < DRAWS; i++) count[msrnn_sample(s, logits, NULL, 0)]++;
+    for (int i = 0; i < DRAWS; i++) count[msrnn_sample(s, lg, NULL, 0)]++;
     msrnn_sampler_close(s);
 }
+
+static void counts_for(msrnn_sampler_params p, int *count) { counts_on(p, logits, count); }
 
 int main(void) {
     const double probs[V] = {0.4, 0.3, 0.15, 0.1, 0.05, 0, 0, 0};
@@ -87,6 +89,34 @@ int main(void) {
               strstr(msrnn_last_error(), "repeat"),
           "repeat penalty 0 accepted");
     CHECK(msrnn_sampler_open(&base, 0, &s) == MSRNN_ERR_INVALID, "vocabulary 0 accepted");
+
+    /* NaN logits rank after every number, in one total order whatever their place: greedy and
+     * top-k never pick one while a number is left, sampling draws the numbers as if the NaNs were
+     * absent, and all-NaN logits give the lowest id every time */
+    const float qnan = NAN;
+    const float nl[V] = {qnan, logits[0], qnan, logits[1], logits[2], qnan, logits[3], logits[4]};
+    const int real[5] = {1, 3, 4, 6, 7}; /* nl[real[i]] = logits[i] */
+    p = base, p.temperature = 0;
+    counts_on(p, nl, count);
+    CHECK(count[1] == DRAWS, "NaN: greedy drew id 1 (the largest number) %d of %d", count[1],
+          DRAWS);
+    counts_on(base, nl, count);
+    CHECK(count[0] + count[2] + count[5] == 0, "NaN: drew a NaN id %d times",
+          count[0] + count[2] + count[5]);
+    for (int i = 0; i < 5; i++)
+        CHECK(fabs(count[real[i]] / (double)DRAWS - probs[i]) < 0.015,
+              "NaN: frequency of id %d: %d", real[i], count[real[i]]);
+    p = base, p.top_k = 2;
+    counts_on(p, nl, count);
+    CHECK(count[1] + count[3] == DRAWS && count[1] > 0 && count[3] > 0, "NaN: top-k 2: %d %d",
+          count[1], count[3]);
+    const float all_nan[V] = {qnan, qnan, qnan, qnan, qnan, qnan, qnan, qnan};
+    for (int greedy = 0; greedy < 2; greedy++) {
+        p = base, p.temperature = greedy ? 0.0f : 1.0f, p.top_k = greedy ? 0 : 3;
+        counts_on(p, all_nan, count);
+        CHECK(count[0] == DRAWS, "all NaN (%s): id 0 drawn %d of %d", greedy ? "greedy" : "top-k 3",
+              count[0], DRAWS);
+    }
 
     printf("test_sampler: %d passed, %d failed\n", checks - failures, failures);
     return failures != 0;

@@ -178,7 +178,7 @@ typedef struct {
 
 static double emb_J(void *p) {
     emb_case *c = p;
-    embedding_forward(c->out, c->tokens, c->wte, c->N, c->C);
+    embedding_forward(c->out, c->tokens, c->wte, c->N, c->C, omp_get_max_threads());
     return dot_rd(c->r, c->out, (size_t)c->N * c->C);
 }
 
@@ -192,7 +192,7 @@ static void test_embedding(void) {
         CHECK(same_bits(out + n * C, wte + tokens[n] * C, C), "embedding row %d is not wte[%d]", n,
               tokens[n]);
     float *dwte = fzeros(V * C);
-    embedding_backward(dwte, r, tokens, N, C);
+    embedding_backward(dwte, r, tokens, N, C, omp_get_max_threads());
     double *ref = dzeros(V * C);
     for (int n = 0; n < N; n++)
         for (int i = 0; i < C; i++) ref[tokens[n] * C + i] += r[n * C + i];
@@ -200,7 +200,7 @@ static void test_embedding(void) {
     check_fd(dwte, wte, V * C, emb_J, &c, "embedding dwte");
     float *once = malloc(sizeof(float) * V * C);
     memcpy(once, dwte, sizeof(float) * V * C);
-    embedding_backward(dwte, r, tokens, N, C);
+    embedding_backward(dwte, r, tokens, N, C, omp_get_max_threads());
     check_twice(dwte, once, V * C, "embedding dwte");
     free(wte), free(out), free(r), free(dwte), free(ref), free(once);
 }
@@ -216,7 +216,7 @@ typedef struct {
 
 static double rms_J(void *p) {
     rms_case *c = p;
-    rmsnorm_forward(c->out, c->rstd, c->inp, c->w, c->N, c->C, c->eps);
+    rmsnorm_forward(c->out, c->rstd, c->inp, c->w, c->N, c->C, c->eps, omp_get_max_threads());
     return dot_rd(c->r, c->out, (size_t)c->N * c->C);
 }
 
@@ -246,7 +246,7 @@ static void test_rmsnorm(void) {
         compare(&tol_fwd, c.rstd, rstd_ref, N, "rmsnorm N=%d C=%d rstd", N, C);
 
         float *dinp = fzeros(NC), *dw = fzeros(C);
-        rmsnorm_backward(dinp, dw, c.r, c.inp, c.w, c.rstd, N, C);
+        rmsnorm_backward(dinp, dw, c.r, c.inp, c.w, c.rstd, N, C, omp_get_max_threads());
         char what[64];
         snprintf(what, sizeof what, "rmsnorm N=%d C=%d dinp", N, C);
         check_fd(dinp, c.inp, NC, rms_J, &c, what);
@@ -255,7 +255,7 @@ static void test_rmsnorm(void) {
 
         float *dinp1 = malloc(NC * sizeof(float)), *dw1 = malloc(C * sizeof(float));
         memcpy(dinp1, dinp, NC * sizeof(float)), memcpy(dw1, dw, C * sizeof(float));
-        rmsnorm_backward(dinp, dw, c.r, c.inp, c.w, c.rstd, N, C);
+        rmsnorm_backward(dinp, dw, c.r, c.inp, c.w, c.rstd, N, C, omp_get_max_threads());
         check_twice(dinp, dinp1, NC, "rmsnorm dinp");
         check_twice(dw, dw1, C, "rmsnorm dw");
 
@@ -285,7 +285,7 @@ typedef struct {
 
 static double mm_J(void *p) {
     mm_case *c = p;
-    matmul_forward(c->out, c->inp, c->w, c->N, c->IC, c->OC);
+    matmul_forward(c->out, c->inp, c->w, c->N, c->IC, c->OC, omp_get_max_threads());
     return dot_rd(c->r, c->out, (size_t)c->N * c->OC);
 }
 
@@ -305,7 +305,7 @@ static void test_matmul(void) {
         compare(&tol_fwd, c.out, ref, NO, "matmul N=%d IC=%d OC=%d out", N, IC, OC);
 
         float *dinp = fzeros(NI), *dw = fzeros(WI);
-        matmul_backward(dinp, dw, c.r, c.inp, c.w, N, IC, OC);
+        matmul_backward(dinp, dw, c.r, c.inp, c.w, N, IC, OC, omp_get_max_threads());
         char what[64];
         snprintf(what, sizeof what, "matmul N=%d IC=%d OC=%d dinp", N, IC, OC);
         check_fd(dinp, c.inp, NI, mm_J, &c, what);
@@ -314,8 +314,8 @@ static void test_matmul(void) {
 
         /* either gradient alone (the other NULL) is the same as both at once */
         float *dinp1 = fzeros(NI), *dw1 = fzeros(WI);
-        matmul_backward(dinp1, NULL, c.r, c.inp, c.w, N, IC, OC);
-        matmul_backward(NULL, dw1, c.r, c.inp, c.w, N, IC, OC);
+        matmul_backward(dinp1, NULL, c.r, c.inp, c.w, N, IC, OC, omp_get_max_threads());
+        matmul_backward(NULL, dw1, c.r, c.inp, c.w, N, IC, OC, omp_get_max_threads());
         double *g = to_double(dinp, NI, 1);
         compare(&tol_same, dinp1, g, NI, "matmul N=%d dinp with dw NULL", N);
         free(g), g = to_double(dw, WI, 1);
@@ -323,7 +323,7 @@ static void test_matmul(void) {
         free(g);
 
         memcpy(dinp1, dinp, NI * sizeof(float)), memcpy(dw1, dw, WI * sizeof(float));
-        matmul_backward(dinp, dw, c.r, c.inp, c.w, N, IC, OC);
+        matmul_backward(dinp, dw, c.r, c.inp, c.w, N, IC, OC, omp_get_max_threads());
         check_twice(dinp, dinp1, NI, "matmul dinp");
         check_twice(dw, dw1, WI, "matmul dw");
 
@@ -354,7 +354,8 @@ typedef struct {
 
 static double rope_J(void *p) {
     rope_case *c = p;
-    rope_forward(c->out, c->inp, c->table, c->N, c->T, c->nh, c->d, c->n_rot);
+    rope_forward(c->out, c->inp, c->table, c->N, c->T, c->nh, c->d, c->n_rot,
+                 omp_get_max_threads());
     return dot_rd(c->r, c->out, (size_t)c->N * c->nh * c->d);
 }
 
@@ -402,13 +403,13 @@ static void test_rope(void) {
         compare(&tol_fwd, c.out, ref, n, "rope T=%d d=%d n_rot=%d out", T, d, n_rot);
         float *inplace = malloc(n * sizeof(float));
         memcpy(inplace, c.inp, n * sizeof(float));
-        rope_forward(inplace, inplace, table, N, T, nh, d, n_rot);
+        rope_forward(inplace, inplace, table, N, T, nh, d, n_rot, omp_get_max_threads());
         compare(&tol_fwd, inplace, ref, n, "rope T=%d d=%d n_rot=%d out in place", T, d, n_rot);
         CHECK(same_bits(inplace, c.out, n), "rope T=%d d=%d: in place differs from out of place", T,
               d);
 
         float *dinp = fzeros(n);
-        rope_backward(dinp, c.r, table, N, T, nh, d, n_rot);
+        rope_backward(dinp, c.r, table, N, T, nh, d, n_rot, omp_get_max_threads());
         rope_ref(ref, c.r, N, T, nh, d, n_rot, cases[s].base, -1);
         compare(&tol_fwd, dinp, ref, n, "rope T=%d d=%d n_rot=%d dinp vs R(-θ) dout", T, d, n_rot);
         if (cases[s].fd) {
@@ -418,7 +419,7 @@ static void test_rope(void) {
         }
         float *once = malloc(n * sizeof(float));
         memcpy(once, dinp, n * sizeof(float));
-        rope_backward(dinp, c.r, table, N, T, nh, d, n_rot);
+        rope_backward(dinp, c.r, table, N, T, nh, d, n_rot, omp_get_max_threads());
         check_twice(dinp, once, n, "rope dinp");
         free(table), free(c.inp), free(c.out), free((float *)c.r), free(ref), free(inplace);
         free(dinp), free(once);
@@ -709,7 +710,7 @@ typedef struct {
 
 static double swiglu_J(void *p) {
     swiglu_case *c = p;
-    swiglu_forward(c->out, c->gate, c->up, c->N, c->F);
+    swiglu_forward(c->out, c->gate, c->up, c->N, c->F, omp_get_max_threads());
     return dot_rd(c->r, c->out, (size_t)c->N * c->F);
 }
 
@@ -722,12 +723,12 @@ static void test_swiglu(void) {
     for (int i = 0; i < NF; i++) ref[i] = c.gate[i] / (1 + exp(-(double)c.gate[i])) * c.up[i];
     compare(&tol_fwd, c.out, ref, NF, "swiglu out");
     float *dgate = fzeros(NF), *dup = fzeros(NF);
-    swiglu_backward(dgate, dup, c.r, c.gate, c.up, N, F);
+    swiglu_backward(dgate, dup, c.r, c.gate, c.up, N, F, omp_get_max_threads());
     check_fd(dgate, c.gate, NF, swiglu_J, &c, "swiglu dgate");
     check_fd(dup, c.up, NF, swiglu_J, &c, "swiglu dup");
     float *g1 = malloc(NF * sizeof(float)), *u1 = malloc(NF * sizeof(float));
     memcpy(g1, dgate, NF * sizeof(float)), memcpy(u1, dup, NF * sizeof(float));
-    swiglu_backward(dgate, dup, c.r, c.gate, c.up, N, F);
+    swiglu_backward(dgate, dup, c.r, c.gate, c.up, N, F, omp_get_max_threads());
     check_twice(dgate, g1, NF, "swiglu dgate");
     check_twice(dup, u1, NF, "swiglu dup");
     free(c.gate), free(c.up), free(c.out), free((float *)c.r), free(ref);
@@ -744,7 +745,7 @@ typedef struct {
 
 static double ce_J(void *p) { /* the mean loss: dloss = 1/N */
     ce_case *c = p;
-    crossentropy_forward(c->losses, c->logits, c->targets, c->N, c->V);
+    crossentropy_forward(c->losses, c->logits, c->targets, c->N, c->V, omp_get_max_threads());
     double s = 0;
     for (int n = 0; n < c->N; n++) s += c->losses[n];
     return s / c->N;
@@ -785,18 +786,18 @@ static void test_crossentropy(void) {
         ce_ref(lref, gref, c.logits, targets, dloss, N, V);
         compare(&tol_fwd, c.losses, lref, N, "crossentropy N=%d V=%d losses", N, V);
         float *dl = fzeros(NV);
-        crossentropy_backward(dl, c.logits, targets, dloss, N, V);
+        crossentropy_backward(dl, c.logits, targets, dloss, N, V, omp_get_max_threads());
         compare(&tol_fwd, dl, gref, NV, "crossentropy N=%d V=%d dlogits vs double", N, V);
         if (s == 0) check_fd(dl, c.logits, NV, ce_J, &c, "crossentropy dlogits");
 
         /* in place: the logits become the gradient (overwritten, not added to) */
         float *inplace = malloc(NV * sizeof(float)), *once = malloc(NV * sizeof(float));
         memcpy(inplace, c.logits, NV * sizeof(float)), memcpy(once, dl, NV * sizeof(float));
-        crossentropy_backward(inplace, inplace, targets, dloss, N, V);
+        crossentropy_backward(inplace, inplace, targets, dloss, N, V, omp_get_max_threads());
         double *g = to_double(once, NV, 1);
         compare(&tol_same, inplace, g, NV, "crossentropy N=%d V=%d in place", N, V);
         free(g);
-        crossentropy_backward(dl, c.logits, targets, dloss, N, V);
+        crossentropy_backward(dl, c.logits, targets, dloss, N, V, omp_get_max_threads());
         check_twice(dl, once, NV, "crossentropy dlogits");
         free(targets), free(c.logits), free(c.losses), free(lref), free(gref), free(dl);
         free(inplace), free(once);
@@ -823,25 +824,25 @@ static size_t ti_run(float *dst, size_t *seg) {
     int k = 0;
 #define SEG(len) (seg[k++] = o, o += (len), dst + o - (len))
     float *e = SEG((size_t)N * C), *de = SEG((size_t)V * C);
-    embedding_forward(e, tok, x, N, C); /* x as a (V, C) table: V < N */
-    embedding_backward(de, r, tok, N, C);
+    embedding_forward(e, tok, x, N, C, omp_get_max_threads()); /* x as a (V, C) table: V < N */
+    embedding_backward(de, r, tok, N, C, omp_get_max_threads());
     float *rstd = malloc(N * sizeof(float)), *y = SEG((size_t)N * C + N),
           *dx = SEG((size_t)N * C + C);
-    rmsnorm_forward(y, rstd, x, w, N, C, 1e-5f);
+    rmsnorm_forward(y, rstd, x, w, N, C, 1e-5f, omp_get_max_threads());
     memcpy(y + (size_t)N * C, rstd, N * sizeof(float));
-    rmsnorm_backward(dx, dx + (size_t)N * C, r, x, w, rstd, N, C);
+    rmsnorm_backward(dx, dx + (size_t)N * C, r, x, w, rstd, N, C, omp_get_max_threads());
     float *m = SEG((size_t)N * OC), *dm = SEG((size_t)N * C + (size_t)OC * C);
-    matmul_forward(m, x, w, N, C, OC);
-    matmul_backward(dm, dm + (size_t)N * C, r, x, w, N, C, OC);
+    matmul_forward(m, x, w, N, C, OC, omp_get_max_threads());
+    matmul_backward(dm, dm + (size_t)N * C, r, x, w, N, C, OC, omp_get_max_threads());
     float *ro = SEG((size_t)N * C), *dro = SEG((size_t)N * C);
-    rope_forward(ro, x, table, N, TI_T, 5, 10, 10);
-    rope_backward(dro, r, table, N, TI_T, 5, 10, 10);
+    rope_forward(ro, x, table, N, TI_T, 5, 10, 10, omp_get_max_threads());
+    rope_backward(dro, r, table, N, TI_T, 5, 10, 10, omp_get_max_threads());
     float *sw = SEG((size_t)N * C), *dsw = SEG((size_t)2 * N * C);
-    swiglu_forward(sw, x, e, N, C);
-    swiglu_backward(dsw, dsw + (size_t)N * C, r, x, e, N, C);
+    swiglu_forward(sw, x, e, N, C, omp_get_max_threads());
+    swiglu_backward(dsw, dsw + (size_t)N * C, r, x, e, N, C, omp_get_max_threads());
     float *ce = SEG(N), *dce = SEG((size_t)N * C);
-    crossentropy_forward(ce, x, tok, N, C);
-    crossentropy_backward(dce, x, tok, 1.0f / N, N, C);
+    crossentropy_forward(ce, x, tok, N, C, omp_get_max_threads());
+    crossentropy_backward(dce, x, tok, 1.0f / N, N, C, omp_get_max_threads());
 #undef SEG
     seg[k] = o;
     free(x), free(w), free(r), free(table), free(rstd);

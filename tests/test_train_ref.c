@@ -488,7 +488,7 @@ static int check_trajectory(const char *path, const train_ref *r, const size_t *
         memcpy(v0, vel, np * sizeof *v0);
         memcpy(g, train_model_grads(m), np * sizeof *g);
         float gn = adamw_step(&ap, s + 1, lr, train_model_params_list(m), train_model_params(m),
-                              train_model_grads(m), mom, vel);
+                              train_model_grads(m), mom, vel, N_THREADS);
         e = rel(gn, r->gnorm[s]);
         res->norm = fmax(res->norm, e);
         CHECK(e <= TRAJ_NORM_TOL, "step %d: gradient norm %.9g, reference %.9g: error %.3g > %.0e",

@@ -21,10 +21,9 @@
 static int g_fail, g_verbose;
 
 /* bytes of one position written by msrnn_session_kept (int64_t in newer headers, else int32_t) */
-#define KEPT_POS_BYTES                                                                            \
+#define KEPT_POS_BYTES                                                                             \
     _Generic(&msrnn_session_kept,                                                                  \
-        int (*)(const msrnn_session *, int, int, int64_t *, float *, int): 8,                      \
-        default: 4)
+             int (*)(const msrnn_session *, int, int, int64_t *, float *, int) : 8, default : 4)
 #define N_PAST(s) ((long long)msrnn_session_n_past(s))
 
 #define FNV_INIT 0xcbf29ce484222325ull
@@ -150,8 +149,8 @@ static void run_config(msrnn_model *m, const config *c, const int32_t *ids, int 
            fnv(FNV_INIT, msrnn_session_logits(s), row), msrnn_session_logits(s)[0],
            msrnn_session_logits(s)[1], msrnn_session_logits(s)[2], msrnn_session_logits(s)[3]);
     verbose_rows(c->name, "batch37", all, n, V);
-    printf("%s batch37 n_past %lld memory_bytes %zu session_bytes %zu\n", c->name,
-           N_PAST(s), msrnn_session_memory_bytes(s), msrnn_session_bytes(s));
+    printf("%s batch37 n_past %lld memory_bytes %zu session_bytes %zu\n", c->name, N_PAST(s),
+           msrnn_session_memory_bytes(s), msrnn_session_bytes(s));
     print_kept("batch37", s, in, c);
 
     /* (2) reset, the same batches again without logits_all: the last token's logits of each */

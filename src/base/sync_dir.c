@@ -7,15 +7,10 @@
 #include <unistd.h>
 
 void sync_parent_dir(const char *path) {
-    char *dir = strdup(path);
+    const char *slash = strrchr(path, '/');
+    /* "name" -> ".", "/name" -> "/", "a/b/name" -> "a/b" */
+    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
     if (!dir) return;
-    char *slash = strrchr(dir, '/');
-    if (slash == dir)
-        slash[1] = 0;
-    else if (slash)
-        *slash = 0;
-    else
-        strcpy(dir, ".");
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd >= 0) {
         fsync(fd);

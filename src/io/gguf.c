@@ -11,12 +11,13 @@
  * What it is not: a model loader (model/ gives the keys their meaning), a reader of big-endian
  * files or of GGUF v1, or a converter — tensor data is never copied or dequantised here.
  *
- * The writer collects keys and tensors in memory and writes them in one pass to a temporary file in
- * the destination's folder, which is fsynced and renamed over the destination (atomic on POSIX).
+ * The writer collects keys (copied) and tensors (copied, referenced, or referenced as f32 to be
+ * converted) in memory and writes them in one pass through base/atomic_file.h: a temporary file
+ * in the destination's folder, fsynced and renamed over the destination (atomic on POSIX).
  */
 #include "io/gguf.h"
 
-#include "base/sync_dir.h"
+#include "base/atomic_file.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -859,8 +860,11 @@ typedef struct {
     tensor_type type;
     uint32_t n_dims;
     uint64_t ne[4];
-    uint64_t n_bytes;
-    void *data;
+    uint64_t n_elements;
+    uint64_t n_bytes; /* in the file */
+    const void *data; /* the bytes to write; with from_f32, n_elements f32 values to convert */
+    void *owned;      /* data, when gguf_writer_add_tensor copied it */
+    int from_f32;     /* convert data from f32 to type while writing */
 } writer_tensor;
 
 struct gguf_writer {
@@ -875,7 +879,7 @@ gguf_writer *gguf_writer_new(void) { return calloc(1, sizeof(gguf_writer)); }
 void gguf_writer_free(gguf_writer *w) {
     if (!w) return;
     for (size_t i = 0; i < w->n_kv; i++) free(w->kv[i].key), free(w->kv[i].value.p);
-    for (size_t i = 0; i < w->n_tensors; i++) free(w->tensors[i].name), free(w->tensors[i].data);
+    for (size_t i = 0; i < w->n_tensors; i++) free(w->tensors[i].name), free(w->tensors[i].owned);
     free(w->kv);
     free(w->tensors);
     free(w);
@@ -1055,8 +1059,10 @@ msrnn_status gguf_writer_set_kv(gguf_writer *w, const gguf_kv *kv) {
     return st;
 }
 
-msrnn_status gguf_writer_add_tensor(gguf_writer *w, const char *name, tensor_type type,
-                                    uint32_t n_dims, const uint64_t *ne, const void *data) {
+/* Check a tensor's description and fill t (all but its name and storage). */
+static msrnn_status describe_tensor(const gguf_writer *w, const char *name, tensor_type type,
+                                    uint32_t n_dims, const uint64_t *ne, const void *data,
+                                    writer_tensor *t) {
     size_t len = strlen(name);
     if (len == 0 || len > GGUF_MAX_NAME)
         return msrnn_fail(MSRNN_ERR_INVALID,
@@ -1076,7 +1082,7 @@ msrnn_status gguf_writer_add_tensor(gguf_writer *w, const char *name, tensor_typ
         return msrnn_fail(MSRNN_ERR_INVALID,
                           "gguf writer: tensor '%s' has %u dimensions, expected 1 to 4", name,
                           n_dims);
-    writer_tensor t = {.type = type, .n_dims = n_dims, .ne = {1, 1, 1, 1}};
+    *t = (writer_tensor){.type = type, .n_dims = n_dims, .ne = {1, 1, 1, 1}, .data = data};
     uint64_t n = 1;
     for (uint32_t d = 0; d < n_dims; d++) {
         if (ne[d] == 0 || ne[d] > (uint64_t)INT64_MAX / n)
@@ -1084,7 +1090,7 @@ msrnn_status gguf_writer_add_tensor(gguf_writer *w, const char *name, tensor_typ
                               "gguf writer: tensor '%s' dimension %u is %" PRIu64
                               " (0, or the tensor is too large)",
                               name, d, ne[d]);
-        t.ne[d] = ne[d];
+        t->ne[d] = ne[d];
         n *= ne[d];
     }
     if (ne[0] % (uint64_t)tr->block_size)
@@ -1093,21 +1099,49 @@ msrnn_status gguf_writer_add_tensor(gguf_writer *w, const char *name, tensor_typ
                           ", expected a multiple of %d",
                           name, tr->name, ne[0], tr->block_size);
     uint64_t blocks = n / (uint64_t)tr->block_size;
-    if (blocks > SIZE_MAX / tr->block_bytes)
+    if (blocks > SIZE_MAX / tr->block_bytes || n > SIZE_MAX / sizeof(float))
         return msrnn_fail(MSRNN_ERR_INVALID, "gguf writer: tensor '%s' is too large", name);
-    t.n_bytes = blocks * tr->block_bytes;
+    t->n_elements = n;
+    t->n_bytes = blocks * tr->block_bytes;
+    return MSRNN_OK;
+}
+
+/* Append t under a copy of name (and, with copy, a copy of its data). */
+static msrnn_status append_tensor(gguf_writer *w, const char *name, writer_tensor t, int copy) {
     t.name = strdup(name);
-    t.data = malloc((size_t)t.n_bytes);
-    if (!t.name || !t.data ||
+    if (copy) t.owned = malloc(t.n_bytes ? (size_t)t.n_bytes : 1);
+    if (!t.name || (copy && !t.owned) ||
         !grow((void **)&w->tensors, &w->cap_tensors, w->n_tensors, sizeof *w->tensors)) {
-        free(t.name), free(t.data);
+        free(t.name), free(t.owned);
         return msrnn_fail(MSRNN_ERR_NOMEM,
                           "gguf writer: out of memory adding tensor '%s' (%" PRIu64 " bytes)", name,
                           t.n_bytes);
     }
-    memcpy(t.data, data, (size_t)t.n_bytes);
+    if (copy) t.data = memcpy(t.owned, t.data, (size_t)t.n_bytes);
     w->tensors[w->n_tensors++] = t;
     return MSRNN_OK;
+}
+
+msrnn_status gguf_writer_add_tensor(gguf_writer *w, const char *name, tensor_type type,
+                                    uint32_t n_dims, const uint64_t *ne, const void *data) {
+    writer_tensor t;
+    MSRNN_TRY(describe_tensor(w, name, type, n_dims, ne, data, &t));
+    return append_tensor(w, name, t, 1);
+}
+
+msrnn_status gguf_writer_add_tensor_ref(gguf_writer *w, const char *name, tensor_type type,
+                                        uint32_t n_dims, const uint64_t *ne, const void *data) {
+    writer_tensor t;
+    MSRNN_TRY(describe_tensor(w, name, type, n_dims, ne, data, &t));
+    return append_tensor(w, name, t, 0);
+}
+
+msrnn_status gguf_writer_add_tensor_f32_as(gguf_writer *w, const char *name, tensor_type type,
+                                           uint32_t n_dims, const uint64_t *ne, const float *src) {
+    writer_tensor t;
+    MSRNN_TRY(describe_tensor(w, name, type, n_dims, ne, src, &t));
+    t.from_f32 = type != TYPE_F32; /* f32 to f32 is the bytes themselves */
+    return append_tensor(w, name, t, 0);
 }
 
 /* The alignment the file will use: general.alignment if set (it must be a valid uint32), or 32. */
@@ -1132,120 +1166,79 @@ static msrnn_status writer_alignment(const gguf_writer *w, uint64_t *alignment) 
     return MSRNN_OK;
 }
 
-/* A buffered file descriptor that remembers its first error. */
-typedef struct {
-    int fd;
-    uint64_t written;
-    int err; /* errno of the first failure */
-    size_t len;
-    uint8_t buf[1 << 16];
-} out_file;
-
-static void out_flush(out_file *o) {
-    size_t done = 0;
-    while (!o->err && done < o->len) {
-        ssize_t k = write(o->fd, o->buf + done, o->len - done);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0)
-            o->err = k < 0 ? errno : EIO;
-        else
-            done += (size_t)k;
-    }
-    o->len = 0;
-}
-
-static void out_put(out_file *o, const void *data, size_t n) {
-    const uint8_t *p = data;
-    o->written += n;
-    while (n && !o->err) {
-        size_t k = sizeof o->buf - o->len < n ? sizeof o->buf - o->len : n;
-        memcpy(o->buf + o->len, p, k);
-        o->len += k, p += k, n -= k;
-        if (o->len == sizeof o->buf) out_flush(o);
-    }
-}
-
-static void out_pad(out_file *o, uint64_t alignment) {
+static void out_pad(atomic_file *o, uint64_t alignment) {
     static const uint8_t zeros[64];
-    uint64_t pad = align_up(o->written, alignment) - o->written;
+    uint64_t pad = align_up(atomic_file_offset(o), alignment) - atomic_file_offset(o);
     while (pad) {
         size_t k = pad < sizeof zeros ? (size_t)pad : sizeof zeros;
-        out_put(o, zeros, k);
+        atomic_file_write(o, zeros, k);
         pad -= k;
     }
 }
 
-static void write_contents(const gguf_writer *w, out_file *o, uint64_t alignment) {
+/* A tensor's bytes; an f32_as tensor is converted GGUF_WRITER_CHUNK elements at a time into
+ * scratch (the chunk is a whole number of blocks of every type, so quantising chunk by chunk gives
+ * the bytes quantising the whole tensor gives). */
+static void write_tensor_data(atomic_file *o, const writer_tensor *t, void *scratch) {
+    if (!t->from_f32) {
+        atomic_file_write(o, t->data, (size_t)t->n_bytes);
+        return;
+    }
+    const float *src = t->data;
+    for (uint64_t i = 0; i < t->n_elements && !atomic_file_failed(o); i += GGUF_WRITER_CHUNK) {
+        uint64_t k = t->n_elements - i < GGUF_WRITER_CHUNK ? t->n_elements - i : GGUF_WRITER_CHUNK;
+        quantize_row(t->type, src + i, scratch, (int64_t)k);
+        atomic_file_write(o, scratch, type_row_bytes(t->type, k));
+    }
+}
+
+static void write_contents(const gguf_writer *w, atomic_file *o, uint64_t alignment,
+                           void *scratch) {
     uint32_t version = GGUF_VERSION;
     uint64_t n_tensors = w->n_tensors, n_kv = w->n_kv, offset = 0;
-    out_put(o, "GGUF", 4);
-    out_put(o, &version, 4);
-    out_put(o, &n_tensors, 8);
-    out_put(o, &n_kv, 8);
+    atomic_file_write(o, "GGUF", 4);
+    atomic_file_write(o, &version, 4);
+    atomic_file_write(o, &n_tensors, 8);
+    atomic_file_write(o, &n_kv, 8);
     for (size_t i = 0; i < w->n_kv; i++) {
         uint64_t len = strlen(w->kv[i].key);
-        out_put(o, &len, 8);
-        out_put(o, w->kv[i].key, (size_t)len);
-        out_put(o, w->kv[i].value.p, w->kv[i].value.len);
+        atomic_file_write(o, &len, 8);
+        atomic_file_write(o, w->kv[i].key, (size_t)len);
+        atomic_file_write(o, w->kv[i].value.p, w->kv[i].value.len);
     }
     for (size_t i = 0; i < w->n_tensors; i++) {
         const writer_tensor *t = &w->tensors[i];
         uint64_t len = strlen(t->name);
         uint32_t type = t->type;
-        out_put(o, &len, 8);
-        out_put(o, t->name, (size_t)len);
-        out_put(o, &t->n_dims, 4);
-        out_put(o, t->ne, (size_t)t->n_dims * 8);
-        out_put(o, &type, 4);
-        out_put(o, &offset, 8);
+        atomic_file_write(o, &len, 8);
+        atomic_file_write(o, t->name, (size_t)len);
+        atomic_file_write(o, &t->n_dims, 4);
+        atomic_file_write(o, t->ne, (size_t)t->n_dims * 8);
+        atomic_file_write(o, &type, 4);
+        atomic_file_write(o, &offset, 8);
         offset = align_up(offset + t->n_bytes, alignment);
     }
     out_pad(o, alignment);
-    for (size_t i = 0; i < w->n_tensors; i++) {
-        out_put(o, w->tensors[i].data, (size_t)w->tensors[i].n_bytes);
+    for (size_t i = 0; i < w->n_tensors && !atomic_file_failed(o); i++) {
+        write_tensor_data(o, &w->tensors[i], scratch);
         out_pad(o, alignment);
     }
-    out_flush(o);
 }
 
 msrnn_status gguf_writer_write(gguf_writer *w, const char *path) {
     uint64_t alignment;
     MSRNN_TRY(writer_alignment(w, &alignment));
-
-    size_t n = strlen(path);
-    char *tmp = malloc(n + sizeof ".tmp-XXXXXX");
-    out_file *o = malloc(sizeof *o);
-    if (!tmp || !o) {
-        free(tmp), free(o);
-        return msrnn_fail(MSRNN_ERR_NOMEM, "%s: out of memory", path);
+    void *scratch = NULL; /* one conversion chunk, if any tensor converts */
+    for (size_t i = 0; i < w->n_tensors && !scratch; i++)
+        if (w->tensors[i].from_f32 &&
+            !(scratch = malloc(GGUF_WRITER_CHUNK * sizeof(float)))) /* >= any type's bytes */
+            return msrnn_fail(MSRNN_ERR_NOMEM, "%s: out of memory", path);
+    atomic_file *o;
+    msrnn_status st = atomic_file_open(path, &o);
+    if (st == MSRNN_OK) {
+        write_contents(w, o, alignment, scratch);
+        st = atomic_file_commit(o);
     }
-    memcpy(tmp, path, n);
-    memcpy(tmp + n, ".tmp-XXXXXX", sizeof ".tmp-XXXXXX");
-    int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) {
-        msrnn_status st =
-            msrnn_fail(MSRNN_ERR_IO, "%s: cannot create a temporary file beside it: %s", path,
-                       strerror(errno));
-        free(tmp), free(o);
-        return st;
-    }
-    *o = (out_file){.fd = fd};
-    write_contents(w, o, alignment);
-    const char *step = "writing";
-    if (!o->err && fchmod(fd, 0644) != 0) o->err = errno, step = "chmod of";
-    if (!o->err && fsync(fd) != 0) o->err = errno, step = "fsync of";
-    if (close(fd) != 0 && !o->err) o->err = errno, step = "closing";
-    if (!o->err && rename(tmp, path) != 0) o->err = errno, step = "renaming";
-
-    msrnn_status st = MSRNN_OK;
-    if (o->err) {
-        st = msrnn_fail(MSRNN_ERR_IO, "%s: %s the temporary file %s failed: %s", path, step, tmp,
-                        strerror(o->err));
-        unlink(tmp);
-    } else {
-        sync_parent_dir(path);
-    }
-    free(tmp);
-    free(o);
+    free(scratch);
     return st;
 }

@@ -134,10 +134,29 @@ msrnn_status gguf_writer_set_arr_str(gguf_writer *w, const char *key, const char
                                      const uint64_t *lens, uint64_t n);
 /* Copy a whole key/value (nested arrays included) from a file being read. */
 msrnn_status gguf_writer_set_kv(gguf_writer *w, const gguf_kv *kv);
-/* Add a tensor; data (n_bytes = type_row_bytes(type, ne[0]) * rows) is copied. */
+/* Tensors are written in the order they are added. Three ways to add one, whose files are
+ * byte-identical for the same values:
+ *   gguf_writer_add_tensor         copies data (n_bytes = type_row_bytes(type, ne[0]) * rows) now;
+ *   gguf_writer_add_tensor_ref     keeps the pointer: no copy, and data must stay valid and
+ *                                  unchanged until gguf_writer_write returns;
+ *   gguf_writer_add_tensor_f32_as  keeps a pointer to n f32 values (n = the product of ne) and
+ *                                  converts them to `type` (quantize_row: f16, bf16, q8_0, q4_0;
+ *                                  f32 is written as is) while writing, in chunks of
+ *                                  GGUF_WRITER_CHUNK elements, so a model in f32 master weights is
+ *                                  saved in f16 without a second copy of it in memory.
+ * Each refuses (MSRNN_ERR_INVALID, naming the tensor) an empty or repeated name, a NULL pointer,
+ * an unsupported type, 0 or more than 4 dimensions, a zero dimension, or ne[0] not a multiple of
+ * the type's block size. */
 msrnn_status gguf_writer_add_tensor(gguf_writer *w, const char *name, tensor_type type,
                                     uint32_t n_dims, const uint64_t *ne, const void *data);
-/* Write to path atomically (a temporary file in the same folder, fsync, rename). */
+msrnn_status gguf_writer_add_tensor_ref(gguf_writer *w, const char *name, tensor_type type,
+                                        uint32_t n_dims, const uint64_t *ne, const void *data);
+msrnn_status gguf_writer_add_tensor_f32_as(gguf_writer *w, const char *name, tensor_type type,
+                                           uint32_t n_dims, const uint64_t *ne, const float *src);
+#define GGUF_WRITER_CHUNK (1 << 16) /* elements converted at a time by the f32_as tensors */
+
+/* Write to path atomically (base/atomic_file.h: a temporary file beside it, fsync, rename). Beyond
+ * what was added, it allocates only bounded buffers (the file buffer and one conversion chunk). */
 msrnn_status gguf_writer_write(gguf_writer *w, const char *path);
 
 #endif

@@ -66,16 +66,22 @@ static uint64_t next_u64(uint64_t *x) {
     return z ^ (z >> 31);
 }
 
-static int by_logit_desc(const void *a, const void *b) {
-    const candidate *x = a, *y = b;
-    if (x->logit != y->logit) return x->logit < y->logit ? 1 : -1;
-    return x->id - y->id; /* ties: lower id first, so the order is deterministic */
+/* The candidates' one order, used by every step: larger logit first, NaN after every number, ties
+ * (NaN with NaN included) by lower id. A total order, so qsort and the top-k heap agree, and the
+ * result does not depend on where NaNs sit in the vocabulary. */
+static int rank_cmp(candidate x, candidate y) {
+    const int xn = isnan(x.logit), yn = isnan(y.logit);
+    if (xn != yn) return xn ? 1 : -1;
+    if (!xn && x.logit != y.logit) return x.logit < y.logit ? 1 : -1;
+    return (x.id > y.id) - (x.id < y.id);
 }
 
-/* a ranks below b: smaller logit, or the same logit and a larger id */
-static int ranks_below(candidate a, candidate b) {
-    return a.logit < b.logit || (a.logit == b.logit && a.id > b.id);
+static int by_rank(const void *a, const void *b) {
+    return rank_cmp(*(const candidate *)a, *(const candidate *)b);
 }
+
+/* a ranks below b */
+static int ranks_below(candidate a, candidate b) { return rank_cmp(a, b) > 0; }
 
 /* Restore the min-heap c[0..k) below index j. */
 static void sift_down(candidate *c, int k, int j) {
@@ -117,10 +123,10 @@ int32_t msrnn_sample(msrnn_sampler *s, const float *logits, const int32_t *histo
                 lg[id] = lg[id] > 0 ? lg[id] / p->repeat_penalty : lg[id] * p->repeat_penalty;
         }
     }
-    if (p->temperature <= 0) {
+    if (p->temperature <= 0) { /* the first in rank order: the argmax, NaN never beating a number */
         int32_t best = 0;
         for (int i = 1; i < s->n_vocab; i++)
-            if (lg[i] > lg[best]) best = i;
+            if (ranks_below((candidate){lg[best], best}, (candidate){lg[i], i})) best = i;
         return best;
     }
     candidate *c = s->cands;
@@ -130,7 +136,8 @@ int32_t msrnn_sample(msrnn_sampler *s, const float *logits, const int32_t *histo
         select_top_k(c, n, p->top_k);
         n = p->top_k;
     }
-    qsort(c, (size_t)n, sizeof *c, by_logit_desc);
+    qsort(c, (size_t)n, sizeof *c, by_rank);
+    while (n > 1 && isnan(c[n - 1].logit)) n--; /* NaNs are last: never drawn beside a number */
     /* softmax at temperature; c[i].logit becomes a probability */
     const float max = c[0].logit;
     double sum = 0;

@@ -195,19 +195,19 @@ static msrnn_status eval_batch(msrnn_session *s, const int32_t *tokens, int n, f
         mc.layer = fc.layer = l;
         mc.w = &m->w[param_mixer(pl, l)];
         fc.w = &m->w[param_ffn(pl, l)];
-        rmsnorm_forward(ws->xn, NULL, ws->x, m->w[param_layer(pl, l)].data, n, D,
-                        hp->info.norm_eps);
+        rmsnorm_forward(ws->xn, NULL, ws->x, m->w[param_layer(pl, l)].data, n, D, hp->info.norm_eps,
+                        ws->n_threads);
         MSRNN_TRY(mixer->infer(&mc, ws->xn, ws->out));
         for (size_t i = 0; i < (size_t)n * D; i++) ws->x[i] += ws->out[i];
         rmsnorm_forward(ws->xn, NULL, ws->x, m->w[param_ffn_norm(pl, l)].data, n, D,
-                        hp->info.norm_eps);
+                        hp->info.norm_eps, ws->n_threads);
         MSRNN_TRY(ffn->infer(&fc, ws->xn, ws->out));
         for (size_t i = 0; i < (size_t)n * D; i++) ws->x[i] += ws->out[i];
     }
     /* head: logits of every token when asked, else only the last one's */
     const int first = logits_all ? 0 : n - 1;
     rmsnorm_forward(ws->xn + (size_t)first * D, NULL, ws->x + (size_t)first * D,
-                    m->w[pl->out_norm].data, n - first, D, hp->info.norm_eps);
+                    m->w[pl->out_norm].data, n - first, D, hp->info.norm_eps, ws->n_threads);
     const weight *head = &m->w[pl->output];
     if (logits_all) {
         matmul(logits_all, ws->xn, head, n, ws->scratch, ws->n_threads);

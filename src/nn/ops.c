@@ -75,15 +75,17 @@ static void split_rows(int n, int ith, int nth, int *r0, int *r1) {
 
 /* ---- embedding ------------------------------------------------------------------------------ */
 
-void embedding_forward(float *out, const int32_t *tokens, const float *wte, int N, int C) {
-#pragma omp parallel for schedule(static)
+void embedding_forward(float *out, const int32_t *tokens, const float *wte, int N, int C,
+                       int n_threads) {
+#pragma omp parallel for schedule(static) num_threads(n_threads)
     for (int n = 0; n < N; n++)
         memcpy(out + (size_t)n * C, wte + (size_t)tokens[n] * C, (size_t)C * sizeof(float));
 }
 
-void embedding_backward(float *dwte, const float *dout, const int32_t *tokens, int N, int C) {
+void embedding_backward(float *dwte, const float *dout, const int32_t *tokens, int N, int C,
+                        int n_threads) {
     /* repeated tokens add into the same row: split columns, not rows, across threads */
-#pragma omp parallel
+#pragma omp parallel num_threads(n_threads)
     {
         int c0, c1;
         split_rows(C, omp_get_thread_num(), omp_get_num_threads(), &c0, &c1);
@@ -98,8 +100,8 @@ void embedding_backward(float *dwte, const float *dout, const int32_t *tokens, i
 /* ---- RMSNorm -------------------------------------------------------------------------------- */
 
 void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int N, int C,
-                     float eps) {
-#pragma omp parallel for schedule(static) if (N > 8)
+                     float eps, int n_threads) {
+#pragma omp parallel for schedule(static) if (N > 8) num_threads(n_threads)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *y = out + (size_t)n * C;
@@ -112,9 +114,9 @@ void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, 
 }
 
 void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
-                      const float *rstd, int N, int C) {
+                      const float *rstd, int N, int C, int n_threads) {
     /* y = x r w, r = (mean x² + eps)^-1/2:  dx = r (dy∘w) − x r³/C Σ(dy∘w∘x) */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(n_threads)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
         float *dx = dinp + (size_t)n * C;
@@ -125,7 +127,7 @@ void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *in
         for (int c = 0; c < C; c++) dx[c] += r * dy[c] * w[c] - k * x[c];
     }
     /* dw[c] = Σ_n dy x r: columns split across threads */
-#pragma omp parallel
+#pragma omp parallel num_threads(n_threads)
     {
         int c0, c1;
         split_rows(C, omp_get_thread_num(), omp_get_num_threads(), &c0, &c1);
@@ -154,9 +156,9 @@ void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *in
 #define GEMM_MB 256
 #define GEMM_NB 512
 static void gemm_tiled(int trans_a, int trans_b, int M, int Nc, int K, const float *A, int lda,
-                       const float *B, int ldb, float beta, float *C, int ldc) {
+                       const float *B, int ldb, float beta, float *C, int ldc, int n_threads) {
     const int tm = (M + GEMM_MB - 1) / GEMM_MB, tn = (Nc + GEMM_NB - 1) / GEMM_NB;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(n_threads)
     for (int t = 0; t < tm * tn; t++) {
         const int i0 = t / tn * GEMM_MB, j0 = t % tn * GEMM_NB;
         const int m = M - i0 < GEMM_MB ? M - i0 : GEMM_MB,
@@ -168,14 +170,18 @@ static void gemm_tiled(int trans_a, int trans_b, int M, int Nc, int K, const flo
     }
 }
 
-void matmul_forward(float *out, const float *inp, const float *w, int N, int IC, int OC) {
-    gemm_tiled(0, 1, N, OC, IC, inp, IC, w, IC, 0.0f, out, OC);
+void matmul_forward(float *out, const float *inp, const float *w, int N, int IC, int OC,
+                    int n_threads) {
+    gemm_tiled(0, 1, N, OC, IC, inp, IC, w, IC, 0.0f, out, OC, n_threads);
 }
 
 void matmul_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
-                     int N, int IC, int OC) {
-    if (dinp) gemm_tiled(0, 0, N, IC, OC, dout, OC, w, IC, 1.0f, dinp, IC); /* += dout · w */
-    if (dw) gemm_tiled(1, 0, OC, IC, N, dout, OC, inp, IC, 1.0f, dw, IC);   /* += doutᵀ · inp */
+                     int N, int IC, int OC, int n_threads) {
+    if (dinp)
+        gemm_tiled(0, 0, N, IC, OC, dout, OC, w, IC, 1.0f, dinp, IC, n_threads); /* += dout · w */
+    if (dw)
+        gemm_tiled(1, 0, OC, IC, N, dout, OC, inp, IC, 1.0f, dw, IC,
+                   n_threads); /* += doutᵀ · inp */
 }
 
 /* ---- RoPE ----------------------------------------------------------------------------------- */
@@ -205,9 +211,9 @@ void rope_table_at(float *table, const int64_t *pos, int n, int n_rot, float bas
 
 /* Rotate each head's first n_rot dims by +θ (sign = 1) or −θ (sign = −1, the transpose). */
 static void rope_rotate(float *out, const float *inp, const float *table, int N, int T, int n_heads,
-                        int d, int n_rot, float sign, int accumulate) {
+                        int d, int n_rot, float sign, int accumulate, int n_threads) {
     const int R = n_rot / 2, W = n_heads * d;
-#pragma omp parallel for schedule(static) if (N > 8)
+#pragma omp parallel for schedule(static) if (N > 8) num_threads(n_threads)
     for (int n = 0; n < N; n++) {
         const float *cs = table + (size_t)(n % T) * R * 2;
         const float *x = inp + (size_t)n * W;
@@ -230,13 +236,13 @@ static void rope_rotate(float *out, const float *inp, const float *table, int N,
 }
 
 void rope_forward(float *out, const float *inp, const float *table, int N, int T, int n_heads,
-                  int d, int n_rot) {
-    rope_rotate(out, inp, table, N, T, n_heads, d, n_rot, 1.0f, 0);
+                  int d, int n_rot, int n_threads) {
+    rope_rotate(out, inp, table, N, T, n_heads, d, n_rot, 1.0f, 0, n_threads);
 }
 
 void rope_backward(float *dinp, const float *dout, const float *table, int N, int T, int n_heads,
-                   int d, int n_rot) {
-    rope_rotate(dinp, dout, table, N, T, n_heads, d, n_rot, -1.0f, 1);
+                   int d, int n_rot, int n_threads) {
+    rope_rotate(dinp, dout, table, N, T, n_heads, d, n_rot, -1.0f, 1, n_threads);
 }
 
 /* ---- attention ------------------------------------------------------------------------------ */
@@ -385,9 +391,9 @@ void softmax(float *x, int n) {
 
 /* ---- SwiGLU --------------------------------------------------------------------------------- */
 
-void swiglu_forward(float *out, const float *gate, const float *up, int N, int F) {
+void swiglu_forward(float *out, const float *gate, const float *up, int N, int F, int n_threads) {
     const size_t n = (size_t)N * F;
-#pragma omp parallel for schedule(static) if (N > 8)
+#pragma omp parallel for schedule(static) if (N > 8) num_threads(n_threads)
     for (size_t i = 0; i < n; i++) {
         const float g = gate[i];
         out[i] = g / (1.0f + expf(-g)) * up[i];
@@ -395,9 +401,9 @@ void swiglu_forward(float *out, const float *gate, const float *up, int N, int F
 }
 
 void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
-                     const float *up, int N, int F) {
+                     const float *up, int N, int F, int n_threads) {
     const size_t n = (size_t)N * F;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(n_threads)
     for (size_t i = 0; i < n; i++) {
         const float g = gate[i], s = 1.0f / (1.0f + expf(-g));
         dgate[i] += dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
@@ -415,9 +421,9 @@ static float row_logsumexp(const float *x, int V) {
     return mx + (float)log(s);
 }
 
-void crossentropy_forward(float *losses, const float *logits, const int32_t *targets, int N,
-                          int V) {
-#pragma omp parallel for schedule(static)
+void crossentropy_forward(float *losses, const float *logits, const int32_t *targets, int N, int V,
+                          int n_threads) {
+#pragma omp parallel for schedule(static) num_threads(n_threads)
     for (int n = 0; n < N; n++) {
         const float *x = logits + (size_t)n * V;
         losses[n] = row_logsumexp(x, V) - x[targets[n]];
@@ -425,9 +431,9 @@ void crossentropy_forward(float *losses, const float *logits, const int32_t *tar
 }
 
 void crossentropy_backward(float *dlogits, const float *logits, const int32_t *targets, float dloss,
-                           int N, int V) {
+                           int N, int V, int n_threads) {
     const int in_place = dlogits == logits;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(n_threads)
     for (int n = 0; n < N; n++) {
         const float *x = logits + (size_t)n * V;
         float *dx = dlogits + (size_t)n * V;

@@ -20,22 +20,25 @@
 #include <stdint.h>
 
 /* out[n, :] = wte[tokens[n], :] */
-void embedding_forward(float *out, const int32_t *tokens, const float *wte, int N, int C);
+void embedding_forward(float *out, const int32_t *tokens, const float *wte, int N, int C,
+                       int n_threads);
 /* dwte[tokens[n], :] += dout[n, :] */
-void embedding_backward(float *dwte, const float *dout, const int32_t *tokens, int N, int C);
+void embedding_backward(float *dwte, const float *dout, const int32_t *tokens, int N, int C,
+                        int n_threads);
 
 /* out = inp / rms(inp) * w per row, rms = sqrt(mean(inp²) + eps); rstd[n] = 1 / rms (kept for
  * backward; rstd may be NULL). */
 void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int N, int C,
-                     float eps);
+                     float eps, int n_threads);
 void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
-                      const float *rstd, int N, int C);
+                      const float *rstd, int N, int C, int n_threads);
 
 /* out (N, OC) = inp (N, IC) · wᵀ, w (OC, IC): OpenBLAS sgemm, rows split across threads. */
-void matmul_forward(float *out, const float *inp, const float *w, int N, int IC, int OC);
+void matmul_forward(float *out, const float *inp, const float *w, int N, int IC, int OC,
+                    int n_threads);
 /* dinp += dout · w; dw += doutᵀ · inp. Either of dinp / dw may be NULL (not needed). */
 void matmul_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
-                     int N, int IC, int OC);
+                     int N, int IC, int OC, int n_threads);
 
 /* Rotary position embedding, adjacent pairs (x[2i], x[2i+1]) rotated by pos · base^(-2i/n_rot), for
  * i < n_rot / 2 (llama.cpp's "norm" RoPE). Rows are tokens of n_heads · d; row n uses table row
@@ -45,10 +48,10 @@ size_t rope_table_floats(int T, int n_rot);
 void rope_table_init(float *table, int T, int n_rot, float base);
 void rope_table_at(float *table, const int64_t *pos, int n, int n_rot, float base);
 void rope_forward(float *out, const float *inp, const float *table, int N, int T, int n_heads,
-                  int d, int n_rot);
+                  int d, int n_rot, int n_threads);
 /* dinp += R(pos)ᵀ dout */
 void rope_backward(float *dinp, const float *dout, const float *table, int N, int T, int n_heads,
-                   int d, int n_rot);
+                   int d, int n_rot, int n_threads);
 
 /* Causal softmax attention, scale 1/sqrt(d), without any T×T buffer: tiles of queries against
  * tiles of keys with an online softmax (flash attention). q, out: (N, H·d); k, v: (N, Hkv·d);
@@ -66,17 +69,18 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
 void softmax(float *x, int n);
 
 /* out = silu(gate) · up, all (N, F); out may equal gate. */
-void swiglu_forward(float *out, const float *gate, const float *up, int N, int F);
+void swiglu_forward(float *out, const float *gate, const float *up, int N, int F, int n_threads);
 void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
-                     const float *up, int N, int F);
+                     const float *up, int N, int F, int n_threads);
 
 /* losses[n] = -log softmax(logits[n, :])[targets[n]]. */
-void crossentropy_forward(float *losses, const float *logits, const int32_t *targets, int N, int V);
+void crossentropy_forward(float *losses, const float *logits, const int32_t *targets, int N, int V,
+                          int n_threads);
 /* dlogits[n, :] += dloss · (softmax(logits[n, :]) - onehot(targets[n])), where dloss is the
  * gradient of the objective with respect to each losses[n] (1/N for a mean). dlogits may equal
  * logits (then it is overwritten, not accumulated: the memory of the biggest activation is shared).
  */
 void crossentropy_backward(float *dlogits, const float *logits, const int32_t *targets, float dloss,
-                           int N, int V);
+                           int N, int V, int n_threads);
 
 #endif

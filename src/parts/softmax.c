@@ -143,7 +143,7 @@ static void attend_token(memory *m, const layout *L, int layer, const float *q, 
     const float scale = 1.0f / sqrtf((float)d);
     float *probs = (float *)((uint8_t *)m->state + L->off_probs);
     const int64_t work = (int64_t)H * count[0] * d;
-#pragma omp parallel for if (work > 65536)
+#pragma omp parallel for if (work > 65536) num_threads(s->n_threads)
     for (int hq = 0; hq < H; hq++) {
         const int g = hq / group, n_keys = count[L->n_sets > 1 ? g : 0];
         float *p = probs + (size_t)hq * L->ld;
@@ -382,8 +382,8 @@ static msrnn_status sm_infer(const part_step *c, const float *xn, float *out) {
     float *qkv[3] = {w.q, w.k, w.v};
     const weight *wqkv[3] = {&c->w[W_Q], &c->w[W_K], &c->w[W_V]};
     matmul_many(3, qkv, xn, wqkv, n, c->scratch, c->n_threads);
-    rope_forward(w.q, w.q, w.rope, n, n, H, d, hp->n_rot);
-    rope_forward(w.k, w.k, w.rope, n, n, Hkv, d, hp->n_rot);
+    rope_forward(w.q, w.q, w.rope, n, n, H, d, hp->n_rot, c->n_threads);
+    rope_forward(w.k, w.k, w.rope, n, n, Hkv, d, hp->n_rot, c->n_threads);
     for (int s = 0; s < c->n_seq; s++) {
         const int t0 = c->seq_start[s], nt = c->seq_start[s + 1] - t0;
         MSRNN_TRY(kv_attend(c->state[s], c->layer, nt, w.q + t0 * QD, w.k + t0 * KD, w.v + t0 * KD,
@@ -462,13 +462,13 @@ static void sm_train_forward(const part_train *c, const float *xn, float *out) {
     const int H = hp->info.n_heads, Hk = hp->info.n_kv_heads, d = hp->info.head_dim;
     const int QD = H * d, KD = Hk * d;
     const sm_acts a = acts_of(c);
-    matmul_forward(a.q, xn, c->w[W_Q], N, C, QD);
-    matmul_forward(a.k, xn, c->w[W_K], N, C, KD);
-    matmul_forward(a.v, xn, c->w[W_V], N, C, KD);
-    rope_forward(a.q, a.q, c->shared, N, T, H, d, hp->n_rot);
-    rope_forward(a.k, a.k, c->shared, N, T, Hk, d, hp->n_rot);
+    matmul_forward(a.q, xn, c->w[W_Q], N, C, QD, c->n_threads);
+    matmul_forward(a.k, xn, c->w[W_K], N, C, KD, c->n_threads);
+    matmul_forward(a.v, xn, c->w[W_V], N, C, KD, c->n_threads);
+    rope_forward(a.q, a.q, c->shared, N, T, H, d, hp->n_rot, c->n_threads);
+    rope_forward(a.k, a.k, c->shared, N, T, Hk, d, hp->n_rot, c->n_threads);
     attention_forward(a.att, a.lse, a.q, a.k, a.v, B, T, H, Hk, d, scratch_of(c).att, c->n_threads);
-    matmul_forward(out, a.att, c->w[W_O], N, QD, C);
+    matmul_forward(out, a.att, c->w[W_O], N, QD, C, c->n_threads);
 }
 
 static void zero(float *p, size_t n) { memset(p, 0, n * sizeof(float)); }
@@ -481,7 +481,7 @@ static void sm_train_backward(const part_train *c, const float *xn, const float 
     const sm_acts a = acts_of(c);
     const sm_scratch s = scratch_of(c);
     zero(s.datt, (size_t)N * QD);
-    matmul_backward(s.datt, c->dw[W_O], dout, a.att, c->w[W_O], N, QD, C);
+    matmul_backward(s.datt, c->dw[W_O], dout, a.att, c->w[W_O], N, QD, C, c->n_threads);
     zero(s.dq, (size_t)N * QD);
     zero(s.dk, (size_t)N * KD);
     zero(s.dv, (size_t)N * KD);
@@ -489,11 +489,11 @@ static void sm_train_backward(const part_train *c, const float *xn, const float 
                        c->n_threads);
     zero(s.dq2, (size_t)N * QD);
     zero(s.dk2, (size_t)N * KD);
-    rope_backward(s.dq2, s.dq, c->shared, N, T, H, d, hp->n_rot);
-    rope_backward(s.dk2, s.dk, c->shared, N, T, Hk, d, hp->n_rot);
-    matmul_backward(dxn, c->dw[W_Q], s.dq2, xn, c->w[W_Q], N, C, QD);
-    matmul_backward(dxn, c->dw[W_K], s.dk2, xn, c->w[W_K], N, C, KD);
-    matmul_backward(dxn, c->dw[W_V], s.dv, xn, c->w[W_V], N, C, KD);
+    rope_backward(s.dq2, s.dq, c->shared, N, T, H, d, hp->n_rot, c->n_threads);
+    rope_backward(s.dk2, s.dk, c->shared, N, T, Hk, d, hp->n_rot, c->n_threads);
+    matmul_backward(dxn, c->dw[W_Q], s.dq2, xn, c->w[W_Q], N, C, QD, c->n_threads);
+    matmul_backward(dxn, c->dw[W_K], s.dk2, xn, c->w[W_K], N, C, KD, c->n_threads);
+    matmul_backward(dxn, c->dw[W_V], s.dv, xn, c->w[W_V], N, C, KD, c->n_threads);
 }
 
 const part_kind part_softmax = {

@@ -50,7 +50,7 @@ static msrnn_status ffn_infer(const part_step *c, const float *xn, float *out) {
     float *gu[2] = {gate, up};
     const weight *wgu[2] = {&c->w[W_GATE], &c->w[W_UP]};
     matmul_many(2, gu, xn, wgu, n, c->scratch, c->n_threads);
-    swiglu_forward(gate, gate, up, n, F);
+    swiglu_forward(gate, gate, up, n, F, c->n_threads);
     matmul(out, gate, &c->w[W_DOWN], n, c->scratch, c->n_threads);
     return MSRNN_OK;
 }
@@ -76,10 +76,10 @@ static void ffn_train_init(const hparams *hp, int B, int T, float *shared) {
 static void ffn_train_forward(const part_train *c, const float *xn, float *out) {
     const int N = c->B * c->T, C = c->hp->info.dim, F = c->hp->info.ffn_dim;
     float *gate = c->act, *up = gate + (size_t)N * F, *act = up + (size_t)N * F;
-    matmul_forward(gate, xn, c->w[W_GATE], N, C, F);
-    matmul_forward(up, xn, c->w[W_UP], N, C, F);
-    swiglu_forward(act, gate, up, N, F);
-    matmul_forward(out, act, c->w[W_DOWN], N, F, C);
+    matmul_forward(gate, xn, c->w[W_GATE], N, C, F, c->n_threads);
+    matmul_forward(up, xn, c->w[W_UP], N, C, F, c->n_threads);
+    swiglu_forward(act, gate, up, N, F, c->n_threads);
+    matmul_forward(out, act, c->w[W_DOWN], N, F, C, c->n_threads);
 }
 
 static void ffn_train_backward(const part_train *c, const float *xn, const float *dout,
@@ -89,12 +89,12 @@ static void ffn_train_backward(const part_train *c, const float *xn, const float
     const float *gate = c->act, *up = gate + NF, *act = up + NF;
     float *dact = c->scratch, *dgate = dact + NF, *dup = dgate + NF;
     memset(dact, 0, NF * sizeof(float));
-    matmul_backward(dact, c->dw[W_DOWN], dout, act, c->w[W_DOWN], N, F, C);
+    matmul_backward(dact, c->dw[W_DOWN], dout, act, c->w[W_DOWN], N, F, C, c->n_threads);
     memset(dgate, 0, NF * sizeof(float));
     memset(dup, 0, NF * sizeof(float));
-    swiglu_backward(dgate, dup, dact, gate, up, N, F);
-    matmul_backward(dxn, c->dw[W_GATE], dgate, xn, c->w[W_GATE], N, C, F);
-    matmul_backward(dxn, c->dw[W_UP], dup, xn, c->w[W_UP], N, C, F);
+    swiglu_backward(dgate, dup, dact, gate, up, N, F, c->n_threads);
+    matmul_backward(dxn, c->dw[W_GATE], dgate, xn, c->w[W_GATE], N, C, F, c->n_threads);
+    matmul_backward(dxn, c->dw[W_UP], dup, xn, c->w[W_UP], N, C, F, c->n_threads);
 }
 
 const part_kind part_swiglu = {

@@ -60,8 +60,8 @@ float dot_f32(const float *a, const float *b, int n);
 void axpy_f32(float *y, float a, const float *x, int n); /* y += a x */
 /* y += a x, x a row of type t (f32 or f16: KV cache rows) */
 void axpy_row(tensor_type t, float *y, float a, const void *x, int n);
-/* Default OpenMP threads of the calling thread for the ops that take no count; OpenBLAS is kept
- * single-threaded (all parallelism is OpenMP's, see matmul). */
+/* Keep OpenBLAS single-threaded (all parallelism is OpenMP's, see matmul) and set the calling
+ * thread's OpenMP default to n. No msrnn region relies on that default: each names its count. */
 void kernels_set_threads(int n);
 
 #endif

@@ -39,7 +39,7 @@ float grad_norm(const float *g, size_t n) {
 }
 
 float adamw_step(const adamw_params *p, int t, float lr, const param_list *pl, float *params,
-                 float *grads, float *m, float *v) {
+                 float *grads, float *m, float *v, int n_threads) {
     const float norm = grad_norm(grads, pl->n_floats);
     const float gs = p->clip > 0 && norm > p->clip ? p->clip / norm : 1.0f;
     const float b1 = p->beta1, b2 = p->beta2;
@@ -52,7 +52,7 @@ float adamw_step(const adamw_params *p, int t, float lr, const param_list *pl, f
         float *w = params + pt->offset, *mm = m + pt->offset, *vv = v + pt->offset;
         const float *g = grads + pt->offset;
         const long long nt = (long long)pt->n;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(n_threads)
         for (long long i = 0; i < nt; i++) {
             const float gi = g[i] * gs;
             mm[i] = b1 * mm[i] + (1 - b1) * gi;

@@ -31,6 +31,6 @@ float grad_norm(const float *g, size_t n);
  * out by the list's offsets): decay on the tensors marked so, the learning rate times each
  * tensor's lr_scale, frozen tensors skipped. Returns the gradient norm before clipping. */
 float adamw_step(const adamw_params *p, int t, float lr, const param_list *pl, float *params,
-                 float *grads, float *m, float *v);
+                 float *grads, float *m, float *v, int n_threads);
 
 #endif

@@ -20,15 +20,6 @@
 #include "tensor/kernels.h"
 
 #define HEAD_ROWS 512
-static msrnn_status TMP_ADD_F32_AS(gguf_writer *w, const char *name, tensor_type t, uint32_t nd, const uint64_t *ne, const float *src) {
-    if (t == TYPE_F32) return gguf_writer_add_tensor(w, name, t, nd, ne, src);
-    size_t n = ne[0] * (nd > 1 ? ne[1] : 1);
-    uint16_t *h = malloc(n * 2);
-    quantize_row(TYPE_F16, src, h, (int64_t)n);
-    msrnn_status st = gguf_writer_add_tensor(w, name, t, nd, ne, h);
-    free(h);
-    return st;
-}
 
 typedef struct {        /* activations kept for backward, per layer */
     float *x;           /* (N, C) the layer input (residual stream) */
@@ -175,6 +166,7 @@ msrnn_status train_model_open(const char *path, int B, int T, int n_threads, tra
 }
 
 const hparams *train_model_hparams(const train_model *m) { return &m->hp; }
+int train_model_threads(const train_model *m) { return m->n_threads; }
 const param_list *train_model_params_list(const train_model *m) { return m->pl; }
 size_t train_model_n_params(const train_model *m) { return m->pl->n_floats; }
 float *train_model_params(train_model *m) { return m->params; }
@@ -222,19 +214,20 @@ static void forward(train_model *m) {
     const float eps = hp->info.norm_eps;
     omp_set_num_threads(m->n_threads);
     kernels_set_threads(m->n_threads);
-    embedding_forward(m->la[0].x, m->inp, m->pw[pl->embd], N, C);
+    embedding_forward(m->la[0].x, m->inp, m->pw[pl->embd], N, C, m->n_threads);
     for (int l = 0; l < L; l++) {
         layer_acts *a = &m->la[l];
         float *x_next = l + 1 < L ? m->la[l + 1].x : m->xf;
         const part_train mc = mixer_ctx(m, l), fc = ffn_ctx(m, l);
-        rmsnorm_forward(a->xn1, a->rstd1, a->x, m->pw[param_layer(pl, l)], N, C, eps);
+        rmsnorm_forward(a->xn1, a->rstd1, a->x, m->pw[param_layer(pl, l)], N, C, eps, m->n_threads);
         m->arch->mixer->train_forward(&mc, a->xn1, a->h);
         for (size_t i = 0; i < (size_t)N * C; i++) a->h[i] += a->x[i];
-        rmsnorm_forward(a->xn2, a->rstd2, a->h, m->pw[param_ffn_norm(pl, l)], N, C, eps);
+        rmsnorm_forward(a->xn2, a->rstd2, a->h, m->pw[param_ffn_norm(pl, l)], N, C, eps,
+                        m->n_threads);
         m->arch->ffn->train_forward(&fc, a->xn2, x_next);
         for (size_t i = 0; i < (size_t)N * C; i++) x_next[i] += a->h[i];
     }
-    rmsnorm_forward(m->xnf, m->rstdf, m->xf, m->pw[pl->out_norm], N, C, eps);
+    rmsnorm_forward(m->xnf, m->rstdf, m->xf, m->pw[pl->out_norm], N, C, eps, m->n_threads);
 }
 
 /* The head, chunk by chunk: logits, losses, and (when dloss != 0) the gradient into dxn and
@@ -244,12 +237,13 @@ static double head(train_model *m, float dloss) {
     double sum = 0;
     for (int r0 = 0; r0 < N; r0 += HEAD_ROWS) {
         const int n = N - r0 < HEAD_ROWS ? N - r0 : HEAD_ROWS;
-        matmul_forward(m->logits, m->xnf + (size_t)r0 * C, m->pw[m->pl->output], n, C, V);
-        crossentropy_forward(m->losses + r0, m->logits, m->tgt + r0, n, V);
+        matmul_forward(m->logits, m->xnf + (size_t)r0 * C, m->pw[m->pl->output], n, C, V,
+                       m->n_threads);
+        crossentropy_forward(m->losses + r0, m->logits, m->tgt + r0, n, V, m->n_threads);
         if (dloss != 0) {
-            crossentropy_backward(m->logits, m->logits, m->tgt + r0, dloss, n, V);
+            crossentropy_backward(m->logits, m->logits, m->tgt + r0, dloss, n, V, m->n_threads);
             matmul_backward(m->dxn + (size_t)r0 * C, m->pg[m->pl->output], m->logits,
-                            m->xnf + (size_t)r0 * C, m->pw[m->pl->output], n, C, V);
+                            m->xnf + (size_t)r0 * C, m->pw[m->pl->output], n, C, V, m->n_threads);
         }
     }
     for (int i = 0; i < N; i++) sum += m->losses[i];
@@ -269,7 +263,8 @@ msrnn_status train_model_logits(train_model *m, const int32_t *tokens, int b, fl
     MSRNN_TRY(split_tokens(m, tokens));
     forward(m);
     const int C = m->hp.info.dim, V = m->hp.info.n_vocab;
-    matmul_forward(logits, m->xnf + (size_t)b * m->T * C, m->pw[m->pl->output], m->T, C, V);
+    matmul_forward(logits, m->xnf + (size_t)b * m->T * C, m->pw[m->pl->output], m->T, C, V,
+                   m->n_threads);
     return MSRNN_OK;
 }
 
@@ -285,8 +280,8 @@ msrnn_status train_model_step(train_model *m, const int32_t *tokens, float grad_
     zero(m->dxn, NC);
     *loss = (float)head(m, grad_scale / N);
     zero(m->dx, NC);
-    rmsnorm_backward(m->dx, m->pg[pl->out_norm], m->dxn, m->xf, m->pw[pl->out_norm], m->rstdf, N,
-                     C);
+    rmsnorm_backward(m->dx, m->pg[pl->out_norm], m->dxn, m->xf, m->pw[pl->out_norm], m->rstdf, N, C,
+                     m->n_threads);
     for (int l = m->hp.info.n_layers - 1; l >= 0; l--) {
         const layer_acts *a = &m->la[l];
         const part_train mc = mixer_ctx(m, l), fc = ffn_ctx(m, l);
@@ -294,14 +289,14 @@ msrnn_status train_model_step(train_model *m, const int32_t *tokens, float grad_
         zero(m->dxn, NC);
         m->arch->ffn->train_backward(&fc, a->xn2, m->dx, m->dxn);
         const int fn = param_ffn_norm(pl, l);
-        rmsnorm_backward(m->dx, m->pg[fn], m->dxn, a->h, m->pw[fn], a->rstd2, N, C);
+        rmsnorm_backward(m->dx, m->pg[fn], m->dxn, a->h, m->pw[fn], a->rstd2, N, C, m->n_threads);
         /* mixer: h = x + mixer(xn1); dx holds d h, and gets d x added */
         zero(m->dxn, NC);
         m->arch->mixer->train_backward(&mc, a->xn1, m->dx, m->dxn);
         const int an = param_layer(pl, l);
-        rmsnorm_backward(m->dx, m->pg[an], m->dxn, a->x, m->pw[an], a->rstd1, N, C);
+        rmsnorm_backward(m->dx, m->pg[an], m->dxn, a->x, m->pw[an], a->rstd1, N, C, m->n_threads);
     }
-    embedding_backward(m->pg[pl->embd], m->dx, m->inp, N, C);
+    embedding_backward(m->pg[pl->embd], m->dx, m->inp, N, C, m->n_threads);
     return MSRNN_OK;
 }
 
@@ -321,7 +316,7 @@ msrnn_status train_model_save(const train_model *m, const char *path, int f16,
         const param_desc *t = &m->pl->p[i];
         const uint64_t ne[2] = {(uint64_t)t->ne[0], (uint64_t)t->ne[1]};
         const float *src = m->params + t->offset;
-        st = TMP_ADD_F32_AS(w, t->name, f16 && t->matrix ? TYPE_F16 : TYPE_F32,
+        st = gguf_writer_add_tensor_f32_as(w, t->name, f16 && t->matrix ? TYPE_F16 : TYPE_F32,
                                            (uint32_t)t->n_dims, ne, src);
     }
     if (st == MSRNN_OK && extra) st = extra(ctx, w);

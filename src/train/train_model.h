@@ -25,6 +25,7 @@ msrnn_status train_model_open(const char *path, int B, int T, int n_threads, tra
 void train_model_free(train_model *m);
 
 const hparams *train_model_hparams(const train_model *m);
+int train_model_threads(const train_model *m); /* the OpenMP threads every op runs with */
 /* The tensors (offsets into the parameter, gradient and moment slabs). */
 const param_list *train_model_params_list(const train_model *m);
 size_t train_model_n_params(const train_model *m);

@@ -76,11 +76,11 @@ static msrnn_status ckpt_extra(void *vctx, gguf_writer *w) {
         const param_desc *t = &pl->p[i];
         const uint64_t ne[2] = {(uint64_t)t->ne[0], (uint64_t)t->ne[1]};
         snprintf(name, sizeof name, "opt.m.%s", t->name);
-        st = gguf_writer_add_tensor(w, name, TYPE_F32, (uint32_t)t->n_dims, ne,
+        st = gguf_writer_add_tensor_ref(w, name, TYPE_F32, (uint32_t)t->n_dims, ne,
                                         c->m + t->offset);
         snprintf(name, sizeof name, "opt.v.%s", t->name);
         if (st == MSRNN_OK)
-            st = gguf_writer_add_tensor(w, name, TYPE_F32, (uint32_t)t->n_dims, ne,
+            st = gguf_writer_add_tensor_ref(w, name, TYPE_F32, (uint32_t)t->n_dims, ne,
                                             c->v + t->offset);
     }
     return st;
@@ -208,7 +208,8 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
     if (st == MSRNN_OK)
         st = train_model_open(paths->resume ? paths->ckpt_path : paths->init_path, cfg.batch,
                               cfg.ctx, paths->n_threads, &model);
-    if (st == MSRNN_OK && (uint32_t)train_model_hparams(model)->info.n_vocab < token_shard_vocab(train))
+    if (st == MSRNN_OK &&
+        (uint32_t)train_model_hparams(model)->info.n_vocab < token_shard_vocab(train))
         st = msrnn_fail(MSRNN_ERR_INVALID, "train: %s has ids up to %u but the model only %d",
                         paths->train_path, token_shard_vocab(train),
                         train_model_hparams(model)->info.n_vocab);
@@ -257,8 +258,9 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
         if (st != MSRNN_OK) break;
         const float lr = lr_at(&ap, step);
         train_progress p = {0};
-        p.grad_norm = adamw_step(&ap, step + 1, lr, train_model_params_list(model),
-                                     train_model_params(model), train_model_grads(model), m, v);
+        p.grad_norm =
+            adamw_step(&ap, step + 1, lr, train_model_params_list(model), train_model_params(model),
+                       train_model_grads(model), m, v, train_model_threads(model));
         step++;
         p.step = step;
         p.loss = (float)(loss_sum / cfg.accum);

@@ -1,0 +1,150 @@
+/* atomic_file.c — see atomic_file.h. A buffered file descriptor that remembers its first error,
+ * plus the temporary-file-and-rename protocol around it. The stdio stream is a glibc
+ * fopencookie() over atomic_file_write, so text writers share the buffer and the error record. */
+#include "base/atomic_file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "base/sync_dir.h"
+
+#define TMP_SUFFIX ".tmp-XXXXXX"
+#define BUF_BYTES (1u << 18)
+
+struct atomic_file {
+    char *path, *tmp; /* owned copies */
+    int fd;
+    int err;          /* errno of the first failure, 0 if none */
+    const char *step; /* what failed: "writing", "fsync of", ... */
+    uint64_t offset;  /* bytes accepted so far */
+    FILE *stream;
+    size_t len; /* bytes waiting in buf */
+    uint8_t buf[BUF_BYTES];
+};
+
+static void fail_step(atomic_file *f, int err, const char *step) {
+    if (f->err) return;
+    f->err = err ? err : EIO;
+    f->step = step;
+}
+
+/* write(2) all of [p, p + n), retrying short writes; the first failure is kept. */
+static void write_fd(atomic_file *f, const uint8_t *p, size_t n) {
+    size_t done = 0;
+    while (!f->err && done < n) {
+        ssize_t k = write(f->fd, p + done, n - done);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0)
+            fail_step(f, k < 0 ? errno : EIO, "writing");
+        else
+            done += (size_t)k;
+    }
+}
+
+static void flush_buf(atomic_file *f) {
+    write_fd(f, f->buf, f->len);
+    f->len = 0;
+}
+
+void atomic_file_write(atomic_file *f, const void *data, size_t n) {
+    const uint8_t *p = data;
+    f->offset += n;
+    if (n >= BUF_BYTES) { /* a large block goes straight to the file */
+        flush_buf(f);
+        write_fd(f, p, n);
+        return;
+    }
+    while (n && !f->err) {
+        size_t k = BUF_BYTES - f->len < n ? BUF_BYTES - f->len : n;
+        memcpy(f->buf + f->len, p, k);
+        f->len += k, p += k, n -= k;
+        if (f->len == BUF_BYTES) flush_buf(f);
+    }
+}
+
+static ssize_t stream_write(void *cookie, const char *data, size_t n) {
+    atomic_file_write(cookie, data, n);
+    return (ssize_t)n; /* a failure is reported by commit, not through stdio */
+}
+
+msrnn_status atomic_file_open(const char *path, atomic_file **out) {
+    *out = NULL;
+    size_t n = strlen(path);
+    atomic_file *f = malloc(sizeof *f);
+    char *tmp = malloc(n + sizeof TMP_SUFFIX);
+    char *copy = strdup(path);
+    if (!f || !tmp || !copy) {
+        free(f), free(tmp), free(copy);
+        return msrnn_fail(MSRNN_ERR_NOMEM, "%s: out of memory", path);
+    }
+    memcpy(tmp, path, n);
+    memcpy(tmp + n, TMP_SUFFIX, sizeof TMP_SUFFIX);
+    int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0) {
+        msrnn_status st =
+            msrnn_fail(MSRNN_ERR_IO, "%s: cannot create a temporary file beside it: %s", path,
+                       strerror(errno));
+        free(f), free(tmp), free(copy);
+        return st;
+    }
+    f->path = copy, f->tmp = tmp, f->fd = fd, f->err = 0, f->step = NULL;
+    f->offset = 0, f->len = 0;
+    f->stream = fopencookie(f, "w", (cookie_io_functions_t){NULL, stream_write, NULL, NULL});
+    if (!f->stream || setvbuf(f->stream, NULL, _IONBF, 0) != 0) {
+        if (f->stream) fclose(f->stream);
+        f->stream = NULL;
+        atomic_file_abort(f);
+        return msrnn_fail(MSRNN_ERR_NOMEM, "%s: out of memory", path);
+    }
+    *out = f;
+    return MSRNN_OK;
+}
+
+FILE *atomic_file_stream(atomic_file *f) { return f->stream; }
+
+uint64_t atomic_file_offset(const atomic_file *f) { return f->offset; }
+
+int atomic_file_failed(const atomic_file *f) { return f->err != 0; }
+
+static void release(atomic_file *f) {
+    if (f->stream) fclose(f->stream); /* writes nothing: the stream is unbuffered */
+    free(f->path), free(f->tmp), free(f);
+}
+
+void atomic_file_abort(atomic_file *f) {
+    if (!f) return;
+    if (f->fd >= 0) close(f->fd);
+    unlink(f->tmp);
+    release(f);
+}
+
+msrnn_status atomic_file_commit(atomic_file *f) {
+    if (fflush(f->stream) != 0) fail_step(f, errno, "writing");
+    flush_buf(f);
+    if (!f->err && fchmod(f->fd, 0644) != 0) fail_step(f, errno, "chmod of");
+    if (!f->err && fsync(f->fd) != 0) fail_step(f, errno, "fsync of");
+    if (close(f->fd) != 0) fail_step(f, errno, "closing");
+    f->fd = -1;
+    if (!f->err && rename(f->tmp, f->path) != 0) fail_step(f, errno, "renaming");
+    if (f->err) {
+        msrnn_status st = msrnn_fail(MSRNN_ERR_IO, "%s: %s the temporary file %s failed: %s",
+                                     f->path, f->step, f->tmp, strerror(f->err));
+        atomic_file_abort(f);
+        return st;
+    }
+    sync_parent_dir(f->path);
+    release(f);
+    return MSRNN_OK;
+}
+
+msrnn_status atomic_file_write_all(const char *path, const void *data, size_t n) {
+    atomic_file *f;
+    MSRNN_TRY(atomic_file_open(path, &f));
+    atomic_file_write(f, data, n);
+    return atomic_file_commit(f);
+}

@@ -1,0 +1,201 @@
+/* perplexity.c — the perplexity protocol (see perplexity.h): chunking, the workers, the sums. */
+#include "eval/perplexity.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/clock.h"
+#include "base/status.h"
+
+typedef struct {
+    size_t text;
+    size_t start; /* first text token of the chunk */
+    int len;      /* tokens in the chunk, BOS included */
+} chunk_ref;
+
+msrnn_status perplexity_text_tokenize(const msrnn_model *m, const char *text, size_t len,
+                                      ppl_text *t) {
+    memset(t, 0, sizeof *t);
+    size_t cap = msrnn_tokenize_max(m, len);
+    t->ids = cap <= SIZE_MAX / sizeof *t->ids ? malloc((cap ? cap : 1) * sizeof *t->ids) : NULL;
+    if (!t->ids) return msrnn_fail(MSRNN_ERR_NOMEM, "out of memory");
+    msrnn_status st = msrnn_tokenize(m, text, len, 0, t->ids, cap, &t->n);
+    if (st != MSRNN_OK) {
+        perplexity_text_free(t);
+        return st;
+    }
+    t->n_bytes = len;
+    return MSRNN_OK;
+}
+
+void perplexity_text_free(ppl_text *t) {
+    free(t->ids);
+    memset(t, 0, sizeof *t);
+}
+
+/* Chunks of text t: ceil(n / (ctx - 1)), capped at max_chunks. */
+static size_t text_chunks(const ppl_text *t, int ctx, int max_chunks) {
+    size_t nc = (t->n + (size_t)ctx - 2) / (size_t)(ctx - 1);
+    return max_chunks > 0 && nc > (size_t)max_chunks ? (size_t)max_chunks : nc;
+}
+
+size_t perplexity_n_chunks(const ppl_text *texts, size_t n_texts, int ctx, int max_chunks) {
+    size_t n = 0;
+    for (size_t i = 0; ctx >= 2 && i < n_texts; i++) n += text_chunks(&texts[i], ctx, max_chunks);
+    return n;
+}
+
+/* -sum log softmax(logits_i)[next_i] over the n rows of one batch */
+static double batch_nll(const float *logits, int n, int n_vocab, const int32_t *next) {
+    double nll = 0;
+    for (int i = 0; i < n; i++) {
+        const float *row = logits + (size_t)i * n_vocab;
+        float mx = row[0];
+        for (int v = 1; v < n_vocab; v++) mx = row[v] > mx ? row[v] : mx;
+        double sum = 0;
+        for (int v = 0; v < n_vocab; v++) sum += exp((double)row[v] - mx);
+        nll += log(sum) + mx - row[next[i]];
+    }
+    return nll;
+}
+
+/* The first failure of any worker: its status and message (messages are thread-local). */
+typedef struct {
+    msrnn_status st;
+    char msg[1024];
+} failure;
+
+static void record_failure(failure *f, msrnn_status st, const char *msg) {
+#pragma omp critical
+    if (f->st == MSRNN_OK) {
+        f->st = st;
+        snprintf(f->msg, sizeof f->msg, "%s", msg);
+    }
+}
+
+msrnn_status perplexity_run(msrnn_model *m, const ppl_text *texts, size_t n_texts,
+                            const ppl_params *p, ppl_result *r) {
+    const int ctx = p->ctx;
+    if (ctx < 2)
+        return msrnn_fail(MSRNN_ERR_INVALID, "perplexity: chunk length %d, expected >= 2", ctx);
+    const msrnn_model_info *in = msrnn_model_get_info(m);
+
+    /* the chunks, in order: text by text, C - 1 text tokens each */
+    const size_t n_chunks = perplexity_n_chunks(texts, n_texts, ctx, p->max_chunks);
+    size_t total = 0, all = 0, total_bytes = 0;
+    for (size_t t = 0; t < n_texts; t++) all += texts[t].n, total_bytes += texts[t].n_bytes;
+    chunk_ref *chunks = calloc(n_chunks ? n_chunks : 1, sizeof *chunks);
+    double *chunk_nll = calloc(n_chunks ? n_chunks : 1, sizeof *chunk_nll);
+    if (!chunks || !chunk_nll) {
+        free(chunks), free(chunk_nll);
+        return msrnn_fail(MSRNN_ERR_NOMEM, "perplexity: out of memory for %zu chunks", n_chunks);
+    }
+    for (size_t t = 0, c = 0; t < n_texts; t++)
+        for (size_t c0 = 0, ci = 0; c0 < texts[t].n; c0 += (size_t)(ctx - 1), ci++) {
+            if (p->max_chunks > 0 && ci >= (size_t)p->max_chunks) break;
+            size_t n = texts[t].n - c0 < (size_t)(ctx - 1) ? texts[t].n - c0 : (size_t)(ctx - 1);
+            chunks[c++] = (chunk_ref){t, c0, (int)n + 1};
+            total += n;
+        }
+    if (total == 0) {
+        free(chunks), free(chunk_nll);
+        return msrnn_fail(MSRNN_ERR_INVALID, "the texts hold no tokens to score");
+    }
+
+    /* one single-threaded session per worker, or one session with every thread */
+    const int threads = p->session.n_threads > 0 ? p->session.n_threads : omp_get_num_procs();
+    const int workers = (size_t)threads < n_chunks ? threads : (int)n_chunks;
+    msrnn_session_params sp = p->session;
+    sp.n_ctx = ctx;
+    sp.batched_attention = 0; /* every memory through the same scan: comparisons are exact */
+    sp.n_threads = workers > 1 ? 1 : threads;
+    const int B = sp.n_batch > 0 && sp.n_batch < ctx ? sp.n_batch : (ctx < 512 ? ctx : 512);
+
+    failure fail = {MSRNN_OK, ""};
+    int stop = 0;
+    size_t done = 0, memory_bytes = 0, n_finished = 0; /* n_finished: tokens of finished chunks */
+    double nll_finished = 0;                           /* their NLL, for the running perplexity */
+    const double t0 = monotonic_seconds();
+#pragma omp parallel num_threads(workers) reduction(max : memory_bytes)
+    {
+        msrnn_session *s = NULL;
+        float *logits = malloc((size_t)B * (size_t)in->n_vocab * sizeof *logits);
+        int32_t *chunk = malloc((size_t)ctx * sizeof *chunk);
+        msrnn_status st = !logits || !chunk
+                              ? msrnn_fail(MSRNN_ERR_NOMEM, "perplexity: out of memory")
+                              : msrnn_session_open(m, &sp, &s);
+        if (st != MSRNN_OK) {
+            record_failure(&fail, st, msrnn_last_error());
+#pragma omp atomic write
+            stop = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (size_t c = 0; c < n_chunks; c++) {
+            int stopped;
+#pragma omp atomic read
+            stopped = stop;
+            if (stopped || st != MSRNN_OK) continue;
+            const chunk_ref *ch = &chunks[c];
+            chunk[0] = in->bos_id;
+            memcpy(chunk + 1, texts[ch->text].ids + ch->start,
+                   (size_t)(ch->len - 1) * sizeof *chunk);
+            msrnn_session_reset(s);
+            double nll = 0;
+            for (int b0 = 0; b0 < ch->len - 1; b0 += B) { /* the last token predicts nothing */
+                const int nb = ch->len - 1 - b0 < B ? ch->len - 1 - b0 : B;
+                st = msrnn_session_eval(s, chunk + b0, nb, logits);
+                if (st != MSRNN_OK) {
+                    record_failure(&fail, st, msrnn_last_error());
+#pragma omp atomic write
+                    stop = 1;
+                    break;
+                }
+                nll += batch_nll(logits, nb, in->n_vocab, chunk + b0 + 1);
+                const size_t used = msrnn_session_memory_bytes(s);
+                memory_bytes = used > memory_bytes ? used : memory_bytes;
+                size_t now;
+#pragma omp atomic capture
+                now = done += (size_t)nb;
+                if (p->progress && omp_get_thread_num() == 0) {
+                    ppl_progress pr = {now, total, monotonic_seconds() - t0, 0, 0};
+#pragma omp atomic read
+                    pr.nll_finished = nll_finished;
+#pragma omp atomic read
+                    pr.n_finished = n_finished;
+                    p->progress(p->user, &pr);
+                }
+            }
+            chunk_nll[c] = nll;
+#pragma omp atomic
+            nll_finished += nll;
+#pragma omp atomic
+            n_finished += (size_t)(ch->len - 1);
+        }
+        free(logits), free(chunk);
+        msrnn_session_close(s);
+    }
+    free(chunks);
+    if (fail.st != MSRNN_OK) {
+        free(chunk_nll);
+        return msrnn_fail(fail.st, "%s", fail.msg);
+    }
+    double nll = 0; /* in chunk order: the same sum whatever the number of workers */
+    for (size_t c = 0; c < n_chunks; c++) nll += chunk_nll[c];
+    free(chunk_nll);
+    memset(r, 0, sizeof *r);
+    r->n_scored = total;
+    r->nll_sum = nll;
+    r->nll_mean = nll / (double)total;
+    r->ppl = exp(r->nll_mean);
+    r->seconds = monotonic_seconds() - t0;
+    r->tokens_per_s = (double)total / (r->seconds > 0 ? r->seconds : 1e-9);
+    /* bytes of text scored: all of it, unless max_chunks cut it (then pro rata by tokens) */
+    const double bytes = total == all ? (double)total_bytes : (double)total_bytes * total / all;
+    r->bits_per_byte = nll / log(2.0) / (bytes > 0 ? bytes : 1);
+    r->memory_bytes = memory_bytes;
+    r->n_workers = workers;
+    return MSRNN_OK;
+}
