@@ -20,11 +20,11 @@ const arch_row *arch_find(const char *name, size_t len) {
 }
 
 const char *arch_names(void) {
-    static char buf[256];
-    if (!buf[0])
-        for (int i = 0; i < N_ARCH; i++)
-            snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s'%s'", i ? ", " : "",
-                     arch_table[i].name);
+    static _Thread_local char buf[256]; /* per thread: messages may be built concurrently */
+    buf[0] = 0;
+    for (int i = 0; i < N_ARCH; i++)
+        snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s'%s'", i ? ", " : "",
+                 arch_table[i].name);
     return buf;
 }
 

@@ -124,10 +124,10 @@ int32_t msrnn_sample(msrnn_sampler *s, const float *logits, const int32_t *histo
         }
     }
     if (p->temperature <= 0) { /* the first in rank order: the argmax, NaN never beating a number */
-        int32_t best = 0;
-        for (int i = 1; i < s->n_vocab; i++)
-            if (ranks_below((candidate){lg[best], best}, (candidate){lg[i], i})) best = i;
-        return best;
+        int32_t best = -1;
+        for (int i = 0; i < s->n_vocab; i++)
+            if (!isnan(lg[i]) && (best < 0 || lg[i] > lg[best])) best = i;
+        return best < 0 ? 0 : best; /* all NaN: the lowest id, as the rank order says */
     }
     candidate *c = s->cands;
     int n = s->n_vocab;
