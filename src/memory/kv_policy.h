@@ -1,4 +1,4 @@
-/* kv_policy.h — an eviction rule for the bounded KV cache (kv_cache.c), one short file each.
+/* kv_policy.h — an eviction rule for the softmax mixer's bounded KV cache, one short file each.
  *
  * The cache calls observe() after every token's attention with the probability rows the new query
  * gave the entries, then victim() when the layer holds one entry more than its budget. Ties are
