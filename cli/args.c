@@ -20,11 +20,38 @@ int arg_int(const char *cmd, const char *flag, const char *s, long lo, long hi, 
     return 0;
 }
 
+int arg_list_check(const char *cmd, const char *flag, const char *s, size_t max_len) {
+    const char *why = NULL;
+    if (!*s)
+        why = "is empty";
+    else if (strlen(s) > max_len)
+        why = "is too long";
+    else
+        for (const char *item = s; item; item = strchr(item, ',') ? strchr(item, ',') + 1 : NULL) {
+            size_t len = strcspn(item, ",");
+            if (strspn(item, " \t") >= len) { /* nothing but blanks */
+                why = "has an empty item";
+                break;
+            }
+        }
+    if (!why) return 0;
+    if (strlen(s) > max_len)
+        fprintf(stderr, "msrnn %s: the list of %s %s (%zu bytes, at most %zu)\n", cmd, flag, why,
+                strlen(s), max_len);
+    else
+        fprintf(stderr,
+                "msrnn %s: the list of %s %s: '%s' (items are separated by single commas)\n", cmd,
+                flag, why, s);
+    return 2;
+}
+
 int arg_int_list(const char *cmd, const char *flag, const char *s, long lo, long hi, int *out,
                  int cap, int *n) {
     char buf[256];
-    snprintf(buf, sizeof buf, "%s", s);
     *n = 0;
+    int rc = arg_list_check(cmd, flag, s, sizeof buf - 1);
+    if (rc) return rc;
+    snprintf(buf, sizeof buf, "%s", s);
     for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
         if (*n == cap) {
             fprintf(stderr, "msrnn %s: %s takes at most %d values\n", cmd, flag, cap);

@@ -9,6 +9,9 @@
 /* Each returns 0 on success; on failure prints "msrnn CMD: FLAG: ..." to stderr and returns 2. */
 int arg_int(const char *cmd, const char *flag, const char *s, long lo, long hi, int *out);
 /* A comma-separated list of up to cap integers in [lo, hi] into out; *n receives the count. */
+/* 0 when s is a list of non-empty items separated by single commas, at most max_len bytes; else
+ * prints what is wrong (naming the flag) and returns 2. */
+int arg_list_check(const char *cmd, const char *flag, const char *s, size_t max_len);
 int arg_int_list(const char *cmd, const char *flag, const char *s, long lo, long hi, int *out,
                  int cap, int *n);
 int arg_u64(const char *cmd, const char *flag, const char *s, uint64_t *out);

@@ -142,6 +142,14 @@ int cmd_bench(int argc, char **argv) {
         }
         if (rc) return rc;
     }
+    if (n_depths == 0 && n_prompt == 0 && n_gen == 0) {
+        fprintf(stderr, "msrnn %s: -p and -n are both 0: nothing to measure\n", cmd);
+        return 2;
+    }
+    if (n_depths > 0 && n_gen == 0) {
+        fprintf(stderr, "msrnn %s: --depth measures generation: -n must be at least 1\n", cmd);
+        return 2;
+    }
     if (n_depths > 0) return bench_depths(&o, depths, n_depths, n_gen, reps, json);
     if (o.sp.n_ctx == 0) o.sp.n_ctx = (n_prompt > n_gen ? n_prompt : n_gen) + 1;
     if (o.sp.n_batch < n_prompt && o.sp.n_batch == 512) /* pp in one batch, as llama-bench */

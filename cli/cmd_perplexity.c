@@ -20,6 +20,7 @@
 #define MAX_FILES 100000 /* texts in one run */
 #define MAX_SIZES 16
 #define MAX_RESULTS 64
+#define POLICIES_MAX 127 /* bytes of the --policies list */
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -151,9 +152,10 @@ static int perplexity(int argc, char **argv, const char **given) {
             rc = arg_int(cmd, a, v, 2, 1 << 24, &ctx);
         else if (!strcmp(a, "--max-chunks"))
             rc = arg_int(cmd, a, v, 1, 1 << 30, &max_chunks);
-        else if (!strcmp(a, "--policies"))
+        else if (!strcmp(a, "--policies")) {
             policies = v;
-        else if (!strcmp(a, "--plot"))
+            if ((rc = arg_list_check(cmd, a, v, POLICIES_MAX))) return rc;
+        } else if (!strcmp(a, "--plot"))
             plot = v;
         else if (!strcmp(a, "--out"))
             out_json = v;
@@ -233,7 +235,7 @@ static int perplexity(int argc, char **argv, const char **given) {
     result res[MAX_RESULTS];
     int n_res = 0, n_policies = 0;
     if (!rc && n_sizes > 0) {
-        char pbuf[128];
+        char pbuf[POLICIES_MAX + 1];
         snprintf(pbuf, sizeof pbuf, "%s", policies);
         for (char *pol = strtok(pbuf, ","); pol && !rc; pol = strtok(NULL, ","), n_policies++)
             for (int k = 0; k < n_sizes && !rc; k++) {
