@@ -67,7 +67,7 @@ static int run_config(const char *cmd, msrnn_model *m, const run_options *o, con
     fprintf(stderr, "\n"); /* ends the progress line */
     if (st != MSRNN_OK) {
         fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
-        return 1;
+        return exit_status(st);
     }
     return 0;
 }
@@ -243,15 +243,18 @@ static int perplexity(int argc, char **argv, const char **given) {
                 sp.memory = pol;
                 sp.kv_size = sizes[k];
                 msrnn_session *probe = NULL;
+                msrnn_status st = MSRNN_OK;
                 if (n_res == MAX_RESULTS) {
                     fprintf(stderr, "msrnn %s: a sweep runs at most %d (policy, size) pairs\n", cmd,
                             MAX_RESULTS);
                     rc = 2;
-                } else if (strlen(pol) >= sizeof res[0].policy ||
-                           msrnn_session_open(m, &sp, &probe) != MSRNN_OK) {
+                } else if (strlen(pol) >= sizeof res[0].policy) {
+                    fprintf(stderr, "msrnn %s: --policies: '%s' is not a memory\n", cmd, pol);
+                    rc = 2;
+                } else if ((st = msrnn_session_open(m, &sp, &probe)) != MSRNN_OK) {
                     fprintf(stderr, "msrnn %s: --sweep: %s k=%d: %s\n", cmd, pol, sizes[k],
                             msrnn_last_error());
-                    rc = 2;
+                    rc = exit_status(st);
                 } else {
                     memset(&res[n_res], 0, sizeof res[n_res]);
                     snprintf(res[n_res].policy, sizeof res[n_res].policy, "%s", pol);

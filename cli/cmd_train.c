@@ -149,7 +149,7 @@ static int read_config(const char *cmd, options *o, const char *path) {
     return rc;
 }
 
-static volatile sig_atomic_t g_stop;
+static volatile sig_atomic_t g_stop, g_signal; /* stop after this step; the signal that asked */
 
 /* ---- log and plot --------------------------------------------------------------------------- */
 
@@ -312,7 +312,7 @@ static void on_step(void *ctx, const train_progress *p) {
 }
 
 static void on_signal(int sig) {
-    (void)sig;
+    g_signal = sig;
     g_stop = 1;
 }
 
@@ -423,5 +423,7 @@ int cmd_train(int argc, char **argv) {
                now_seconds() - t0);
     }
     free(rs.rows);
-    return 0;
+    /* interrupted (Ctrl-C, kill) after a clean checkpoint: 128 + the signal, as shells report it
+     * (130 for SIGINT); --stop-after is a planned stop and exits 0 */
+    return stopped && g_signal ? 128 + g_signal : 0;
 }

@@ -94,11 +94,12 @@ int open_model_session(const char *cmd, const run_options *o, msrnn_model **m, m
     if (!bounded && o->sp.n_ctx > in->n_ctx)
         fprintf(stderr, "msrnn %s: warning: context %d is longer than the model's trained %d\n",
                 cmd, o->sp.n_ctx, in->n_ctx);
-    if (msrnn_session_open(*m, &o->sp, s) != MSRNN_OK) {
+    const msrnn_status st = msrnn_session_open(*m, &o->sp, s);
+    if (st != MSRNN_OK) {
         fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
         msrnn_model_close(*m);
         *m = NULL;
-        return 1;
+        return exit_status(st);
     }
     return 0;
 }
@@ -158,3 +159,5 @@ int output_commit(const char *cmd, atomic_file *f) {
     }
     return 0;
 }
+
+int exit_status(msrnn_status st) { return st == MSRNN_OK ? 0 : st == MSRNN_ERR_INVALID ? 2 : 1; }

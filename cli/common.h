@@ -39,4 +39,11 @@ int corpus_inputs(const char *cmd, const char *manifest, const char *split,
 int output_open(const char *cmd, const char *path, atomic_file **f);
 int output_commit(const char *cmd, atomic_file *f);
 
+/* The exit status of a failed library call, by the one table every command follows:
+ *   0 ok; 1 a runtime failure (a file unreadable, malformed or unwritable, memory, an unsupported
+ *   model, a full context); 2 bad usage (MSRNN_ERR_INVALID: a value the flags gave is out of range
+ *   or inconsistent); 128 + signal (130 for Ctrl-C) when `train` was interrupted after a clean
+ *   checkpoint. */
+int exit_status(msrnn_status st);
+
 #endif

@@ -179,7 +179,7 @@ int main(void) {
     p.ctx = 1;
     CHECK(perplexity_run(m, texts, 3, &p, &re) == MSRNN_ERR_INVALID, "C = 1 accepted");
     p = params(2);
-    CHECK(perplexity_run(m, texts + 2, 1, &p, &re) == MSRNN_ERR_INVALID &&
+    CHECK(perplexity_run(m, texts + 2, 1, &p, &re) == MSRNN_ERR_FORMAT &&
               strstr(msrnn_last_error(), "no tokens"),
           "nothing to score: %s", msrnn_last_error());
     p.session.memory = "bogus";

@@ -85,7 +85,7 @@ with tempfile.TemporaryDirectory() as d:
             break
     rest = p.stderr.read()
     rc = p.wait(timeout=120)
-    check(rc == 0 and "stopped at step" in rest, f"SIGINT: rc {rc}, {rest[-400:]}")
+    check(rc == 130 and "stopped at step" in rest, f"SIGINT: rc {rc} (130 expected), {rest[-400:]}")
     stopped_at = len(log_rows(P("e.gguf.log.csv")))
     check(2 <= stopped_at < 40, f"stopped after step 2 and before the end (at {stopped_at})")
     r = run("train", *long, "-o", P("e.gguf"), "--resume")

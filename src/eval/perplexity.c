@@ -102,7 +102,7 @@ msrnn_status perplexity_run(msrnn_model *m, const ppl_text *texts, size_t n_text
         }
     if (total == 0) {
         free(chunks), free(chunk_nll);
-        return msrnn_fail(MSRNN_ERR_INVALID, "the texts hold no tokens to score");
+        return msrnn_fail(MSRNN_ERR_FORMAT, "the texts hold no tokens to score");
     }
 
     /* one single-threaded session per worker, or one session with every thread */
