@@ -22,6 +22,14 @@
 #define MAX_RESULTS 64
 #define POLICIES_MAX 127 /* bytes of the --policies list */
 
+/* 1 when the comma-separated list holds item */
+static int list_has(const char *list, const char *item) {
+    const size_t n = strlen(item);
+    for (const char *p = list; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+        if (!strncmp(p, item, n) && (p[n] == ',' || p[n] == 0)) return 1;
+    return 0;
+}
+
 static void usage(FILE *f) {
     fprintf(f,
             "usage: msrnn perplexity -m FILE {-f TEXT ... | --manifest TSV --split NAME} "
@@ -119,7 +127,9 @@ static int write_plot(const char *cmd, const char *path, const result *res, int 
 static int perplexity(int argc, char **argv, const char **given) {
     const char *cmd = "perplexity", *plot = NULL, *out_json = NULL;
     const char *policies = "window,sink,h2o,tova", *manifest = NULL, *split = NULL;
-    int n_files = 0, ctx = 0, max_chunks = 0, json = 0, rc = 0, n_sizes = 0, sizes[MAX_SIZES];
+    const char *policies_flag = NULL;
+    int n_files = 0, ctx = 0, ctx_given = 0, max_chunks = 0, json = 0, rc = 0, n_sizes = 0,
+        sizes[MAX_SIZES];
     run_options o;
     run_options_init(&o);
     result single = {.policy = "full"};
@@ -148,12 +158,14 @@ static int perplexity(int argc, char **argv, const char **given) {
             manifest = v;
         else if (!strcmp(a, "--split"))
             split = v;
-        else if (!strcmp(a, "--ctx"))
+        else if (!strcmp(a, "--ctx")) {
             rc = arg_int(cmd, a, v, 2, 1 << 24, &ctx);
-        else if (!strcmp(a, "--max-chunks"))
+            ctx_given = 1;
+        } else if (!strcmp(a, "--max-chunks"))
             rc = arg_int(cmd, a, v, 1, 1 << 30, &max_chunks);
         else if (!strcmp(a, "--policies")) {
             policies = v;
+            policies_flag = a;
             if ((rc = arg_list_check(cmd, a, v, POLICIES_MAX))) return rc;
         } else if (!strcmp(a, "--plot"))
             plot = v;
@@ -186,6 +198,37 @@ static int perplexity(int argc, char **argv, const char **given) {
         fprintf(stderr, "msrnn %s: --plot and --out go with --sweep\n", cmd);
         return 2;
     }
+    if (o.ctx_flag) { /* -c is the chunk length too, as in llama.cpp's perplexity */
+        if (ctx_given && ctx != o.sp.n_ctx) {
+            fprintf(stderr, "msrnn %s: %s %d and --ctx %d disagree (both set the chunk length)\n",
+                    cmd, o.ctx_flag, o.sp.n_ctx, ctx);
+            return 2;
+        }
+        if (o.sp.n_ctx < 2) {
+            fprintf(stderr, "msrnn %s: %s %d: a chunk needs at least 2 tokens\n", cmd, o.ctx_flag,
+                    o.sp.n_ctx);
+            return 2;
+        }
+        ctx = o.sp.n_ctx;
+    }
+    if (policies_flag && n_sizes == 0) {
+        fprintf(stderr, "msrnn %s: --policies goes with --sweep\n", cmd);
+        return 2;
+    }
+    if (n_sizes > 0 && (o.kv_flag || o.kv_size_flag)) {
+        fprintf(
+            stderr,
+            "msrnn %s: %s does not apply with --sweep, which runs every policy of --policies at "
+            "every size\n",
+            cmd, o.kv_flag ? o.kv_flag : o.kv_size_flag);
+        return 2;
+    }
+    if (n_sizes > 0 && o.kv_sinks_flag && !list_has(policies, "sink")) {
+        fprintf(stderr, "msrnn %s: --kv-sinks applies to the sink policy, which --policies lacks\n",
+                cmd);
+        return 2;
+    }
+    if (n_sizes == 0 && (rc = run_options_check(cmd, &o))) return rc;
     if (n_sizes == 0 && strcmp(single.policy, "full") && single.kv_size == 0) {
         fprintf(stderr, "msrnn %s: --kv %s needs --kv-size K\n", cmd, single.policy);
         return 2;

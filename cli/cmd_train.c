@@ -324,8 +324,14 @@ int cmd_train(int argc, char **argv) {
     o.shape = (model_init_params){256,   4, 4,        0,     704, 0,       0,   10000.0f,
                                   1e-5f, 0, TYPE_F32, 0.02f, 1,   "msrnn", NULL};
     /* the config file first, so that flags override it */
-    for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], "--config")) o.config = argv[i + 1];
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--config")) {
+            if (i + 1 == argc) {
+                fprintf(stderr, "msrnn %s: --config needs a value\n", cmd);
+                return 2;
+            }
+            o.config = argv[++i];
+        }
     if (o.config) {
         int rc = read_config(cmd, &o, o.config);
         if (rc) return rc;

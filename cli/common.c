@@ -35,6 +35,7 @@ int run_options_parse(const char *cmd, run_options *o, int argc, char **argv, in
         *rc = arg_int(cmd, a, v, 1, 1024, &o->sp.n_threads);
     } else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) {
         if (!(v = arg_value(cmd, argc, argv, *i))) return (*rc = 2), 1;
+        o->ctx_flag = a;
         *rc = arg_int(cmd, a, v, 0, 1 << 28, &o->sp.n_ctx);
     } else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) {
         if (!(v = arg_value(cmd, argc, argv, *i))) return (*rc = 2), 1;
@@ -51,6 +52,7 @@ int run_options_parse(const char *cmd, run_options *o, int argc, char **argv, in
         }
     } else if (!strcmp(a, "--kv")) {
         if (!(v = arg_value(cmd, argc, argv, *i))) return (*rc = 2), 1;
+        o->kv_flag = a;
         static const char *const names[] = {"full", "window", "sink", "h2o", "tova", "tova-head"};
         o->sp.memory = NULL;
         for (size_t k = 0; k < sizeof names / sizeof *names; k++)
@@ -63,9 +65,11 @@ int run_options_parse(const char *cmd, run_options *o, int argc, char **argv, in
         }
     } else if (!strcmp(a, "--kv-size")) {
         if (!(v = arg_value(cmd, argc, argv, *i))) return (*rc = 2), 1;
+        o->kv_size_flag = a;
         *rc = arg_int(cmd, a, v, 1, 1 << 24, &o->sp.kv_size);
     } else if (!strcmp(a, "--kv-sinks")) {
         if (!(v = arg_value(cmd, argc, argv, *i))) return (*rc = 2), 1;
+        o->kv_sinks_flag = a;
         *rc = arg_int(cmd, a, v, 1, 1 << 20, &o->sp.kv_sinks);
     } else {
         return 0;
@@ -74,9 +78,27 @@ int run_options_parse(const char *cmd, run_options *o, int argc, char **argv, in
     return 1;
 }
 
+int run_options_check(const char *cmd, const run_options *o) {
+    const char *mem = o->sp.memory ? o->sp.memory : "full";
+    if (o->kv_size_flag && !strcmp(mem, "full")) {
+        fprintf(stderr,
+                "msrnn %s: --kv-size applies to a bounded memory (--kv window, sink, h2o, tova or "
+                "tova-head), not to the full cache\n",
+                cmd);
+        return 2;
+    }
+    if (o->kv_sinks_flag && strcmp(mem, "sink")) {
+        fprintf(stderr, "msrnn %s: --kv-sinks applies to --kv sink only, not to %s\n", cmd, mem);
+        return 2;
+    }
+    return 0;
+}
+
 int open_model_session(const char *cmd, const run_options *o, msrnn_model **m, msrnn_session **s) {
     *m = NULL;
     *s = NULL;
+    int rc = run_options_check(cmd, o);
+    if (rc) return rc;
     if (!o->model_path) {
         fprintf(stderr, "msrnn %s: a model is required (-m FILE)\n", cmd);
         return 2;

@@ -13,6 +13,8 @@
 typedef struct {
     const char *model_path;
     msrnn_session_params sp;
+    /* which memory flags were given: a flag that does not apply is an error, not ignored */
+    const char *kv_flag, *kv_size_flag, *kv_sinks_flag, *ctx_flag;
 } run_options;
 
 void run_options_init(run_options *o);
@@ -22,6 +24,9 @@ int run_options_parse(const char *cmd, run_options *o, int argc, char **argv, in
 extern const char *const RUN_OPTIONS_HELP;
 
 /* Open the model and a session; prints the error and returns 1 on failure. */
+/* 2 (with a message naming the flag) when a memory flag was given that the chosen memory does not
+ * use: --kv-size with the full cache, --kv-sinks with anything but sink. */
+int run_options_check(const char *cmd, const run_options *o);
 int open_model_session(const char *cmd, const run_options *o, msrnn_model **m, msrnn_session **s);
 
 /* The input files of a corpus: the rows of `split` in `manifest` (relative to its folder), then the
