@@ -405,6 +405,9 @@ int cmd_train(int argc, char **argv) {
     msrnn_status st = train_run(&o.cfg, p, &cb, &g_stop, &stopped);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
+    /* the fresh model was only the starting point: a resume reads the checkpoint, a failed run
+     * starts again from --tokenizer, so it never outlives the run */
+    if (p->init_path == init) unlink(init);
     if (st != MSRNN_OK) {
         fprintf(stderr, "\nmsrnn %s: %s\n", cmd, msrnn_last_error());
         free(rs.rows);

@@ -99,4 +99,7 @@ with tempfile.TemporaryDirectory() as tmp:
     check(os.path.exists(os.path.join(tmp, "c.gguf.ckpt.gguf")),
           "the interrupted run left its checkpoint")
 
+    left = [f for f in os.listdir(tmp) if f.endswith(".init.gguf") or ".tmp-" in f]
+    check(not left, f"train runs (stopped, failed, interrupted) left files behind: {left}")
+
 finish("test_exit_codes")
