@@ -8,20 +8,27 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-msrnn_status file_read_all(const char *path, char **buf, size_t *len) {
-    *buf = NULL, *len = 0;
+msrnn_status file_open_regular(const char *path, int *fd_out, struct stat *sb) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return msrnn_fail(MSRNN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
+    if (fstat(fd, sb) != 0) {
         int e = errno;
         close(fd);
         return msrnn_fail(MSRNN_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
     }
-    if (!S_ISREG(sb.st_mode)) {
+    if (!S_ISREG(sb->st_mode)) {
         close(fd);
         return msrnn_fail(MSRNN_ERR_IO, "%s: not a regular file", path);
     }
+    *fd_out = fd;
+    return MSRNN_OK;
+}
+
+msrnn_status file_read_all(const char *path, char **buf, size_t *len) {
+    *buf = NULL, *len = 0;
+    int fd;
+    struct stat sb;
+    MSRNN_TRY(file_open_regular(path, &fd, &sb));
     size_t cap = (size_t)sb.st_size + 1, n = 0;
     char *b = malloc(cap);
     if (!b) {

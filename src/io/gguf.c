@@ -18,6 +18,7 @@
 #include "io/gguf.h"
 
 #include "base/atomic_file.h"
+#include "base/read_file.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -673,18 +674,9 @@ static msrnn_status parse(const char *path, const uint8_t *base, size_t size, in
 msrnn_status gguf_open(const char *path, gguf_file **out) {
     static const uint8_t empty[1];
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return msrnn_fail(MSRNN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    int fd;
     struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
-        close(fd);
-        return msrnn_fail(MSRNN_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return msrnn_fail(MSRNN_ERR_IO, "%s: not a regular file", path);
-    }
+    MSRNN_TRY(file_open_regular(path, &fd, &sb));
     if ((uint64_t)sb.st_size > SIZE_MAX) {
         close(fd);
         return msrnn_fail(MSRNN_ERR_NOMEM, "%s: %lld bytes do not fit in the address space", path,

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "base/atomic_file.h"
+#include "base/read_file.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "shard.c reads and writes little-endian shards through native integers"
@@ -251,18 +252,9 @@ static msrnn_status validate_ids(const token_shard *s) {
 
 msrnn_status token_shard_open(const char *path, token_shard **out) {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return msrnn_fail(MSRNN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    int fd;
     struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
-        close(fd);
-        return msrnn_fail(MSRNN_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return msrnn_fail(MSRNN_ERR_IO, "%s: not a regular file", path);
-    }
+    MSRNN_TRY(file_open_regular(path, &fd, &sb));
     if (sb.st_size == 0) {
         close(fd);
         return msrnn_fail(MSRNN_ERR_FORMAT, "%s: empty file, not a token shard", path);
