@@ -1,19 +1,26 @@
 /* args.c — value parsing, file reading, JSON strings and timing for the subcommands. */
 #include "args.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+
+static const char *g_where = ""; /* "FILE:LINE: " while a config file's line is applied */
+
+void arg_set_where(const char *where) { g_where = where ? where : ""; }
+const char *arg_where(void) { return g_where; }
 
 int arg_int(const char *cmd, const char *flag, const char *s, long lo, long hi, int *out) {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "msrnn %s: %s expects an integer in [%ld, %ld], got '%s'\n", cmd, flag, lo,
-                hi, s);
+        fprintf(stderr, "msrnn %s: %s%s expects an integer in [%ld, %ld], got '%s'\n", cmd, g_where,
+                flag, lo, hi, s);
         return 2;
     }
     *out = (int)v;
@@ -36,12 +43,12 @@ int arg_list_check(const char *cmd, const char *flag, const char *s, size_t max_
         }
     if (!why) return 0;
     if (strlen(s) > max_len)
-        fprintf(stderr, "msrnn %s: the list of %s %s (%zu bytes, at most %zu)\n", cmd, flag, why,
-                strlen(s), max_len);
+        fprintf(stderr, "msrnn %s: %sthe list of %s %s (%zu bytes, at most %zu)\n", cmd, g_where,
+                flag, why, strlen(s), max_len);
     else
         fprintf(stderr,
-                "msrnn %s: the list of %s %s: '%s' (items are separated by single commas)\n", cmd,
-                flag, why, s);
+                "msrnn %s: %sthe list of %s %s: '%s' (items are separated by single commas)\n", cmd,
+                g_where, flag, why, s);
     return 2;
 }
 
@@ -54,7 +61,7 @@ int arg_int_list(const char *cmd, const char *flag, const char *s, long lo, long
     snprintf(buf, sizeof buf, "%s", s);
     for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
         if (*n == cap) {
-            fprintf(stderr, "msrnn %s: %s takes at most %d values\n", cmd, flag, cap);
+            fprintf(stderr, "msrnn %s: %s%s takes at most %d values\n", cmd, g_where, flag, cap);
             return 2;
         }
         int rc = arg_int(cmd, flag, tok, lo, hi, &out[(*n)++]);
@@ -68,7 +75,8 @@ int arg_u64(const char *cmd, const char *flag, const char *s, uint64_t *out) {
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
     if (errno || end == s || *end || s[0] == '-') {
-        fprintf(stderr, "msrnn %s: %s expects a non-negative integer, got '%s'\n", cmd, flag, s);
+        fprintf(stderr, "msrnn %s: %s%s expects a non-negative integer, got '%s'\n", cmd, g_where,
+                flag, s);
         return 2;
     }
     *out = v;
@@ -80,15 +88,122 @@ int arg_float(const char *cmd, const char *flag, const char *s, double lo, doubl
     errno = 0;
     double v = strtod(s, &end);
     if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi) {
-        fprintf(stderr, "msrnn %s: %s expects a number in [%g, %g], got '%s'\n", cmd, flag, lo, hi,
-                s);
+        fprintf(stderr, "msrnn %s: %s%s expects a number in [%g, %g], got '%s'\n", cmd, g_where,
+                flag, lo, hi, s);
         return 2;
     }
     *out = (float)v;
     return 0;
 }
 
+/* ---- known options ----------------------------------------------------------------------- */
+
+static void (*g_usage)(FILE *); /* the running command's usage text: its list of options */
+
+void arg_set_usage(void (*usage)(FILE *)) { g_usage = usage; }
+
+/* Calls fn(option, len, ctx) for each option the usage text names: a '-' at the start of a word
+ * (after a blank, '(', '[', '|' or ','), followed by a letter or a second '-'. */
+static void each_known(void (*fn)(const char *, size_t, void *), void *ctx) {
+    if (!g_usage) return;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return;
+    g_usage(f);
+    fclose(f);
+    for (size_t i = 0; text && i < len; i++) {
+        if (text[i] != '-' || (i > 0 && !strchr(" \t\n([|,", text[i - 1]))) continue;
+        size_t n = 1;
+        while (i + n < len && (isalnum((unsigned char)text[i + n]) || text[i + n] == '-')) n++;
+        if (n >= 2 && (isalpha((unsigned char)text[i + 1]) || text[i + 1] == '-'))
+            fn(text + i, n, ctx);
+        i += n - 1;
+    }
+    free(text);
+}
+
+static void is_known_fn(const char *o, size_t n, void *ctx) {
+    const char *a = *(const char **)ctx;
+    if (a && strlen(a) == n && !memcmp(a, o, n)) *(const char **)ctx = NULL;
+}
+
+int arg_known(const char *a) {
+    if (!g_usage) return 1; /* no list to check against */
+    const char *probe = a;
+    each_known(is_known_fn, &probe);
+    return probe == NULL;
+}
+
+/* Edit distance of a[0..n) and b[0..m), both at most 63 bytes: insertions, deletions,
+ * substitutions and swaps of two neighbours each count 1 (optimal string alignment). */
+static int edit_distance(const char *a, size_t n, const char *b, size_t m) {
+    int d[64][64];
+    for (size_t i = 0; i <= n; i++) d[i][0] = (int)i;
+    for (size_t j = 0; j <= m; j++) d[0][j] = (int)j;
+    for (size_t i = 1; i <= n; i++)
+        for (size_t j = 1; j <= m; j++) {
+            int best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < best) best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best) best = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
+        }
+    return d[n][m];
+}
+
+typedef struct {
+    const char *a;
+    size_t n;
+    char best[64];
+    int dist;
+} closest;
+
+static void closest_fn(const char *o, size_t n, void *ctx) {
+    closest *c = ctx;
+    if (n >= sizeof c->best || c->n >= sizeof c->best) return;
+    int d = edit_distance(c->a, c->n, o, n);
+    if (d < c->dist) c->dist = d, memcpy(c->best, o, n), c->best[n] = 0;
+}
+
+void arg_unknown(const char *cmd, const char *a) {
+    const char *eq = a[0] == '-' ? strchr(a, '=') : NULL;
+    char name[64];
+    if (eq && (size_t)(eq - a) < sizeof name) {
+        memcpy(name, a, (size_t)(eq - a));
+        name[eq - a] = 0;
+        if (arg_known(name)) {
+            fprintf(stderr,
+                    "msrnn %s: unknown option '%s' (write '%s %s': a value follows its "
+                    "flag as the next argument)\n",
+                    cmd, a, name, eq + 1);
+            return;
+        }
+    }
+    if (a[0] != '-') {
+        fprintf(stderr,
+                "msrnn %s: unknown option '%s' (a stray word: options start with '-'; "
+                "see msrnn %s --help)\n",
+                cmd, a, cmd);
+        return;
+    }
+    closest c = {a, strlen(a), "", 1 << 30};
+    each_known(closest_fn, &c);
+    /* close enough to be a typo: at most a quarter of the longer name changed, plus one */
+    size_t longer = c.n > strlen(c.best) ? c.n : strlen(c.best);
+    if (c.best[0] && c.dist <= (int)(longer / 4) + 1)
+        fprintf(stderr, "msrnn %s: unknown option '%s' (did you mean '%s'?)\n", cmd, a, c.best);
+    else
+        fprintf(stderr, "msrnn %s: unknown option '%s' (see msrnn %s --help)\n", cmd, a, cmd);
+}
+
 const char *arg_value(const char *cmd, int argc, char **argv, int i) {
+    if (!arg_known(argv[i])) {
+        arg_unknown(cmd, argv[i]);
+        return NULL;
+    }
     if (i + 1 >= argc) {
         fprintf(stderr, "msrnn %s: %s needs a value\n", cmd, argv[i]);
         return NULL;
@@ -96,10 +211,27 @@ const char *arg_value(const char *cmd, int argc, char **argv, int i) {
     return argv[i + 1];
 }
 
+static uint64_t g_read_limit = (uint64_t)1 << 30; /* read_text_file's limit */
+
+void read_text_set_limit(uint64_t bytes) { g_read_limit = bytes; }
+
 char *read_text_file(const char *cmd, const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) {
         fprintf(stderr, "msrnn %s: cannot open '%s': %s\n", cmd, path, strerror(errno));
+        return NULL;
+    }
+    /* a regular file's size is checked first; a device or pipe (/dev/zero) has none, so it is read
+     * up to the limit */
+    const size_t limit = (size_t)g_read_limit;
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size > limit) {
+        fprintf(stderr,
+                "msrnn %s: '%s' holds %llu bytes, more than %zu, the limit of text read into "
+                "memory (%s)\n",
+                cmd, path, (unsigned long long)st.st_size, limit,
+                limit == (size_t)1 << 30 ? "1 GiB" : "lowered by --max-memory");
+        fclose(f);
         return NULL;
     }
     size_t cap = 1 << 16, n = 0;
@@ -113,8 +245,19 @@ char *read_text_file(const char *cmd, const char *path, size_t *len) {
             return NULL;
         }
         if (feof(f)) break;
+        if (n > limit) {
+            fprintf(stderr,
+                    "msrnn %s: '%s' holds more than %zu bytes, the limit of text read into "
+                    "memory (%s)\n",
+                    cmd, path, limit,
+                    limit == (size_t)1 << 30 ? "1 GiB" : "lowered by --max-memory");
+            free(buf);
+            fclose(f);
+            return NULL;
+        }
         if (n + 1 >= cap) {
-            char *nb = realloc(buf, cap *= 2);
+            cap = 2 * cap > limit + 2 ? limit + 2 : 2 * cap;
+            char *nb = realloc(buf, cap);
             if (!nb) free(buf);
             buf = nb;
         }
@@ -129,6 +272,40 @@ char *read_text_file(const char *cmd, const char *path, size_t *len) {
     return buf;
 }
 
+int arg_bytes(const char *cmd, const char *flag, const char *s, uint64_t *out) {
+    char *end;
+    errno = 0;
+    const double v = strtod(s, &end);
+    static const struct {
+        const char *suffix;
+        double scale;
+    } units[] = {{"", 1},
+                 {"B", 1},
+                 {"K", 1e3},
+                 {"KB", 1e3},
+                 {"KiB", 1024.0},
+                 {"M", 1e6},
+                 {"MB", 1e6},
+                 {"MiB", 1048576.0},
+                 {"G", 1e9},
+                 {"GB", 1e9},
+                 {"GiB", 1073741824.0},
+                 {"T", 1e12},
+                 {"TiB", 1099511627776.0}};
+    double scale = 0;
+    for (size_t i = 0; end != s && i < sizeof units / sizeof *units; i++)
+        if (!strcmp(end, units[i].suffix)) scale = units[i].scale;
+    if (errno || end == s || !scale || !(v * scale >= 1) || v * scale > 1.8e19 || s[0] == '-') {
+        fprintf(stderr,
+                "msrnn %s: %s%s expects a size in bytes of at least 1, with an optional suffix "
+                "K/M/G/T (powers of 1000) or KiB/MiB/GiB/TiB (powers of 1024), got '%s'\n",
+                cmd, g_where, flag, s);
+        return 2;
+    }
+    *out = (uint64_t)(v * scale);
+    return 0;
+}
+
 /* Length of the valid UTF-8 sequence at s (1..4), or 0 if it is not one. */
 static int utf8_len(const unsigned char *s, size_t left) {
     unsigned c = s[0];
@@ -141,6 +318,13 @@ static int utf8_len(const unsigned char *s, size_t left) {
     static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
     if (cp < min[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
     return n;
+}
+
+size_t utf8_valid_prefix(const char *str, size_t len) {
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    for (int n; i < len && (n = utf8_len(s + i, len - i)) > 0;) i += (size_t)n;
+    return i;
 }
 
 void json_string(FILE *f, const char *str, size_t len) {

@@ -47,6 +47,7 @@ static int bench_depths(run_options *o, const int *depths, int n_depths, int n_g
     int max_depth = 0;
     for (int i = 0; i < n_depths; i++) max_depth = depths[i] > max_depth ? depths[i] : max_depth;
     if (o->sp.n_ctx == 0) o->sp.n_ctx = max_depth + n_gen * reps + 1;
+    run_options_cap(cmd, o, (int64_t)max_depth + (int64_t)n_gen * reps + 1);
     msrnn_model *m;
     msrnn_session *s;
     int rc = open_model_session(cmd, o, &m, &s);
@@ -108,6 +109,7 @@ done:
 }
 
 int cmd_bench(int argc, char **argv) {
+    arg_set_usage(usage);
     const char *cmd = "bench";
     run_options o;
     run_options_init(&o);
@@ -136,8 +138,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--depth"))
             rc = arg_int_list(cmd, a, v, 0, 1 << 26, depths, 16, &n_depths);
         else {
-            fprintf(stderr, "msrnn %s: unknown option '%s'\n", cmd, a);
-            usage(stderr);
+            arg_unknown(cmd, a);
             return 2;
         }
         if (rc) return rc;
@@ -152,6 +153,7 @@ int cmd_bench(int argc, char **argv) {
     }
     if (n_depths > 0) return bench_depths(&o, depths, n_depths, n_gen, reps, json);
     if (o.sp.n_ctx == 0) o.sp.n_ctx = (n_prompt > n_gen ? n_prompt : n_gen) + 1;
+    run_options_cap(cmd, &o, (int64_t)(n_prompt > n_gen ? n_prompt : n_gen) + 1);
     if (o.sp.n_batch < n_prompt && o.sp.n_batch == 512) /* pp in one batch, as llama-bench */
         o.sp.n_batch = n_prompt < (1 << 16) ? n_prompt : (1 << 16);
     msrnn_model *m;

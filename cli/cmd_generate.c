@@ -1,6 +1,7 @@
 /* cmd_generate.c — `msrnn generate`: tokenize a prompt, evaluate it in batches, then sample and
  * stream tokens. Speeds go to stderr; with --json, stdout carries one JSON object instead of text.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@ static void usage(FILE *f) {
 }
 
 int cmd_generate(int argc, char **argv) {
+    arg_set_usage(usage);
     const char *cmd = "generate";
     run_options o;
     run_options_init(&o);
@@ -74,8 +76,7 @@ int cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "-s") || !strcmp(a, "--seed"))
             rc = arg_u64(cmd, a, v, &sp.seed), seed_set = 1;
         else {
-            fprintf(stderr, "msrnn %s: unknown option '%s'\n", cmd, a);
-            usage(stderr);
+            arg_unknown(cmd, a);
             return 2;
         }
         if (rc) return rc;
@@ -99,8 +100,8 @@ int cmd_generate(int argc, char **argv) {
     }
 
     msrnn_model *m;
-    msrnn_session *s;
-    if ((rc = open_model_session(cmd, &o, &m, &s))) {
+    msrnn_session *s = NULL; /* opened once the prompt's length is known */
+    if ((rc = open_model(cmd, &o, &m))) {
         free(owned);
         return rc;
     }
@@ -131,6 +132,10 @@ int cmd_generate(int argc, char **argv) {
         rc = 1;
         goto done;
     }
+    /* the session holds at most the tokens this run feeds it: a larger -c or --kv-size would only
+     * allocate memory that is never used */
+    run_options_cap(cmd, &o, (int64_t)n_prompt + (n_predict > 0 ? n_predict - 1 : 0));
+    if ((rc = open_session(cmd, &o, m, &s))) goto done;
     if (!json) {
         fwrite(prompt, 1, plen, stdout);
         fflush(stdout);
@@ -144,7 +149,17 @@ int cmd_generate(int argc, char **argv) {
     double t1 = now_seconds();
     int n_gen = 0;
     while (n_gen < n_predict) {
-        int32_t id = msrnn_sample(smp, msrnn_session_logits(s), ids, (int)n_prompt + n_gen);
+        const float *logits = msrnn_session_logits(s);
+        for (int v = 0; v < in->n_vocab; v++) /* n_vocab floats: nothing beside the forward pass */
+            if (!isfinite(logits[v])) {
+                fprintf(stderr,
+                        "%smsrnn %s: non-finite logits at token %zu (logit %d is %g): the model's "
+                        "weights hold NaN or infinity\n",
+                        json ? "" : "\n", cmd, n_prompt + (size_t)n_gen, v, logits[v]);
+                rc = 1;
+                goto done;
+            }
+        int32_t id = msrnn_sample(smp, logits, ids, (int)n_prompt + n_gen);
         ids[n_prompt + n_gen++] = id;
         if (id == in->eos_id && !ignore_eos) break;
         if (!json) {
@@ -185,8 +200,10 @@ int cmd_generate(int argc, char **argv) {
     } else {
         printf("\n");
     }
-    fprintf(stderr, "msrnn %s: prompt %zu tokens, %.1f tok/s; generated %d tokens, %.1f tok/s\n",
-            cmd, n_prompt, pp_tps, n_gen, tg_tps);
+    fprintf(stderr,
+            "msrnn %s: prompt %zu tokens, %.1f tok/s; generated %d tokens, %.1f tok/s; session "
+            "memory %zu bytes\n",
+            cmd, n_prompt, pp_tps, n_gen, tg_tps, msrnn_session_bytes(s));
 done:
     msrnn_sampler_close(smp);
     free(ids);

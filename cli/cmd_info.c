@@ -224,6 +224,7 @@ static void print_json(const gguf_file *g) {
 }
 
 int cmd_info(int argc, char **argv) {
+    arg_set_usage(usage);
     const char *path = NULL;
     int json = 0;
     for (int i = 1; i < argc; i++) {
@@ -234,8 +235,7 @@ int cmd_info(int argc, char **argv) {
         } else if (!strcmp(a, "--json")) {
             json = 1;
         } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "msrnn info: unknown option '%s'\n", a);
-            usage(stderr);
+            arg_unknown("info", a);
             return 2;
         } else if (path) {
             fprintf(stderr, "msrnn info: one FILE only ('%s' and '%s')\n", path, a);

@@ -6,21 +6,26 @@
 
 #include "args.h"
 #include "cli.h"
+#include "common.h"
 #include "model/init.h"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: msrnn init-model --vocab-from GGUF -o OUT.gguf [shape options]\n"
-               "  --dim N (288)  --layers N (6)  --heads N (6)  --kv-heads N (= heads)\n"
-               "  --ffn N (768)  --ctx N (1024)  --type f32|f16|bf16|q8_0|q4_0 (f32)\n"
-               "  --tied         share the embedding as output head\n"
-               "  --std X        init standard deviation (0.02)\n"
-               "  --seed N       (0)\n");
+    fprintf(f,
+            "usage: msrnn init-model --vocab-from GGUF -o OUT.gguf [shape options]\n"
+            "  --dim N (288)  --layers N (6)  --heads N (6)  --kv-heads N (= heads)\n"
+            "  --ffn N (768)  --ctx N (1024)  --type f32|f16|bf16|q8_0|q4_0 (f32)\n"
+            "  --tied         share the embedding as output head\n"
+            "  --std X        init standard deviation (0.02)\n"
+            "  --seed N       (0)\n"
+            "  --max-memory BYTES  refuse a model whose writing needs more memory (suffixes\n"
+            "                 K, M, G, KiB, MiB, GiB; default: the machine's available memory)\n");
 }
 
 int cmd_init_model(int argc, char **argv) {
+    arg_set_usage(usage);
     const char *cmd = "init-model", *vocab = NULL, *out = NULL;
-    model_init_params p = {288,   6, 6,        0,     768, 1024, 0,   10000.0f,
-                           1e-5f, 0, TYPE_F32, 0.02f, 0,   NULL, NULL};
+    model_init_params p = {288,   6, 6,        0,     768, 1024, 0,    10000.0f,
+                           1e-5f, 0, TYPE_F32, 0.02f, 0,   NULL, NULL, 0};
     int rc = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -53,6 +58,8 @@ int cmd_init_model(int argc, char **argv) {
             rc = arg_float(cmd, a, v, 1e-6, 10, &p.init_std);
         else if (!strcmp(a, "--seed"))
             rc = arg_u64(cmd, a, v, &p.seed);
+        else if (!strcmp(a, "--max-memory"))
+            rc = max_memory_parse(cmd, a, v, &p.max_memory);
         else if (!strcmp(a, "--type")) {
             const char *names[] = {"f32", "f16", "bf16", "q8_0", "q4_0"};
             const tensor_type types[] = {TYPE_F32, TYPE_F16, TYPE_BF16, TYPE_Q8_0, TYPE_Q4_0};
@@ -63,8 +70,7 @@ int cmd_init_model(int argc, char **argv) {
                 fprintf(stderr, "msrnn %s: --type expects f32, f16, bf16, q8_0 or q4_0, got '%s'\n",
                         cmd, v);
         } else {
-            fprintf(stderr, "msrnn %s: unknown option '%s'\n", cmd, a);
-            usage(stderr);
+            arg_unknown(cmd, a);
             return 2;
         }
         if (rc) return rc;
@@ -73,6 +79,9 @@ int cmd_init_model(int argc, char **argv) {
         fprintf(stderr, "msrnn %s: needs --vocab-from GGUF and -o OUT.gguf\n", cmd);
         return 2;
     }
+    const file_arg ins[] = {{"--vocab-from", vocab}}, outs[] = {{"-o", out}};
+    int frc = files_check(cmd, ins, 1, outs, 1);
+    if (frc) return frc;
     if (p.n_kv_heads == 0) p.n_kv_heads = p.n_heads;
     if (model_write_init(&p, vocab, out) != MSRNN_OK) {
         fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());

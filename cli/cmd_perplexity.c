@@ -71,7 +71,31 @@ static int run_config(const char *cmd, msrnn_model *m, const run_options *o, con
     ppl_params p = {ctx, max_chunks, o->sp, show_progress, res};
     p.session.memory = res->policy;
     p.session.kv_size = res->kv_size;
-    const msrnn_status st = perplexity_run(m, texts, (size_t)n_texts, &p, &res->r);
+    /* a chunk starts from an empty memory and holds ctx tokens: a larger budget is never used */
+    const int sinks = p.session.kv_sinks > 0 ? p.session.kv_sinks : 4;
+    const int most = strcmp(res->policy, "sink") ? ctx : (ctx > sinks ? ctx : sinks + 1);
+    if (strcmp(res->policy, "full") && p.session.kv_size > most) {
+        fprintf(stderr,
+                "msrnn %s: note: --kv-size %d is more than the %d tokens of a chunk; the cache "
+                "is sized for %d\n",
+                cmd, p.session.kv_size, ctx, most);
+        p.session.kv_size = most;
+    }
+    size_t need = 0;
+    int workers = 0;
+    msrnn_status st = perplexity_bytes(m, texts, (size_t)n_texts, &p, &need, &workers);
+    if (st == MSRNN_OK) {
+        char what[160];
+        snprintf(what, sizeof what, "perplexity with %s%s%.0d (%d session%s of %d-token chunks)",
+                 res->policy, res->kv_size ? " k=" : "", p.session.kv_size, workers,
+                 workers == 1 ? "" : "s", ctx);
+        if (memory_check(cmd, need, o->max_memory, what,
+                         strcmp(res->policy, "full")
+                             ? "--kv-size, -b/--batch-size or -t/--threads (one session each)"
+                             : "-c/--ctx-size, -b/--batch-size or -t/--threads (one session each)"))
+            return 1;
+        st = perplexity_run(m, texts, (size_t)n_texts, &p, &res->r);
+    }
     fprintf(stderr, "\n"); /* ends the progress line */
     if (st != MSRNN_OK) {
         fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
@@ -84,9 +108,10 @@ static void print_result_json(FILE *f, const result *res) {
     const ppl_result *r = &res->r;
     fprintf(f,
             "{\"policy\": \"%s\", \"kv_size\": %d, \"ppl\": %.6f, \"nll_mean\": %.8f, "
-            "\"bits_per_byte\": %.6f, \"n_tokens\": %zu, \"tps\": %.2f, \"kv_bytes\": %zu}",
+            "\"bits_per_byte\": %.6f, \"n_tokens\": %zu, \"tps\": %.2f, \"kv_bytes\": %zu, "
+            "\"allocated_bytes\": %zu}",
             res->policy, res->kv_size, r->ppl, r->nll_mean, r->bits_per_byte, r->n_scored,
-            r->tokens_per_s, r->memory_bytes);
+            r->tokens_per_s, r->memory_bytes, r->allocated_bytes);
 }
 
 /* Perplexity against cache size: log x axis, one line per policy (res holds n_sizes results per
@@ -179,8 +204,7 @@ static int perplexity(int argc, char **argv, const char **given) {
                     return 2;
                 }
         } else {
-            fprintf(stderr, "msrnn %s: unknown option '%s'\n", cmd, a);
-            usage(stderr);
+            arg_unknown(cmd, a);
             return 2;
         }
         if (rc) return rc;
@@ -242,10 +266,22 @@ static int perplexity(int argc, char **argv, const char **given) {
         corpus_paths_free(files, n_paths);
         return 2;
     }
+    const file_arg ins[] = {{"-m", o.model_path}, {"--manifest", manifest}},
+                   outs[] = {{"--out", out_json}, {"--plot", plot}};
+    if ((rc = files_check_corpus(cmd, ins, 2, files, n_paths, n_paths - (size_t)n_files, "-f", outs,
+                                 2))) {
+        corpus_paths_free(files, n_paths);
+        return rc;
+    }
     n_files = (int)n_paths;
     msrnn_model *m;
     if (msrnn_model_open(o.model_path, &m) != MSRNN_OK) {
         fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
+        corpus_paths_free(files, n_paths);
+        return 1;
+    }
+    if (check_unused_tensors(cmd, m, o.model_path, o.strict)) {
+        msrnn_model_close(m);
         corpus_paths_free(files, n_paths);
         return 1;
     }
@@ -285,7 +321,7 @@ static int perplexity(int argc, char **argv, const char **given) {
                 msrnn_session_params sp = o.sp;
                 sp.memory = pol;
                 sp.kv_size = sizes[k];
-                msrnn_session *probe = NULL;
+                size_t probe_bytes = 0;
                 msrnn_status st = MSRNN_OK;
                 if (n_res == MAX_RESULTS) {
                     fprintf(stderr, "msrnn %s: a sweep runs at most %d (policy, size) pairs\n", cmd,
@@ -294,7 +330,8 @@ static int perplexity(int argc, char **argv, const char **given) {
                 } else if (strlen(pol) >= sizeof res[0].policy) {
                     fprintf(stderr, "msrnn %s: --policies: '%s' is not a memory\n", cmd, pol);
                     rc = 2;
-                } else if ((st = msrnn_session_open(m, &sp, &probe)) != MSRNN_OK) {
+                } else if ((st = msrnn_session_bytes_needed(m, &sp, &probe_bytes)) !=
+                           MSRNN_OK) { /* the parameters' checks, without allocating */
                     fprintf(stderr, "msrnn %s: --sweep: %s k=%d: %s\n", cmd, pol, sizes[k],
                             msrnn_last_error());
                     rc = exit_status(st);
@@ -303,7 +340,6 @@ static int perplexity(int argc, char **argv, const char **given) {
                     snprintf(res[n_res].policy, sizeof res[n_res].policy, "%s", pol);
                     res[n_res++].kv_size = sizes[k];
                 }
-                msrnn_session_close(probe);
             }
     }
     if (!rc && n_sizes == 0) {
@@ -313,10 +349,10 @@ static int perplexity(int argc, char **argv, const char **given) {
             printf("\n");
         } else if (!rc) {
             printf("%s%s%.0d: ppl %.4f  nll %.5f  bits/byte %.4f  (%zu tokens, %.0f tok/s, memory "
-                   "%zu bytes)\n",
+                   "%zu bytes held of %zu allocated)\n",
                    single.policy, single.kv_size ? " k=" : "", single.kv_size, single.r.ppl,
                    single.r.nll_mean, single.r.bits_per_byte, single.r.n_scored,
-                   single.r.tokens_per_s, single.r.memory_bytes);
+                   single.r.tokens_per_s, single.r.memory_bytes, single.r.allocated_bytes);
         }
     } else if (!rc) {
         result full = {.policy = "full"};
@@ -377,6 +413,7 @@ static int perplexity(int argc, char **argv, const char **given) {
 }
 
 int cmd_perplexity(int argc, char **argv) {
+    arg_set_usage(usage);
     const char **given = calloc((size_t)argc, sizeof *given);
     if (!given) {
         fprintf(stderr, "msrnn perplexity: out of memory\n");

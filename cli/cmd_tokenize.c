@@ -16,6 +16,7 @@ static void usage(FILE *f) {
 }
 
 int cmd_tokenize(int argc, char **argv) {
+    arg_set_usage(usage);
     const char *cmd = "tokenize", *model = NULL, *text = NULL, *file = NULL;
     int bos = 1, json = 0, only_ids = 0;
     for (int i = 1; i < argc; i++) {
@@ -40,8 +41,7 @@ int cmd_tokenize(int argc, char **argv) {
             else
                 file = v;
         } else {
-            fprintf(stderr, "msrnn %s: unknown option '%s'\n", cmd, a);
-            usage(stderr);
+            arg_unknown(cmd, a);
             return 2;
         }
     }

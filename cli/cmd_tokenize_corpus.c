@@ -28,6 +28,7 @@ static void usage(FILE *f) {
 }
 
 int cmd_tokenize_corpus(int argc, char **argv) {
+    arg_set_usage(usage);
     const char *cmd = "tokenize-corpus", *model = NULL, *out = NULL, *manifest = NULL,
                *split = NULL;
     int n_threads = 0, rc = 0, only_files = 0;
@@ -55,8 +56,7 @@ int cmd_tokenize_corpus(int argc, char **argv) {
         if (strcmp(a, "-m") && strcmp(a, "--model") && strcmp(a, "-o") && strcmp(a, "--output") &&
             strcmp(a, "--manifest") && strcmp(a, "--split") && strcmp(a, "-t") &&
             strcmp(a, "--threads")) {
-            fprintf(stderr, "msrnn %s: unknown option '%s'\n", cmd, a);
-            usage(stderr);
+            arg_unknown(cmd, a);
             rc = 2;
             break;
         }
@@ -93,6 +93,12 @@ int cmd_tokenize_corpus(int argc, char **argv) {
     rc = corpus_inputs(cmd, manifest, split, extra, n_extra, &paths, &n_paths);
     free(extra);
     if (rc) return rc;
+    const file_arg ins[] = {{"-m", model}, {"--manifest", manifest}}, outs[] = {{"-o", out}};
+    if ((rc =
+             files_check_corpus(cmd, ins, 2, paths, n_paths, n_paths - n_extra, "FILE", outs, 1))) {
+        corpus_paths_free(paths, n_paths);
+        return rc;
+    }
     msrnn_status st = gguf_open(model, &g);
     if (st == MSRNN_OK) st = spm_tokenizer_from_gguf(g, &tok);
     if (st == MSRNN_OK)

@@ -52,6 +52,7 @@ static int write_merges(const char *cmd, const bpe_vocab *v, const char *path) {
 }
 
 int cmd_tokenizer_train(int argc, char **argv) {
+    arg_set_usage(usage);
     const char *cmd = "tokenizer-train", *out = NULL, *manifest = NULL, *split = NULL, *name = NULL,
                *merges = NULL;
     bpe_train_params p = bpe_train_default_params();
@@ -84,8 +85,7 @@ int cmd_tokenizer_train(int argc, char **argv) {
             strcmp(a, "--manifest") && strcmp(a, "--split") && strcmp(a, "--max-chars") &&
             strcmp(a, "--coverage") && strcmp(a, "--name") && strcmp(a, "--merges") &&
             strcmp(a, "-t") && strcmp(a, "--threads")) {
-            fprintf(stderr, "msrnn %s: unknown option '%s'\n", cmd, a);
-            usage(stderr);
+            arg_unknown(cmd, a);
             rc = 2;
             break;
         }
@@ -136,6 +136,12 @@ int cmd_tokenizer_train(int argc, char **argv) {
                        &n_texts);
     free(files);
     if (rc) return rc;
+    const file_arg ins[] = {{"--manifest", manifest}}, outs[] = {{"-o", out}, {"--merges", merges}};
+    if ((rc = files_check_corpus(cmd, ins, 1, listed, n_texts, n_texts - (size_t)n_files, "FILE",
+                                 outs, 2))) {
+        corpus_paths_free(listed, n_texts);
+        return rc;
+    }
     bpe_text *texts = calloc(n_texts, sizeof *texts);
     uint64_t max_bytes = p.max_chars && p.max_chars < UINT64_MAX / 4 ? 4 * p.max_chars : UINT64_MAX;
     uint64_t read_bytes = 0; /* a character is at most 4 bytes */

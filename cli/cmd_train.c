@@ -17,6 +17,7 @@
 #include "args.h"
 #include "cli.h"
 #include "common.h"
+#include "config.h"
 #include "eval/plot_svg.h"
 #include "model/init.h"
 #include "train/trainer.h"
@@ -36,6 +37,7 @@ static void usage(FILE *f) {
            "  --f16              write the final model's matrices as f16 (default f32)\n"
            "  --ckpt FILE        checkpoint (default OUT.ckpt.gguf)\n"
            "  --resume           continue from --ckpt (its configuration is used)\n"
+           "  --strict           refuse a model file holding tensors it does not use\n"
            "  --log FILE.csv     loss log (default OUT.log.csv)\n"
            "  --plot FILE.svg    loss plot (default OUT.loss.svg)\n"
            "  --config FILE      name = value lines (the flags below, without dashes)\n"
@@ -48,7 +50,9 @@ static void usage(FILE *f) {
            "  --beta1 X (0.9)  --beta2 X (0.95)  --seed N (1: data order)\n"
            "  --eval-every N (100)  --eval-batches N (8)  --ckpt-every N (100)\n"
            "  --stop-after N     stop (with a checkpoint) after N steps of this run\n"
-           "  -t, --threads N (all cores)  --json (print a JSON summary at the end)\n");
+           "  -t, --threads N (all cores)  --json (print a JSON summary at the end)\n"
+           "  --max-memory BYTES  refuse a plan above this much memory (suffixes K, M, G, KiB,\n"
+           "                   MiB, GiB; default: the machine's available memory)\n");
 }
 
 typedef struct {
@@ -57,6 +61,7 @@ typedef struct {
     model_init_params shape;
     const char *tokenizer, *log, *plot, *config;
     int json, stop_after;
+    int strict; /* --strict: unused tensors in the model are an error, not a warning */
 } options;
 
 /* One option; returns 0 ok, 2 bad, -1 unknown. takes: set to 1 if v was consumed. */
@@ -69,8 +74,10 @@ static int set_option(const char *cmd, options *o, const char *a, const char *v,
     if (!strcmp(a, "--f16")) return *takes = 0, p->out_f16 = 1, 0;
     if (!strcmp(a, "--tied")) return *takes = 0, s->tied = 1, 0;
     if (!strcmp(a, "--json")) return *takes = 0, o->json = 1, 0;
+    if (!strcmp(a, "--strict")) return *takes = 0, o->strict = 1, 0;
     if (!v) {
-        fprintf(stderr, "msrnn %s: %s needs a value\n", cmd, a);
+        if (!arg_known(a)) return -1;
+        fprintf(stderr, "msrnn %s: %s%s needs a value\n", cmd, arg_where(), a);
         return 2;
     }
     if (!strcmp(a, "--train")) return p->train_path = v, 0;
@@ -105,46 +112,52 @@ static int set_option(const char *cmd, options *o, const char *a, const char *v,
     if (!strcmp(a, "--eval-batches")) return arg_int(cmd, a, v, 0, 1 << 20, &c->eval_batches);
     if (!strcmp(a, "--ckpt-every")) return arg_int(cmd, a, v, 0, 1 << 30, &c->ckpt_every);
     if (!strcmp(a, "--stop-after")) return arg_int(cmd, a, v, 1, 1 << 30, &o->stop_after);
+    if (!strcmp(a, "--max-memory")) {
+        const int r = max_memory_parse(cmd, a, v, &p->max_memory);
+        s->max_memory = p->max_memory;
+        return r;
+    }
     if (!strcmp(a, "-t") || !strcmp(a, "--threads"))
         return arg_int(cmd, a, v, 1, 1024, &p->n_threads);
     return -1;
 }
 
-/* Apply a config file: `name = value` (or `name` alone for switches), # comments. */
+typedef struct {
+    const char *cmd;
+    options *o;
+} config_ctx;
+
+static int config_setting(void *ctx, const char *name, const char *value, const char *where) {
+    config_ctx *c = ctx;
+    char flag[80], prefix[4300];
+    snprintf(flag, sizeof flag, "--%s", name);
+    snprintf(prefix, sizeof prefix, "%s: ", where);
+    if (!strcmp(name, "config") || !strcmp(name, "help")) {
+        fprintf(stderr, "msrnn %s: %s: '%s' cannot be set in a config file\n", c->cmd, where, name);
+        return 2;
+    }
+    arg_set_where(prefix);
+    int takes, r = set_option(c->cmd, c->o, flag, value, &takes);
+    arg_set_where(NULL);
+    if (r == -1) {
+        fprintf(stderr, "msrnn %s: %s: unknown setting '%s'\n", c->cmd, where, name);
+        return 2;
+    }
+    if (r == 0 && !takes && value) {
+        fprintf(stderr, "msrnn %s: %s: '%s' is a switch and takes no value (write '%s' alone)\n",
+                c->cmd, where, name, name);
+        return 2;
+    }
+    return r;
+}
+
+/* Apply a config file (cli/config.h); every error names the file and line. */
 static int read_config(const char *cmd, options *o, const char *path) {
     size_t len;
     char *text = read_text_file(cmd, path, &len);
     if (!text) return 1;
-    int rc = 0, line_no = 0;
-    for (char *line = text, *next; rc == 0 && line && *line; line = next) {
-        next = strchr(line, '\n');
-        if (next) *next++ = 0;
-        line_no++;
-        char *hash = strchr(line, '#');
-        if (hash) *hash = 0;
-        char *key = line + strspn(line, " \t\r");
-        if (!*key) continue;
-        char *eq = strchr(key, '='), *val = NULL;
-        if (eq) {
-            *eq = 0;
-            val = eq + 1 + strspn(eq + 1, " \t");
-            for (char *e = val + strlen(val); e > val && strchr(" \t\r", e[-1]); *--e = 0) {
-            }
-        }
-        for (char *e = key + strlen(key); e > key && strchr(" \t\r", e[-1]); *--e = 0) {
-        }
-        char flag[80];
-        snprintf(flag, sizeof flag, "--%s", key);
-        int takes;
-        int r = set_option(cmd, o, flag, val, &takes);
-        if (r == -1 || (!takes && val)) {
-            fprintf(stderr, "msrnn %s: %s:%d: unknown setting '%s'\n", cmd, path, line_no, key);
-            rc = 2;
-        } else if (r) {
-            fprintf(stderr, "msrnn %s: (in %s, line %d)\n", cmd, path, line_no);
-            rc = r;
-        }
-    }
+    config_ctx c = {cmd, o};
+    int rc = config_parse(cmd, path, text, len, config_setting, &c);
     free(text);
     return rc;
 }
@@ -317,12 +330,13 @@ static void on_signal(int sig) {
 }
 
 int cmd_train(int argc, char **argv) {
+    arg_set_usage(usage);
     const char *cmd = "train";
     options o;
     memset(&o, 0, sizeof o);
     o.cfg = train_config_default();
-    o.shape = (model_init_params){256,   4, 4,        0,     704, 0,       0,   10000.0f,
-                                  1e-5f, 0, TYPE_F32, 0.02f, 1,   "msrnn", NULL};
+    o.shape = (model_init_params){256,   4, 4,        0,     704, 0,       0,    10000.0f,
+                                  1e-5f, 0, TYPE_F32, 0.02f, 1,   "msrnn", NULL, 0};
     /* the config file first, so that flags override it */
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--config")) {
@@ -349,8 +363,7 @@ int cmd_train(int argc, char **argv) {
         int takes;
         const int r = set_option(cmd, &o, a, i + 1 < argc ? argv[i + 1] : NULL, &takes);
         if (r == -1) {
-            fprintf(stderr, "msrnn %s: unknown option '%s'\n", cmd, a);
-            usage(stderr);
+            arg_unknown(cmd, a);
             return 2;
         }
         if (r) return r;
@@ -375,23 +388,50 @@ int cmd_train(int argc, char **argv) {
     if (!p->ckpt_path) p->ckpt_path = ckpt;
     if (!o.log) o.log = log;
     if (!o.plot) o.plot = plot;
-    /* every output's folder must take a file now, not at the first checkpoint an hour later */
-    const char *outputs[] = {p->out_path, p->ckpt_path, o.log, o.plot};
-    for (int i = 0; i < 4; i++) {
-        atomic_file *f;
-        if (output_open(cmd, outputs[i], &f)) return 1;
-        atomic_file_abort(f);
-    }
+    /* no output may replace an input or another output, and every output's folder must take a
+     * file now, not at the first checkpoint an hour later (with --resume the checkpoint is read
+     * and rewritten by design, so it is an output only) */
+    const file_arg ins[] = {{"--train", p->train_path},
+                            {"--val", p->val_path},
+                            {"--init", p->init_path},
+                            {"--tokenizer", o.tokenizer},
+                            {"--config", o.config}};
+    const file_arg outs[] = {
+        {"-o", p->out_path}, {"--ckpt", p->ckpt_path}, {"--log", o.log}, {"--plot", o.plot}};
+    int frc = files_check(cmd, ins, 5, outs, 4);
+    if (frc) return frc;
     if (!p->resume && o.tokenizer) {
         model_init_params *s = &o.shape;
         if (!s->n_kv_heads) s->n_kv_heads = s->n_heads;
         s->n_ctx = o.cfg.ctx;
+        /* training holds 4 f32 copies of the parameters (weights, gradients, two moments): a
+         * shape that cannot fit is refused before its starting model is written */
+        const uint64_t L = (uint64_t)s->n_layers, D = (uint64_t)s->dim,
+                       KV = D / (uint64_t)s->n_heads * (uint64_t)s->n_kv_heads;
+        const uint64_t n_params = L * (2 * D * D + 2 * D * KV + 3 * D * (uint64_t)s->ffn_dim);
+        char what[160];
+        snprintf(what, sizeof what,
+                 "train: a new model of dim %d, %d layers, ffn %d (%llu parameters in its layers, "
+                 "4 f32 copies)",
+                 s->dim, s->n_layers, s->ffn_dim, (unsigned long long)n_params);
+        if (memory_check(cmd, 16 * n_params, o.paths.max_memory, what, "--dim, --layers or --ffn"))
+            return 1;
         snprintf(init, sizeof init, "%s.init.gguf", p->ckpt_path);
         if (model_write_init(s, o.tokenizer, init) != MSRNN_OK) {
             fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
             return 1;
         }
         p->init_path = init;
+        p->vocab_from = o.tokenizer; /* messages name the vocabulary the user gave */
+    }
+    if (p->init_path != init) { /* a file the user gave: warn about (or refuse) unused tensors */
+        const char *mpath = p->resume ? p->ckpt_path : p->init_path;
+        msrnn_model *mm = NULL;
+        if (msrnn_model_open(mpath, &mm) == MSRNN_OK) { /* else train_run reports it */
+            const int bad = check_unused_tensors(cmd, mm, mpath, o.strict);
+            msrnn_model_close(mm);
+            if (bad) return 1;
+        }
     }
     run_state rs = {&o, NULL, 0, 0, isatty(2), 0, 0, 0};
     train_callbacks cb = {on_start, on_step, &rs};

@@ -1,11 +1,16 @@
 /* common.c — what several subcommands share (see common.h). */
 #include "common.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "args.h"
+#include "base/mem.h"
 #include "train/manifest.h"
 
 const char *const RUN_OPTIONS_HELP =
@@ -16,7 +21,11 @@ const char *const RUN_OPTIONS_HELP =
     "  --kv-type f32|f16     KV cache element type (default f32)\n"
     "  --kv POLICY           attention memory: full (default), window, sink, h2o, tova, tova-head\n"
     "  --kv-size K           entries kept per layer by a bounded memory\n"
-    "  --kv-sinks N          sink tokens of the sink memory (default 4)\n";
+    "  --kv-sinks N          sink tokens of the sink memory (default 4)\n"
+    "  --max-memory BYTES    refuse to start above this much memory (suffixes K, M, G, KiB, MiB,\n"
+    "                        GiB; default: the machine's available memory)\n"
+    "  --strict              refuse a model file holding tensors the model does not use\n"
+    "                        (default: warn and run without them)\n";
 
 void run_options_init(run_options *o) {
     memset(o, 0, sizeof *o);
@@ -27,6 +36,10 @@ int run_options_parse(const char *cmd, run_options *o, int argc, char **argv, in
     const char *a = argv[*i];
     const char *v;
     *rc = 0;
+    if (!strcmp(a, "--strict")) { /* takes no value */
+        o->strict = 1;
+        return 1;
+    }
     if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
         if (!(v = arg_value(cmd, argc, argv, *i))) return (*rc = 2), 1;
         o->model_path = v;
@@ -67,6 +80,9 @@ int run_options_parse(const char *cmd, run_options *o, int argc, char **argv, in
         if (!(v = arg_value(cmd, argc, argv, *i))) return (*rc = 2), 1;
         o->kv_size_flag = a;
         *rc = arg_int(cmd, a, v, 1, 1 << 24, &o->sp.kv_size);
+    } else if (!strcmp(a, "--max-memory")) {
+        if (!(v = arg_value(cmd, argc, argv, *i))) return (*rc = 2), 1;
+        *rc = max_memory_parse(cmd, a, v, &o->max_memory);
     } else if (!strcmp(a, "--kv-sinks")) {
         if (!(v = arg_value(cmd, argc, argv, *i))) return (*rc = 2), 1;
         o->kv_sinks_flag = a;
@@ -95,8 +111,17 @@ int run_options_check(const char *cmd, const run_options *o) {
 }
 
 int open_model_session(const char *cmd, const run_options *o, msrnn_model **m, msrnn_session **s) {
-    *m = NULL;
     *s = NULL;
+    int rc = open_model(cmd, o, m);
+    if (!rc && (rc = open_session(cmd, o, *m, s))) {
+        msrnn_model_close(*m);
+        *m = NULL;
+    }
+    return rc;
+}
+
+int open_model(const char *cmd, const run_options *o, msrnn_model **m) {
+    *m = NULL;
     int rc = run_options_check(cmd, o);
     if (rc) return rc;
     if (!o->model_path) {
@@ -111,19 +136,93 @@ int open_model_session(const char *cmd, const run_options *o, msrnn_model **m, m
         fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
         return 1;
     }
-    const msrnn_model_info *in = msrnn_model_get_info(*m);
+    if (check_unused_tensors(cmd, *m, o->model_path, o->strict)) {
+        msrnn_model_close(*m);
+        *m = NULL;
+        return 1;
+    }
+    return 0;
+}
+
+int open_session(const char *cmd, const run_options *o, msrnn_model *m, msrnn_session **s) {
+    *s = NULL;
+    const msrnn_model_info *in = msrnn_model_get_info(m);
     const int bounded = o->sp.memory && strcmp(o->sp.memory, "full");
     if (!bounded && o->sp.n_ctx > in->n_ctx)
         fprintf(stderr, "msrnn %s: warning: context %d is longer than the model's trained %d\n",
                 cmd, o->sp.n_ctx, in->n_ctx);
-    const msrnn_status st = msrnn_session_open(*m, &o->sp, s);
+    size_t need = 0;
+    msrnn_status st = msrnn_session_bytes_needed(m, &o->sp, &need);
+    if (st == MSRNN_OK) {
+        char what[128];
+        if (bounded)
+            snprintf(what, sizeof what, "the session (--kv %s --kv-size %d)", o->sp.memory,
+                     o->sp.kv_size);
+        else
+            snprintf(what, sizeof what, "the session (full cache of %d tokens)",
+                     o->sp.n_ctx > 0 ? o->sp.n_ctx : in->n_ctx);
+        if (memory_check(cmd, need, o->max_memory, what,
+                         bounded ? "--kv-size or -b/--batch-size"
+                                 : "-c/--ctx-size or -b/--batch-size"))
+            return 1;
+        st = msrnn_session_open(m, &o->sp, s);
+    }
     if (st != MSRNN_OK) {
         fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
-        msrnn_model_close(*m);
-        *m = NULL;
         return exit_status(st);
     }
     return 0;
+}
+
+void run_options_cap(const char *cmd, run_options *o, int64_t max_tokens) {
+    if (max_tokens < 1) max_tokens = 1;
+    const int bounded = o->sp.memory && strcmp(o->sp.memory, "full");
+    if (bounded && o->sp.kv_size > max_tokens) {
+        int k = (int)max_tokens;
+        const int sinks = o->sp.kv_sinks > 0 ? o->sp.kv_sinks : 4;
+        if (!strcmp(o->sp.memory, "sink") && k <= sinks) k = sinks + 1;
+        if (k < o->sp.kv_size) {
+            fprintf(stderr,
+                    "msrnn %s: note: --kv-size %d is more than the %lld tokens this run feeds a "
+                    "session; the cache is sized for %d\n",
+                    cmd, o->sp.kv_size, (long long)max_tokens, k);
+            o->sp.kv_size = k;
+        }
+    } else if (!bounded && (o->sp.n_ctx == 0 || o->sp.n_ctx > max_tokens)) {
+        if (o->ctx_flag && o->sp.n_ctx > max_tokens)
+            fprintf(stderr,
+                    "msrnn %s: note: %s %d is more than the %lld tokens this run feeds the "
+                    "session; the cache is sized for %lld\n",
+                    cmd, o->ctx_flag, o->sp.n_ctx, (long long)max_tokens, (long long)max_tokens);
+        o->sp.n_ctx = (int)max_tokens;
+    }
+}
+
+int memory_check(const char *cmd, uint64_t need, uint64_t limit, const char *what,
+                 const char *how) {
+    if (mem_check(need, limit, what, how) == MSRNN_OK) return 0;
+    fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
+    return 1;
+}
+
+int max_memory_parse(const char *cmd, const char *flag, const char *v, uint64_t *limit) {
+    int rc = arg_bytes(cmd, flag, v, limit);
+    if (!rc && *limit < ((uint64_t)1 << 30)) read_text_set_limit(*limit);
+    return rc;
+}
+
+int check_unused_tensors(const char *cmd, const msrnn_model *m, const char *path, int strict) {
+    const int n = msrnn_model_n_unused(m);
+    if (n == 0) return 0;
+    enum { SHOWN = 4 };
+    fprintf(stderr, "msrnn %s: %s%s: %d tensor%s the model does not use (", cmd,
+            strict ? "" : "warning: ", path, n, n == 1 ? "" : "s");
+    for (int i = 0; i < n && i < SHOWN; i++)
+        fprintf(stderr, "%s%s", i ? ", " : "", msrnn_model_unused_name(m, i));
+    if (n > SHOWN) fprintf(stderr, " and %d more", n - SHOWN);
+    fprintf(stderr, "): its hyper-parameters (block_count...) may not match its tensors%s\n",
+            strict ? " (--strict)" : "; --strict refuses such a file");
+    return strict ? 1 : 0;
 }
 
 int corpus_inputs(const char *cmd, const char *manifest, const char *split,
@@ -171,7 +270,117 @@ int output_open(const char *cmd, const char *path, atomic_file **f) {
         fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
         return 1;
     }
+    uint64_t bytes;
+    int n = atomic_file_stale_removed(*f, &bytes);
+    if (n)
+        fprintf(stderr,
+                "msrnn %s: removed %d temporary file%s of %s left by a killed run (%llu bytes)\n",
+                cmd, n, n == 1 ? "" : "s", path, (unsigned long long)bytes);
     return 0;
+}
+
+/* ---- files_check ----------------------------------------------------------------------------- */
+
+typedef struct {
+    int exists;
+    dev_t dev;
+    ino_t ino;
+    char
+        where[PATH_MAX + NAME_MAX + 2]; /* resolved folder + "/" + name ("" if the folder is not) */
+} file_id;
+
+/* The folder part of path ("." when none), into dir. */
+static void folder_of(const char *path, char *dir, size_t cap) {
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(dir, cap, ".");
+    else if (slash == path)
+        snprintf(dir, cap, "/");
+    else
+        snprintf(dir, cap, "%.*s", (int)(slash - path), path);
+}
+
+static void identify(const char *path, file_id *id) {
+    struct stat st;
+    memset(id, 0, sizeof *id);
+    if (stat(path, &st) == 0) id->exists = 1, id->dev = st.st_dev, id->ino = st.st_ino;
+    char dir[PATH_MAX], real[PATH_MAX];
+    folder_of(path, dir, sizeof dir);
+    const char *slash = strrchr(path, '/');
+    if (realpath(dir, real))
+        snprintf(id->where, sizeof id->where, "%s/%s", real, slash ? slash + 1 : path);
+}
+
+static int same_file(const file_id *a, const file_id *b) {
+    if (a->exists && b->exists) return a->dev == b->dev && a->ino == b->ino;
+    return a->where[0] && !strcmp(a->where, b->where);
+}
+
+static int writable(const char *cmd, const file_arg *o) {
+    char dir[PATH_MAX];
+    struct stat st;
+    if (!o->path[0]) {
+        fprintf(stderr, "msrnn %s: %s: an empty path\n", cmd, o->flag);
+        return 1;
+    }
+    if (o->path[strlen(o->path) - 1] == '/' || (stat(o->path, &st) == 0 && S_ISDIR(st.st_mode))) {
+        fprintf(stderr, "msrnn %s: %s %s: is a folder; give a file name\n", cmd, o->flag, o->path);
+        return 1;
+    }
+    if (stat(o->path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        fprintf(stderr, "msrnn %s: %s %s: is a device, pipe or socket, not a file to replace\n",
+                cmd, o->flag, o->path);
+        return 1;
+    }
+    folder_of(o->path, dir, sizeof dir);
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "msrnn %s: %s %s: the folder '%s' %s\n", cmd, o->flag, o->path, dir,
+                stat(dir, &st) != 0 ? "does not exist" : "is not a folder");
+        return 1;
+    }
+    if (access(dir, W_OK | X_OK) != 0) {
+        fprintf(stderr, "msrnn %s: %s %s: cannot write in the folder '%s': %s\n", cmd, o->flag,
+                o->path, dir, strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
+int files_check(const char *cmd, const file_arg *in, size_t n_in, const file_arg *out,
+                size_t n_out) {
+    file_id *ids = malloc((n_in + n_out) * sizeof *ids + 1);
+    if (!ids) {
+        fprintf(stderr, "msrnn %s: out of memory\n", cmd);
+        return 1;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < n_in; i++)
+        if (in[i].path) identify(in[i].path, &ids[i]);
+    for (size_t j = 0; j < n_out && !rc; j++) {
+        const file_arg *o = &out[j];
+        if (!o->path) continue;
+        file_id *id = &ids[n_in + j];
+        identify(o->path, id);
+        for (size_t i = 0; i < n_in && !rc; i++)
+            if (in[i].path && same_file(id, &ids[i])) {
+                fprintf(stderr,
+                        "msrnn %s: %s %s and %s %s are the same file: the output would replace "
+                        "an input\n",
+                        cmd, o->flag, o->path, in[i].flag, in[i].path);
+                rc = 2;
+            }
+        for (size_t k = 0; k < j && !rc; k++)
+            if (out[k].path && same_file(id, &ids[n_in + k])) {
+                fprintf(stderr,
+                        "msrnn %s: %s %s and %s %s are the same file: two outputs would "
+                        "overwrite each other\n",
+                        cmd, o->flag, o->path, out[k].flag, out[k].path);
+                rc = 2;
+            }
+        if (!rc) rc = writable(cmd, o);
+    }
+    free(ids);
+    return rc;
 }
 
 int output_commit(const char *cmd, atomic_file *f) {
@@ -183,3 +392,20 @@ int output_commit(const char *cmd, atomic_file *f) {
 }
 
 int exit_status(msrnn_status st) { return st == MSRNN_OK ? 0 : st == MSRNN_ERR_INVALID ? 2 : 1; }
+
+int files_check_corpus(const char *cmd, const file_arg *in, size_t n_in, char **paths,
+                       size_t n_paths, size_t n_listed, const char *extra_flag, const file_arg *out,
+                       size_t n_out) {
+    file_arg *all = malloc((n_in + n_paths) * sizeof *all + 1);
+    if (!all) {
+        fprintf(stderr, "msrnn %s: out of memory\n", cmd);
+        return 1;
+    }
+    memcpy(all, in, n_in * sizeof *in);
+    for (size_t i = 0; i < n_paths; i++)
+        all[n_in + i] =
+            (file_arg){i < n_listed ? "a file of --manifest/--split" : extra_flag, paths[i]};
+    int rc = files_check(cmd, all, n_in + n_paths, out, n_out);
+    free(all);
+    return rc;
+}

@@ -54,6 +54,13 @@ typedef struct {
 msrnn_status msrnn_model_open(const char *path, msrnn_model **out);
 void msrnn_model_close(msrnn_model *m);
 const msrnn_model_info *msrnn_model_get_info(const msrnn_model *m);
+/* The tensors of the file that the model does not use: those its architecture's parameter list
+ * (for the file's hyper-parameters) does not name, e.g. the layers beyond a lowered block_count.
+ * A checkpoint's AdamW moments (opt.m.* and opt.v.*, in a file with msrnn.train.step) do not count.
+ * Opening succeeds anyway; the command-line tool warns, and refuses with --strict. Names are in
+ * file order and live until msrnn_model_close. */
+int msrnn_model_n_unused(const msrnn_model *m);
+const char *msrnn_model_unused_name(const msrnn_model *m, int i);
 
 /* ---- sessions: one attention state over a model ---------------------------------------------- */
 
@@ -90,6 +97,13 @@ void msrnn_session_reset(msrnn_session *s);
 int64_t msrnn_session_n_past(const msrnn_session *s);
 /* Bytes held by the session's buffers (KV cache plus scratch), fixed at open. */
 size_t msrnn_session_bytes(const msrnn_session *s);
+/* The bytes msrnn_session_open(m, p) would allocate (what msrnn_session_bytes() will then report),
+ * computed without allocating, so a caller can refuse a request that does not fit first. The same
+ * parameter checks as open (MSRNN_ERR_INVALID). msrnn_session_open itself refuses, with
+ * MSRNN_ERR_NOMEM and the byte count, a session above the machine's available memory
+ * (MemAvailable; swap not counted). */
+msrnn_status msrnn_session_bytes_needed(const msrnn_model *m, const msrnn_session_params *p,
+                                        size_t *bytes);
 
 /* The entries a bounded memory holds now in `layer` (head: the kv head for "tova-head", else -1):
  * writes up to cap absolute positions in ascending order to pos and, if score is non-NULL, each

@@ -76,10 +76,19 @@ static void test_failures(void) {
               strstr(msrnn_last_error(), "cannot create a temporary file"),
           "missing folder: %s", msrnn_last_error());
 
-    /* the rename fails: the target is a folder */
+    /* a target that is a folder (or a device) is refused at open, never replaced */
     const char *dir = tmp_path("is-a-dir");
     REQUIRE(mkdir(dir, 0755) == 0, "mkdir %s", dir);
+    CHECK(atomic_file_open(dir, &f) == MSRNN_ERR_IO && strstr(msrnn_last_error(), "a folder") &&
+              strstr(msrnn_last_error(), "is-a-dir"),
+          "open over a folder: %s", msrnn_last_error());
+    CHECK(atomic_file_open("/dev/null", &f) == MSRNN_ERR_IO && strstr(msrnn_last_error(), "device"),
+          "open over /dev/null: %s", msrnn_last_error());
+    rmdir(dir);
+
+    /* the rename fails: the target became a folder while the file was written */
     REQUIRE_OK(atomic_file_open(dir, &f));
+    REQUIRE(mkdir(dir, 0755) == 0, "mkdir %s", dir);
     atomic_file_write(f, "x", 1);
     CHECK(atomic_file_commit(f) == MSRNN_ERR_IO && strstr(msrnn_last_error(), "renaming") &&
               strstr(msrnn_last_error(), "is-a-dir"),

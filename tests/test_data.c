@@ -6,7 +6,9 @@
  * 2. Malformed shards, made byte by byte from a valid one, are refused with MSRNN_ERR_FORMAT and a
  *    message naming the file and the problem: empty, truncated at every length, bad magic, wrong
  *    version, width 3, width not matching the vocabulary, token count off by one either way, fewer
- *    than 2 tokens, an id >= vocab (the message names its index), BOS >= vocab, nonzero padding,
+ *    than 2 tokens, an id >= vocab (the message names its index), BOS >= vocab, nonzero padding
+ *    (56..63; 48..63 in version 1), version 0 or 3; a version 1 shard is read with no hash; the
+ *    vocabulary hash round-trips and token_shard_check_vocab refuses another size or hash,
  *    more documents than tokens.
  * 3. The loader: windows are T + 1 consecutive tokens at multiples of T; every window appears
  *    exactly once per epoch (batches straddling epoch boundaries); epochs have different orders;
@@ -40,7 +42,8 @@ static void round_trip(uint32_t vocab, uint64_t n, uint32_t width) {
     for (uint64_t i = 0; i < n; i++) ids[i] = (int32_t)(rng_u32() % vocab);
     ids[0] = (int32_t)(vocab - 1); /* the largest id survives the width */
     const char *path = tmp_path("rt.bin");
-    REQUIRE_OK(token_shard_write(path, ids, n, vocab, vocab / 2, 3, 12345678901ull));
+    REQUIRE_OK(token_shard_write(path, ids, n, vocab, 0x0123456789abcdefull ^ vocab, vocab / 2, 3,
+                                 12345678901ull));
     size_t size;
     free(read_all(path, &size));
     REQUIRE(size == 64 + n * width, "vocab %u: file of %zu bytes, expected %llu", vocab, size,
@@ -49,8 +52,19 @@ static void round_trip(uint32_t vocab, uint64_t n, uint32_t width) {
     REQUIRE_OK(token_shard_open(path, &s));
     REQUIRE(token_shard_n_tokens(s) == n && token_shard_vocab(s) == vocab &&
                 token_shard_bos(s) == vocab / 2 && token_shard_n_docs(s) == 3 &&
-                token_shard_n_bytes(s) == 12345678901ull,
+                token_shard_n_bytes(s) == 12345678901ull && token_shard_version(s) == 2,
             "vocab %u: header fields", vocab);
+    uint64_t hash = 0;
+    REQUIRE(token_shard_vocab_hash(s, &hash) && hash == (0x0123456789abcdefull ^ vocab),
+            "vocab %u: the vocabulary hash did not survive", vocab);
+    REQUIRE_OK(token_shard_check_vocab(s, "m.gguf", vocab, 1, hash));
+    REQUIRE_OK(token_shard_check_vocab(s, "m.gguf", vocab, 0, 0));
+    REQUIRE(token_shard_check_vocab(s, "m.gguf", vocab + 1, 1, hash) == MSRNN_ERR_FORMAT &&
+                strstr(msrnn_last_error(), "rt.bin") && strstr(msrnn_last_error(), "m.gguf"),
+            "vocab %u: size mismatch: %s", vocab, msrnn_last_error());
+    REQUIRE(token_shard_check_vocab(s, "m.gguf", vocab, 1, hash ^ 1) == MSRNN_ERR_FORMAT &&
+                strstr(msrnn_last_error(), "hash"),
+            "vocab %u: hash mismatch: %s", vocab, msrnn_last_error());
     token_shard_read(s, 0, (int)n, back);
     REQUIRE(!memcmp(ids, back, n * sizeof *ids), "vocab %u: ids differ", vocab);
     token_shard_read(s, n - 7, 7, back);
@@ -79,7 +93,7 @@ static void test_writer(void) {
         {ids, 8, 9, 10, 1, "9 documents"},
     };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
-        msrnn_status st = token_shard_write(path, bad[k].ids, bad[k].n, bad[k].vocab, bad[k].bos,
+        msrnn_status st = token_shard_write(path, bad[k].ids, bad[k].n, bad[k].vocab, 0, bad[k].bos,
                                             bad[k].n_docs, 0);
         REQUIRE(st == MSRNN_ERR_INVALID && strstr(msrnn_last_error(), bad[k].needle) &&
                     strstr(msrnn_last_error(), "w.bin"),
@@ -87,18 +101,18 @@ static void test_writer(void) {
                 msrnn_last_error(), bad[k].needle);
     }
     int32_t neg[3] = {0, -1, 2};
-    REQUIRE(token_shard_write(path, neg, 3, 10, 0, 1, 0) == MSRNN_ERR_INVALID &&
+    REQUIRE(token_shard_write(path, neg, 3, 10, 0, 0, 1, 0) == MSRNN_ERR_INVALID &&
                 strstr(msrnn_last_error(), "token 1 has id -1"),
             "negative id: %s", msrnn_last_error());
     REQUIRE(n_files_in_tmp(SKIP_DOT_FILES) == 0, "a refused write left a file");
 
-    msrnn_status st = token_shard_write(tmp_path("missing/w.bin"), ids, 8, 10, 1, 2, 0);
+    msrnn_status st = token_shard_write(tmp_path("missing/w.bin"), ids, 8, 10, 0, 1, 2, 0);
     REQUIRE(st == MSRNN_ERR_IO && strstr(msrnn_last_error(), "missing/w.bin"), "%s: %s",
             msrnn_status_name(st), msrnn_last_error());
     REQUIRE(n_files_in_tmp(SKIP_DOT_FILES) == 0, "a failed write left a file");
 
     write_all(path, "old", 3);
-    REQUIRE_OK(token_shard_write(path, ids, 8, 10, 1, 2, 40));
+    REQUIRE_OK(token_shard_write(path, ids, 8, 10, 0, 1, 2, 40));
     size_t size;
     free(read_all(path, &size));
     REQUIRE(size == 64 + 16 && n_files_in_tmp(SKIP_DOT_FILES) == 1,
@@ -129,7 +143,7 @@ static void test_malformed(void) {
     int32_t ids[N];
     for (int i = 0; i < N; i++) ids[i] = (int32_t)(rng_u32() % VOCAB);
     const char *path = tmp_path("good.bin");
-    REQUIRE_OK(token_shard_write(path, ids, N, VOCAB, 1, 4, 4000));
+    REQUIRE_OK(token_shard_write(path, ids, N, VOCAB, 0x1122334455667788ull, 1, 4, 4000));
     size_t size;
     uint8_t *good = read_all(path, &size), *b = malloc(size + 8);
     unlink(path);
@@ -149,7 +163,8 @@ static void test_malformed(void) {
         expect_bad(name, b, size, needle);                                                         \
     } while (0)
     MUTATE("magic.bin", b[3] = 'X', "bad magic");
-    MUTATE("version.bin", put_u32(b + 8, 2), "version 2, expected 1");
+    MUTATE("version.bin", put_u32(b + 8, 3), "version 3, expected 1 or 2");
+    MUTATE("version0.bin", put_u32(b + 8, 0), "version 0, expected 1 or 2");
     MUTATE("width3.bin", put_u32(b + 12, 3), "3 bytes per id, expected 2 or 4");
     MUTATE("width4.bin", put_u32(b + 12, 4), "4 bytes per id with a vocabulary of 300");
     MUTATE("vocab0.bin", put_u32(b + 16, 0), "vocabulary size 0");
@@ -159,16 +174,33 @@ static void test_malformed(void) {
     MUTATE("ntok-huge.bin", put_u64(b + 24, ~0ull), "tokens but");
     MUTATE("ndocs.bin", put_u64(b + 32, N + 1), "1001 documents");
     MUTATE("padding.bin", b[60] = 1, "header byte 60");
+    MUTATE("padding56.bin", b[56] = 1, "header byte 56");
+    /* version 1 has no hash: bytes 48..63 are padding */
+    MUTATE("v1-hash.bin", put_u32(b + 8, 1), "header byte 48");
     MUTATE("id.bin", (b[64 + 2 * 537] = 44, b[64 + 2 * 537 + 1] = 1), "token 537 has id 300");
     MUTATE("id-last.bin", (b[size - 2] = 0xff, b[size - 1] = 0xff), "token 999 has id 65535");
 #undef MUTATE
+    /* a version 1 shard (no hash) is still read; only its size can be checked */
+    memcpy(b, good, size);
+    put_u32(b + 8, 1), put_u64(b + 48, 0);
+    write_all(tmp_path("v1.bin"), b, size);
+    token_shard *v1 = NULL;
+    REQUIRE_OK(token_shard_open(tmp_path("v1.bin"), &v1));
+    uint64_t h1 = 1;
+    REQUIRE(token_shard_version(v1) == 1 && !token_shard_vocab_hash(v1, &h1) && h1 == 0,
+            "version 1: version %u, hash %llx", token_shard_version(v1), (unsigned long long)h1);
+    REQUIRE_OK(token_shard_check_vocab(v1, "m.gguf", VOCAB, 1, 0x42));
+    REQUIRE(token_shard_check_vocab(v1, "m.gguf", VOCAB + 1, 1, 0x42) == MSRNN_ERR_FORMAT,
+            "version 1: a size mismatch passed");
+    token_shard_close(v1);
+    unlink(tmp_path("v1.bin"));
     /* one token: a valid header and size, but no (input, target) pair */
     memcpy(b, good, 66);
     put_u64(b + 24, 1), put_u64(b + 32, 1);
     expect_bad("one-token.bin", b, 66, "at least 2");
     /* an id >= vocab in a 4-byte shard */
     int32_t big[5] = {0, 69999, 1, 2, 3};
-    REQUIRE_OK(token_shard_write(path, big, 5, 70000, 0, 1, 0));
+    REQUIRE_OK(token_shard_write(path, big, 5, 70000, 0, 0, 1, 0));
     free(good);
     good = read_all(path, &size);
     unlink(path);
@@ -190,7 +222,7 @@ static void test_malformed(void) {
 static token_shard *position_shard(const char *name, uint64_t n) {
     int32_t *ids = malloc(n * sizeof *ids);
     for (uint64_t i = 0; i < n; i++) ids[i] = (int32_t)i;
-    REQUIRE_OK(token_shard_write(tmp_path(name), ids, n, 70000, 0, 1, n));
+    REQUIRE_OK(token_shard_write(tmp_path(name), ids, n, 70000, 0, 0, 1, n));
     free(ids);
     token_shard *s;
     REQUIRE_OK(token_shard_open(tmp_path(name), &s));

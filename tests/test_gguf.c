@@ -518,9 +518,9 @@ static void test_broken(void) {
     expect_patched("big-endian", l.version, 32, 0x03000000, MSRNN_ERR_UNSUPPORTED,
                    "big-endian GGUF file");
     expect_patched("huge n_kv", l.n_kv, 64, 1ull << 60, MSRNN_ERR_FORMAT,
-                   "header claims 1152921504606846976 key/value pairs");
+                   "corrupt: the header claims 1152921504606846976 key/value pairs");
     expect_patched("huge n_tensors", l.n_tensors, 64, UINT64_MAX, MSRNN_ERR_FORMAT,
-                   "header claims 18446744073709551615 tensors");
+                   "corrupt: the header claims 18446744073709551615 tensors");
     expect_patched("too many kv for the file", l.n_kv, 64, 1000, MSRNN_ERR_FORMAT,
                    "key/value pairs, but the");
     {
@@ -534,14 +534,16 @@ static void test_broken(void) {
 
     /* key/value pairs */
     expect_patched("huge key length", l.key0_len, 64, UINT64_MAX, MSRNN_ERR_FORMAT,
-                   "the key of key/value pair #0 needs 18446744073709551615 bytes");
-    expect_patched("huge string length", l.str_len, 64, 1ull << 62, MSRNN_ERR_FORMAT,
-                   "the string of key 'general.architecture' needs 4611686018427387904 bytes");
-    expect_patched("string length off by one", l.str_len, 64, 6, MSRNN_ERR_FORMAT,
-                   "the key of key/value pair #1 needs 7421932185906577408 bytes"); /* 'g' << 56 */
+                   "corrupt: the key of key/value pair #0 claims 18446744073709551615 bytes");
+    expect_patched(
+        "huge string length", l.str_len, 64, 1ull << 62, MSRNN_ERR_FORMAT,
+        "corrupt: the string of key 'general.architecture' claims 4611686018427387904 bytes");
+    expect_patched(
+        "string length off by one", l.str_len, 64, 6, MSRNN_ERR_FORMAT,
+        "corrupt: the key of key/value pair #1 claims 7421932185906577408 bytes"); /* 'g' << 56 */
     expect_patched("huge array count", l.arr_count, 64, 1ull << 61, MSRNN_ERR_FORMAT,
-                   "key 'tok.list' is an array of 2305843009213693952 string elements (at least 8 "
-                   "bytes each), but only");
+                   "corrupt: key 'tok.list' claims an array of 2305843009213693952 elements, more "
+                   "than the");
     expect_patched("bad array element type", l.arr_elem_type, 32, 99, MSRNN_ERR_FORMAT,
                    "key 'tok.list': array element type is 99, expected a GGUF value type (0..12)");
     expect_patched("bad value type", l.kv3_type, 32, 13, MSRNN_ERR_FORMAT,
@@ -676,12 +678,12 @@ static void test_atomic(void) {
     REQUIRE(stat(path, &sb) == 0 && (sb.st_mode & 0777) == 0644, "mode %o", sb.st_mode & 0777);
     gguf_close(f);
 
-    /* the rename fails (the destination is a folder): the temporary file is removed */
+    /* the destination is a folder: refused before anything is written, nothing left behind */
     char sub[224];
     snprintf(sub, sizeof sub, "%s/is-a-dir", dir);
     REQUIRE(mkdir(sub, 0755) == 0, "mkdir %s", sub);
     w = small_writer("third");
-    REQUIRE(gguf_writer_write(w, sub) == MSRNN_ERR_IO && strstr(msrnn_last_error(), "renaming"),
+    REQUIRE(gguf_writer_write(w, sub) == MSRNN_ERR_IO && strstr(msrnn_last_error(), "a folder"),
             "%s", msrnn_last_error());
     REQUIRE(list_dir(dir, COUNT_DOT_FILES, names, sizeof names) == 2, "left behind: %s", names);
     rmdir(sub);

@@ -604,7 +604,7 @@ static void test_model(const arch_row *row, const char *vocab, int T, int tied) 
     REQUIRE_OK(model_write_init(&p, vocab, path));
 
     train_model *tm = NULL;
-    REQUIRE_OK(train_model_open(path, 1, T, N_THREADS, &tm));
+    REQUIRE_OK(train_model_open(path, 1, T, N_THREADS, 0, &tm));
     const int V = train_model_hparams(tm)->info.n_vocab;
     int32_t *tokens = malloc(sizeof(int32_t) * (T + 1));
     for (int t = 0; t <= T; t++) tokens[t] = (int32_t)urand((uint32_t)V);
@@ -640,7 +640,7 @@ static void test_model(const arch_row *row, const char *vocab, int T, int tied) 
     /* a batch of two rows: row 1's logits are those of its own tokens alone */
     int32_t *rows = malloc(sizeof(int32_t) * 2 * (T + 1));
     for (int t = 0; t <= T; t++) rows[t] = (int32_t)urand((uint32_t)V), rows[T + 1 + t] = tokens[t];
-    REQUIRE_OK(train_model_open(path, 2, T, N_THREADS, &tm));
+    REQUIRE_OK(train_model_open(path, 2, T, N_THREADS, 0, &tm));
     REQUIRE_OK(train_model_logits(tm, rows, 1, li));
     const double err = scaled_err(li, lt, TV);
     CHECK(err <= TOL_MODEL, "%s T=%d: train_model_logits of row 1 of 2 vs B = 1: %.3g", row->name,

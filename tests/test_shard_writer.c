@@ -21,10 +21,12 @@ enum { N = 20000 }; /* more than one internal conversion buffer of ids */
 static void test_pieces(uint32_t vocab) {
     int32_t *ids = malloc(N * sizeof *ids);
     for (int i = 0; i < N; i++) ids[i] = (int32_t)((i * 7919u + 13) % vocab);
-    REQUIRE_OK(token_shard_write(tmp_path("whole.bin"), ids, N, vocab, 1, 5, 123456));
+    REQUIRE_OK(token_shard_write(tmp_path("whole.bin"), ids, N, vocab, 0xabcdef0123456789ull, 1, 5,
+                                 123456));
     static const size_t pieces[] = {0, 1, 4095, 4096, 4097, 1, 7710}; /* sums to N */
     token_shard_writer *w;
-    REQUIRE_OK(token_shard_writer_open(tmp_path("pieces.bin"), vocab, 1, N, 5, 123456, &w));
+    REQUIRE_OK(token_shard_writer_open(tmp_path("pieces.bin"), vocab, 0xabcdef0123456789ull, 1, N,
+                                       5, 123456, &w));
     size_t at = 0;
     for (size_t k = 0; k < sizeof pieces / sizeof *pieces; k++) {
         token_shard_writer_put(w, ids + at, pieces[k]);
@@ -51,7 +53,7 @@ static void test_failures(void) {
     const int32_t good[4] = {1, 2, 3, 4}, bad[3] = {5, 10, 6}; /* 10 is outside vocabulary 10 */
     const char *path = tmp_path("x.bin");
     token_shard_writer *w;
-    REQUIRE_OK(token_shard_writer_open(path, 10, 1, 7, 1, 0, &w));
+    REQUIRE_OK(token_shard_writer_open(path, 10, 7, 1, 7, 1, 0, &w));
     token_shard_writer_put(w, good, 4);
     token_shard_writer_put(w, bad, 3);
     CHECK(token_shard_writer_commit(w) == MSRNN_ERR_INVALID &&
@@ -61,7 +63,7 @@ static void test_failures(void) {
     CHECK(n_files_in_tmp(COUNT_DOT_FILES) == 0, "a refused shard left a file");
 
     for (int extra = -1; extra <= 1; extra += 2) {
-        REQUIRE_OK(token_shard_writer_open(path, 10, 1, (uint64_t)(4 + extra), 1, 0, &w));
+        REQUIRE_OK(token_shard_writer_open(path, 10, 7, 1, (uint64_t)(4 + extra), 1, 0, &w));
         token_shard_writer_put(w, good, 4);
         CHECK(token_shard_writer_commit(w) == MSRNN_ERR_INVALID &&
                   strstr(msrnn_last_error(), "4 ids written"),
@@ -69,15 +71,16 @@ static void test_failures(void) {
         CHECK(n_files_in_tmp(COUNT_DOT_FILES) == 0, "a short or long shard left a file");
     }
 
-    CHECK(token_shard_writer_open(path, 10, 10, 4, 1, 0, &w) == MSRNN_ERR_INVALID && !w,
+    CHECK(token_shard_writer_open(path, 10, 7, 10, 4, 1, 0, &w) == MSRNN_ERR_INVALID && !w,
           "BOS outside the vocabulary accepted");
-    CHECK(token_shard_writer_open(path, 10, 1, 4, 5, 0, &w) == MSRNN_ERR_INVALID,
+    CHECK(token_shard_writer_open(path, 10, 7, 1, 4, 5, 0, &w) == MSRNN_ERR_INVALID,
           "more documents than tokens accepted");
-    CHECK(token_shard_writer_open(tmp_path("absent/x.bin"), 10, 1, 4, 1, 0, &w) == MSRNN_ERR_IO &&
+    CHECK(token_shard_writer_open(tmp_path("absent/x.bin"), 10, 7, 1, 4, 1, 0, &w) ==
+                  MSRNN_ERR_IO &&
               strstr(msrnn_last_error(), "absent/x.bin"),
           "missing folder: %s", msrnn_last_error());
 
-    REQUIRE_OK(token_shard_writer_open(path, 10, 1, 4, 1, 0, &w));
+    REQUIRE_OK(token_shard_writer_open(path, 10, 7, 1, 4, 1, 0, &w));
     token_shard_writer_put(w, good, 4);
     token_shard_writer_abort(w);
     CHECK(n_files_in_tmp(COUNT_DOT_FILES) == 0, "an abort left a file");

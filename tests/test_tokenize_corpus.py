@@ -4,8 +4,9 @@
    ../shared/models/gutenberg-ref.gguf, equals id for id BOS (1) + sentencepiece 0.1.97's encoding
    of each whole book with the same vocabulary (gutenberg8k/gut8k.model, whose own normalizer
    settings — add_dummy_prefix, no extra-whitespace removal — apply), books in manifest order; the
-   header holds magic, version 1, 2 bytes per id, vocabulary 8192, BOS 1, and the exact numbers of
-   tokens, documents (6) and text bytes; the file is exactly 64 + 2 * tokens bytes.
+   header holds magic, version 2, 2 bytes per id, vocabulary 8192, BOS 1, the exact numbers of
+   tokens, documents (6) and text bytes, and the vocabulary hash train/shard.h documents (computed
+   here from the model's keys by tests/gguf_tiny.py); the file is exactly 64 + 2 * tokens bytes.
 2. A small manifest of its own (columns in another order, a file in a subfolder, CRLF and blank
    lines, a book with malformed UTF-8, an empty file) plus files on the command line: the documents
    come in manifest order, then argument order; one thread and two give the same bytes.
@@ -21,6 +22,7 @@ from array import array
 
 import sentencepiece as spm
 
+import gguf_tiny
 from checks import check, finish
 
 BIN = os.environ["MSRNN_BIN"]
@@ -44,7 +46,8 @@ def read_shard(path):
     if sys.byteorder != "little":
         ids.byteswap()
     return dict(magic=magic, version=version, width=width, vocab=vocab, bos=bos, n_tokens=n_tokens,
-                n_docs=n_docs, n_bytes=n_bytes, size=len(data), pad=data[48:64], ids=ids)
+                n_docs=n_docs, n_bytes=n_bytes, size=len(data), pad=data[56:64],
+                hash=struct.unpack_from("<Q", data, 48)[0], ids=ids)
 
 
 def first_mismatch(got, want):
@@ -82,11 +85,13 @@ with tempfile.TemporaryDirectory() as d:
     s = read_shard(out)
     want = expected_ids(books)
     n_bytes = sum(os.path.getsize(b) for b in books)
-    check(s["magic"] == b"MSRNNTOK" and s["version"] == 1 and s["width"] == 2, f"header {s['magic']!r} "
+    check(s["magic"] == b"MSRNNTOK" and s["version"] == 2 and s["width"] == 2, f"header {s['magic']!r} "
           f"v{s['version']} width {s['width']}")
     check(s["vocab"] == sp.get_piece_size() == 8192 and s["bos"] == sp.bos_id() == 1,
           f"vocab {s['vocab']}, bos {s['bos']}")
-    check(s["pad"] == bytes(16), "padding is zero")
+    check(s["pad"] == bytes(8), "padding is zero")
+    want_hash = gguf_tiny.vocab_hash(gguf_tiny.read(MODEL))
+    check(s["hash"] == want_hash, f"vocabulary hash {s['hash']:016x}, expected {want_hash:016x}")
     check(s["n_docs"] == len(books) == 6, f"n_docs {s['n_docs']}, expected {len(books)}")
     check(s["n_bytes"] == n_bytes, f"n_bytes {s['n_bytes']}, expected {n_bytes}")
     check(s["n_tokens"] == len(want) == len(s["ids"]), f"n_tokens {s['n_tokens']}, {len(s['ids'])} ids "

@@ -254,7 +254,7 @@ static void note(worst_err *w, double err, const char *where) {
 
 static msrnn_status open_model(const char *path, const train_ref *r, int n_threads,
                                train_model **out) {
-    msrnn_status st = train_model_open(path, r->B, r->T, n_threads, out);
+    msrnn_status st = train_model_open(path, r->B, r->T, n_threads, 0, out);
     if (st != MSRNN_OK)
         printf("  train_model_open(%s, B %d, T %d, %d threads): %s: %s\n", path, r->B, r->T,
                n_threads, msrnn_status_name(st), msrnn_last_error());
@@ -576,7 +576,7 @@ static void test_bad_inputs(const char *dir) {
     char path[4096 + 64];
     train_model *m = NULL;
     snprintf(path, sizeof path, "%s/no_such_model.gguf", dir);
-    msrnn_status st = train_model_open(path, 2, 16, N_THREADS, &m);
+    msrnn_status st = train_model_open(path, 2, 16, N_THREADS, 0, &m);
     CHECK(st != MSRNN_OK && m == NULL && msrnn_last_error()[0] != 0,
           "train_model_open of a missing file: %s, message '%s'", msrnn_status_name(st),
           msrnn_last_error());
@@ -584,7 +584,7 @@ static void test_bad_inputs(const char *dir) {
     if (st == MSRNN_OK) train_model_free(m);
     m = NULL;
     snprintf(path, sizeof path, "%s/bad_shape.gguf", dir);
-    st = train_model_open(path, 2, 16, N_THREADS, &m);
+    st = train_model_open(path, 2, 16, N_THREADS, 0, &m);
     CHECK(st != MSRNN_OK && m == NULL && strstr(msrnn_last_error(), "attn_k") != NULL,
           "train_model_open of a file whose blk.1.attn_k.weight is one row short: %s, message "
           "'%s' (must name the tensor)",

@@ -3,12 +3,15 @@
  * fopencookie() over atomic_file_write, so text writers share the buffer and the error record. */
 #include "base/atomic_file.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/sync_dir.h"
@@ -23,6 +26,8 @@ struct atomic_file {
     const char *step; /* what failed: "writing", "fsync of", ... */
     uint64_t offset;  /* bytes accepted so far */
     FILE *stream;
+    int stale; /* temporaries of killed writers removed when this one was opened */
+    uint64_t stale_bytes;
     size_t len; /* bytes waiting in buf */
     uint8_t buf[BUF_BYTES];
 };
@@ -72,6 +77,46 @@ static ssize_t stream_write(void *cookie, const char *data, size_t n) {
     return (ssize_t)n; /* a failure is reported by commit, not through stdio */
 }
 
+/* Remove the temporaries a killed writer of path left: "NAME.tmp-XXXXXX" beside it whose lock
+ * (every live writer holds flock on its own temporary) can be taken, and that are older than two
+ * seconds (a live writer takes its lock right after creating the file; the age closes that gap). */
+static void remove_stale(atomic_file *f) {
+    const char *slash = strrchr(f->path, '/');
+    const char *base = slash ? slash + 1 : f->path;
+    size_t dir_len = slash ? (size_t)(slash - f->path) : 0, base_len = strlen(base);
+    char *dir =
+        strndup(slash ? (dir_len ? f->path : "/") : ".", slash ? (dir_len ? dir_len : 1) : 1);
+    DIR *d = dir ? opendir(dir) : NULL;
+    if (!d) {
+        free(dir);
+        return;
+    }
+    const char *mine = strrchr(f->tmp, '/') ? strrchr(f->tmp, '/') + 1 : f->tmp;
+    const time_t now = time(NULL);
+    for (struct dirent *e; (e = readdir(d));) {
+        const char *n = e->d_name;
+        if (strlen(n) != base_len + sizeof TMP_SUFFIX - 1 || memcmp(n, base, base_len) ||
+            memcmp(n + base_len, ".tmp-", 5) || !strcmp(n, mine))
+            continue;
+        int fd = openat(dirfd(d), n, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+        if (fd < 0) continue;
+        struct stat st;
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && now - st.st_mtime >= 2 &&
+            flock(fd, LOCK_EX | LOCK_NB) == 0 && unlinkat(dirfd(d), n, 0) == 0) {
+            f->stale++;
+            f->stale_bytes += (uint64_t)st.st_size;
+        }
+        close(fd);
+    }
+    closedir(d);
+    free(dir);
+}
+
+int atomic_file_stale_removed(const atomic_file *f, uint64_t *bytes) {
+    if (bytes) *bytes = f->stale_bytes;
+    return f->stale;
+}
+
 msrnn_status atomic_file_open(const char *path, atomic_file **out) {
     *out = NULL;
     size_t n = strlen(path);
@@ -81,6 +126,12 @@ msrnn_status atomic_file_open(const char *path, atomic_file **out) {
     if (!f || !tmp || !copy) {
         free(f), free(tmp), free(copy);
         return msrnn_fail(MSRNN_ERR_NOMEM, "%s: out of memory", path);
+    }
+    struct stat dst;
+    if (stat(path, &dst) == 0 && !S_ISREG(dst.st_mode)) {
+        free(f), free(tmp), free(copy);
+        return msrnn_fail(MSRNN_ERR_IO, "%s: exists and is %s, not a regular file to replace", path,
+                          S_ISDIR(dst.st_mode) ? "a folder" : "a device, pipe or socket");
     }
     memcpy(tmp, path, n);
     memcpy(tmp + n, TMP_SUFFIX, sizeof TMP_SUFFIX);
@@ -93,7 +144,9 @@ msrnn_status atomic_file_open(const char *path, atomic_file **out) {
         return st;
     }
     f->path = copy, f->tmp = tmp, f->fd = fd, f->err = 0, f->step = NULL;
-    f->offset = 0, f->len = 0;
+    f->offset = 0, f->len = 0, f->stale = 0, f->stale_bytes = 0;
+    (void)flock(fd, LOCK_EX); /* held until close: the mark of a live writer (remove_stale) */
+    remove_stale(f);
     f->stream = fopencookie(f, "w", (cookie_io_functions_t){NULL, stream_write, NULL, NULL});
     if (!f->stream || setvbuf(f->stream, NULL, _IONBF, 0) != 0) {
         if (f->stream) fclose(f->stream);

@@ -10,6 +10,9 @@
  *
  * Writes are buffered and never fail on their own: the first failing write is remembered (with its
  * errno) and reported by atomic_file_commit, so callers write without checking each call.
+ * A writer holds flock() on its temporary file until it commits or aborts. Opening a writer for
+ * PATH removes the "PATH.tmp-XXXXXX" files beside it that nobody holds (left by a killed process)
+ * and are older than two seconds; atomic_file_stale_removed says how many.
  * Not here: appending to or editing an existing file, or locking against concurrent writers (the
  * last rename wins).
  */
@@ -25,8 +28,12 @@
 typedef struct atomic_file atomic_file;
 
 /* Create the temporary file for path. MSRNN_ERR_IO naming path when it cannot be created (no such
- * folder, no permission), MSRNN_ERR_NOMEM. */
+ * folder, no permission) or when path exists as something other than a regular file (a folder, a
+ * device), MSRNN_ERR_NOMEM. */
 msrnn_status atomic_file_open(const char *path, atomic_file **out);
+/* The number of a killed writer's temporaries of the same path that opening f removed, and their
+ * bytes. */
+int atomic_file_stale_removed(const atomic_file *f, uint64_t *bytes);
 
 /* Append n bytes (buffered). After a failure further writes are dropped. */
 void atomic_file_write(atomic_file *f, const void *data, size_t n);

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -29,6 +30,13 @@ msrnn_status file_read_all(const char *path, char **buf, size_t *len) {
     int fd;
     struct stat sb;
     MSRNN_TRY(file_open_regular(path, &fd, &sb));
+    const size_t limit = MSRNN_MAX_TEXT_BYTES;
+    if ((uint64_t)sb.st_size > limit) {
+        close(fd);
+        return msrnn_fail(MSRNN_ERR_NOMEM,
+                          "%s: %lld bytes, above the limit of %zu bytes (1 GiB) read into memory",
+                          path, (long long)sb.st_size, limit);
+    }
     size_t cap = (size_t)sb.st_size + 1, n = 0;
     char *b = malloc(cap);
     if (!b) {
@@ -37,7 +45,14 @@ msrnn_status file_read_all(const char *path, char **buf, size_t *len) {
     }
     for (;;) {
         if (n + 1 == cap) { /* the file grew while reading */
-            char *nb = realloc(b, cap *= 2);
+            if (n >= limit) {
+                free(b), close(fd);
+                return msrnn_fail(MSRNN_ERR_NOMEM,
+                                  "%s: grew past the limit of %zu bytes (1 GiB) read into memory",
+                                  path, limit);
+            }
+            cap = 2 * cap > limit + 1 ? limit + 1 : 2 * cap;
+            char *nb = realloc(b, cap);
             if (!nb) {
                 free(b), close(fd);
                 return msrnn_fail(MSRNN_ERR_NOMEM, "%s: out of memory", path);

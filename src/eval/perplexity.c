@@ -76,6 +76,40 @@ static void record_failure(failure *f, msrnn_status st, const char *msg) {
     }
 }
 
+/* One single-threaded session per worker, or one session with every thread; B rows of logits. */
+static void run_plan(const ppl_params *p, size_t n_chunks, int *workers, msrnn_session_params *sp,
+                     int *B) {
+    const int ctx = p->ctx;
+    const int threads = p->session.n_threads > 0 ? p->session.n_threads : omp_get_num_procs();
+    *workers = (size_t)threads < n_chunks ? threads : (int)(n_chunks ? n_chunks : 1);
+    *sp = p->session;
+    sp->n_ctx = ctx;
+    sp->batched_attention = 0; /* every memory through the same scan: comparisons are exact */
+    sp->n_threads = *workers > 1 ? 1 : threads;
+    *B = sp->n_batch > 0 && sp->n_batch < ctx ? sp->n_batch : (ctx < 512 ? ctx : 512);
+}
+
+/* What one worker allocates besides its session: B rows of logits and a chunk of ids. */
+static size_t worker_buffers(const msrnn_model *m, int B, int ctx) {
+    return (size_t)B * (size_t)msrnn_model_get_info(m)->n_vocab * sizeof(float) +
+           (size_t)ctx * sizeof(int32_t);
+}
+
+msrnn_status perplexity_bytes(const msrnn_model *m, const ppl_text *texts, size_t n_texts,
+                              const ppl_params *p, size_t *bytes, int *n_workers) {
+    *bytes = 0;
+    if (p->ctx < 2)
+        return msrnn_fail(MSRNN_ERR_INVALID, "perplexity: chunk length %d, expected >= 2", p->ctx);
+    int workers, B;
+    msrnn_session_params sp;
+    run_plan(p, perplexity_n_chunks(texts, n_texts, p->ctx, p->max_chunks), &workers, &sp, &B);
+    size_t one;
+    MSRNN_TRY(msrnn_session_bytes_needed(m, &sp, &one));
+    *bytes = (size_t)workers * (one + worker_buffers(m, B, p->ctx));
+    if (n_workers) *n_workers = workers;
+    return MSRNN_OK;
+}
+
 msrnn_status perplexity_run(msrnn_model *m, const ppl_text *texts, size_t n_texts,
                             const ppl_params *p, ppl_result *r) {
     const int ctx = p->ctx;
@@ -105,17 +139,13 @@ msrnn_status perplexity_run(msrnn_model *m, const ppl_text *texts, size_t n_text
         return msrnn_fail(MSRNN_ERR_FORMAT, "the texts hold no tokens to score");
     }
 
-    /* one single-threaded session per worker, or one session with every thread */
-    const int threads = p->session.n_threads > 0 ? p->session.n_threads : omp_get_num_procs();
-    const int workers = (size_t)threads < n_chunks ? threads : (int)n_chunks;
-    msrnn_session_params sp = p->session;
-    sp.n_ctx = ctx;
-    sp.batched_attention = 0; /* every memory through the same scan: comparisons are exact */
-    sp.n_threads = workers > 1 ? 1 : threads;
-    const int B = sp.n_batch > 0 && sp.n_batch < ctx ? sp.n_batch : (ctx < 512 ? ctx : 512);
+    int workers, B;
+    msrnn_session_params sp;
+    run_plan(p, n_chunks, &workers, &sp, &B);
 
     failure fail = {MSRNN_OK, ""};
     int stop = 0;
+    size_t allocated = 0;                              /* every worker's session and buffers */
     size_t done = 0, memory_bytes = 0, n_finished = 0; /* n_finished: tokens of finished chunks */
     double nll_finished = 0;                           /* their NLL, for the running perplexity */
     const double t0 = monotonic_seconds();
@@ -131,6 +161,9 @@ msrnn_status perplexity_run(msrnn_model *m, const ppl_text *texts, size_t n_text
             record_failure(&fail, st, msrnn_last_error());
 #pragma omp atomic write
             stop = 1;
+        } else {
+#pragma omp atomic
+            allocated += msrnn_session_bytes(s) + worker_buffers(m, B, ctx);
         }
 #pragma omp for schedule(dynamic, 1)
         for (size_t c = 0; c < n_chunks; c++) {
@@ -153,7 +186,26 @@ msrnn_status perplexity_run(msrnn_model *m, const ppl_text *texts, size_t n_text
                     stop = 1;
                     break;
                 }
-                nll += batch_nll(logits, nb, in->n_vocab, chunk + b0 + 1);
+                const double bn = batch_nll(logits, nb, in->n_vocab, chunk + b0 + 1);
+                if (!isfinite(bn)) { /* one test per batch; the culprit is looked up only now */
+                    int at = 0;
+                    for (int i = 0; i < nb && !at; i++)
+                        for (int v = 0; v < in->n_vocab; v++)
+                            if (!isfinite(logits[(size_t)i * in->n_vocab + v])) {
+                                at = i + 1;
+                                break;
+                            }
+                    const int pos = b0 + (at ? at - 1 : 0);
+                    st = msrnn_fail(MSRNN_ERR_FORMAT,
+                                    "non-finite logits at token %zu of text %zu (position %d of "
+                                    "chunk %zu): the model's weights hold NaN or infinity",
+                                    ch->start + (size_t)pos, ch->text, pos, c);
+                    record_failure(&fail, st, msrnn_last_error());
+#pragma omp atomic write
+                    stop = 1;
+                    break;
+                }
+                nll += bn;
                 const size_t used = msrnn_session_memory_bytes(s);
                 memory_bytes = used > memory_bytes ? used : memory_bytes;
                 size_t now;
@@ -196,6 +248,7 @@ msrnn_status perplexity_run(msrnn_model *m, const ppl_text *texts, size_t n_text
     const double bytes = total == all ? (double)total_bytes : (double)total_bytes * total / all;
     r->bits_per_byte = nll / log(2.0) / (bytes > 0 ? bytes : 1);
     r->memory_bytes = memory_bytes;
+    r->allocated_bytes = allocated;
     r->n_workers = workers;
     return MSRNN_OK;
 }

@@ -52,15 +52,23 @@ typedef struct {
 } ppl_params;
 
 typedef struct {
-    size_t n_scored;      /* text tokens scored */
-    double nll_sum;       /* their total NLL in nats */
-    double nll_mean, ppl; /* nll_sum / n_scored, exp(nll_mean) */
-    double bits_per_byte; /* nll_sum / ln 2 / bytes scored */
-    double seconds;       /* wall time of the run */
-    double tokens_per_s;  /* n_scored / seconds */
-    size_t memory_bytes;  /* the most msrnn_session_memory_bytes() of any session after a batch */
-    int n_workers;        /* sessions that ran */
+    size_t n_scored;        /* text tokens scored */
+    double nll_sum;         /* their total NLL in nats */
+    double nll_mean, ppl;   /* nll_sum / n_scored, exp(nll_mean) */
+    double bits_per_byte;   /* nll_sum / ln 2 / bytes scored */
+    double seconds;         /* wall time of the run */
+    double tokens_per_s;    /* n_scored / seconds */
+    size_t memory_bytes;    /* the most msrnn_session_memory_bytes() of any session after a batch */
+    size_t allocated_bytes; /* what the run allocated: every worker's session (msrnn_session_bytes)
+                               and logits and ids buffers; perplexity_bytes() beforehand */
+    int n_workers;          /* sessions that ran */
 } ppl_result;
+
+/* The bytes perplexity_run(m, texts, n_texts, p) will allocate (its allocated_bytes), computed
+ * without allocating, and the number of workers (sessions) it will run; MSRNN_ERR_INVALID for a
+ * chunk length or session parameters it would refuse. */
+msrnn_status perplexity_bytes(const msrnn_model *m, const ppl_text *texts, size_t n_texts,
+                              const ppl_params *p, size_t *bytes, int *n_workers);
 
 /* Tokens of text (len bytes, no BOS) into t->ids (allocated; free with perplexity_text_free). */
 msrnn_status perplexity_text_tokenize(const msrnn_model *m, const char *text, size_t len,

@@ -250,6 +250,12 @@ static msrnn_status nomem(const reader *r) {
 
 /* Take n bytes at the cursor; `field` names them for the message. */
 static msrnn_status take(reader *r, uint64_t n, const char *field, const uint8_t **p) {
+    /* a length no real file reaches is a damaged field, not a cut-off file */
+    if (n > ((uint64_t)1 << 40))
+        return msrnn_fail(MSRNN_ERR_FORMAT,
+                          "%s: corrupt: the %s of %s claims %" PRIu64
+                          " bytes at offset %zu, an impossible length (file size %zu)",
+                          r->path, field, r->what, n, r->pos, r->size);
     if (n > left(r))
         return msrnn_fail(MSRNN_ERR_FORMAT,
                           "%s: truncated: the %s of %s needs %" PRIu64
@@ -351,6 +357,11 @@ static msrnn_status read_array(reader *r, int depth, gguf_value *v) {
     size_t min_bytes = elem == GGUF_TYPE_STRING  ? 8
                        : elem == GGUF_TYPE_ARRAY ? 12
                                                  : scalar_bytes((gguf_type)elem);
+    if (n > GGUF_MAX_ARRAY)
+        return msrnn_fail(MSRNN_ERR_FORMAT,
+                          "%s: corrupt: %s claims an array of %" PRIu64
+                          " elements, more than the %llu allowed",
+                          r->path, r->what, n, GGUF_MAX_ARRAY);
     if (n > left(r) / min_bytes)
         return msrnn_fail(MSRNN_ERR_FORMAT,
                           "%s: truncated: %s is an array of %" PRIu64
@@ -358,10 +369,6 @@ static msrnn_status read_array(reader *r, int depth, gguf_value *v) {
                           "offset %zu (file size %zu)",
                           r->path, r->what, n, gguf_type_name((gguf_type)elem), min_bytes, left(r),
                           r->pos, r->size);
-    if (n > GGUF_MAX_ARRAY)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: %s is an array of %" PRIu64 " elements, more than the %llu allowed",
-                          r->path, r->what, n, GGUF_MAX_ARRAY);
 
     v->arr.type = (gguf_type)elem;
     v->arr.n = n;
@@ -416,15 +423,16 @@ static int int_value(const gguf_value *v, uint64_t *u, int *neg) {
 /* A count from the header, against what the rest of the file could hold and an absolute cap. */
 static msrnn_status check_count(const reader *r, uint64_t n, const char *what, size_t min_bytes,
                                 uint32_t max) {
+    if (n > max)
+        return msrnn_fail(MSRNN_ERR_FORMAT,
+                          "%s: corrupt: the header claims %" PRIu64 " %s, more than the %u msrnn "
+                          "accepts",
+                          r->path, n, what, max);
     if (n > left(r) / min_bytes)
         return msrnn_fail(MSRNN_ERR_FORMAT,
                           "%s: truncated: the header claims %" PRIu64
                           " %s, but the %zu bytes after it hold at most %zu",
                           r->path, n, what, left(r), left(r) / min_bytes);
-    if (n > max)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: the header claims %" PRIu64 " %s, more than the %u msrnn accepts",
-                          r->path, n, what, max);
     return MSRNN_OK;
 }
 

@@ -6,8 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/mem.h"
 #include "io/gguf.h"
 #include "model/arch.h"
+#include "text/tokenizer.h"
 
 static uint64_t splitmix(uint64_t *x) {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
@@ -55,9 +57,21 @@ msrnn_status model_write_init(const model_init_params *p, const char *vocab_path
     gguf_file *vf = NULL;
     MSRNN_TRY(gguf_open(vocab_path, &vf));
     const gguf_kv *toks = gguf_find_kv(vf, "tokenizer.ggml.tokens");
-    if (!toks || toks->value.type != GGUF_TYPE_ARRAY) {
+    if (!toks || toks->value.type != GGUF_TYPE_ARRAY || !gguf_find_kv(vf, "tokenizer.ggml.model")) {
         gguf_close(vf);
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: no tokenizer.ggml.tokens array", vocab_path);
+        return msrnn_fail(MSRNN_ERR_FORMAT,
+                          "%s has no tokenizer (no tokenizer.ggml.model and tokenizer.ggml.tokens "
+                          "keys): a model made from it could not read or write text",
+                          vocab_path);
+    }
+    spm_tokenizer *tok = NULL; /* the whole vocabulary must be usable, not only present */
+    msrnn_status tst = spm_tokenizer_from_gguf(vf, &tok);
+    spm_tokenizer_free(tok);
+    if (tst != MSRNN_OK) {
+        char why[768];
+        snprintf(why, sizeof why, "%s", msrnn_last_error());
+        gguf_close(vf);
+        return msrnn_fail(tst, "%s has no usable tokenizer: %s", vocab_path, why);
     }
     const int n_vocab = p->n_vocab > 0 ? p->n_vocab : (int)toks->value.arr.n;
     hparams hp;
@@ -117,8 +131,18 @@ msrnn_status model_write_init(const model_init_params *p, const char *vocab_path
                             "init: %s has rows of %lld, not a multiple of %s's block of %d",
                             pl.p[i].name, (long long)pl.p[i].ne[0], tt->name, tt->block_size);
     }
-    float *buf = malloc(biggest * sizeof(float));
-    void *qbuf = malloc(biggest * sizeof(float));
+    /* the writer holds a copy of every tensor until the file is written, plus two buffers */
+    uint64_t need = 2 * (uint64_t)biggest * sizeof(float);
+    for (int i = 0; i < pl.n; i++)
+        need += pl.p[i].matrix ? type_row_bytes(p->type, (uint64_t)pl.p[i].n) : pl.p[i].n * 4;
+    char what[200];
+    snprintf(what, sizeof what,
+             "init: a model of dim %d, %d layers, ffn %d and %d tokens (%zu "
+             "parameters) written from memory",
+             p->dim, p->n_layers, p->ffn_dim, n_vocab, pl.n_floats);
+    if (st == MSRNN_OK) st = mem_check(need, p->max_memory, what, "--dim, --layers or --ffn");
+    float *buf = st == MSRNN_OK ? malloc(biggest * sizeof(float)) : NULL;
+    void *qbuf = st == MSRNN_OK ? malloc(biggest * sizeof(float)) : NULL;
     if (st == MSRNN_OK && (!buf || !qbuf)) st = msrnn_fail(MSRNN_ERR_NOMEM, "init: out of memory");
     uint64_t rng = p->seed;
     const float std = p->init_std > 0 ? p->init_std : 0.02f,

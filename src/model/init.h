@@ -17,8 +17,10 @@ typedef struct {
     tensor_type type; /* type of the matrices (norms stay f32) */
     float init_std;   /* std of the normal init of matrices (0.02) */
     uint64_t seed;
-    const char *name; /* general.name */
-    const char *arch; /* general.architecture (NULL: "llama") */
+    const char *name;    /* general.name */
+    const char *arch;    /* general.architecture (NULL: "llama") */
+    uint64_t max_memory; /* refuse (MSRNN_ERR_NOMEM) a model whose writing needs more (0: no
+                            limit besides the machine's available memory) */
 } model_init_params;
 
 /* Write path (atomically): hyper-parameters, tokenizer keys copied from vocab_path (any GGUF with a

@@ -50,6 +50,37 @@ static msrnn_status bind_weights(msrnn_model *m) {
     return MSRNN_OK;
 }
 
+/* The file's tensors that no parameter binds (a checkpoint's moments aside), in file order. */
+static msrnn_status find_unused(msrnn_model *m) {
+    const gguf_file *f = m->file;
+    if (f->n_tensors == 0) return MSRNN_OK;
+    const int ckpt = gguf_find_kv(f, "msrnn.train.step") != NULL;
+    uint8_t *used = calloc(f->n_tensors, 1);
+    if (!used) return msrnn_fail(MSRNN_ERR_NOMEM, "out of memory");
+    for (int k = 0; k < m->params.n; k++) { /* every one is there: bind_weights checked */
+        const gguf_tensor *t = gguf_find_tensor(f, m->params.p[k].name);
+        if (t) used[t - f->tensors] = 1;
+    }
+    msrnn_status st = MSRNN_OK;
+    for (uint64_t i = 0; i < f->n_tensors && st == MSRNN_OK; i++) {
+        const gguf_str name = f->tensors[i].name;
+        if (used[i] || (ckpt && name.len > 6 &&
+                        (!memcmp(name.ptr, "opt.m.", 6) || !memcmp(name.ptr, "opt.v.", 6))))
+            continue;
+        if (!m->unused) m->unused = calloc(f->n_tensors, sizeof *m->unused);
+        char *copy = m->unused ? malloc(name.len + 1) : NULL;
+        if (!copy) {
+            st = msrnn_fail(MSRNN_ERR_NOMEM, "out of memory");
+            break;
+        }
+        memcpy(copy, name.ptr, name.len);
+        copy[name.len] = 0;
+        m->unused[m->n_unused++] = copy;
+    }
+    free(used);
+    return st;
+}
+
 msrnn_status msrnn_model_open(const char *path, msrnn_model **out) {
     *out = NULL;
     msrnn_model *m = calloc(1, sizeof *m);
@@ -57,6 +88,7 @@ msrnn_status msrnn_model_open(const char *path, msrnn_model **out) {
     msrnn_status st = gguf_open(path, &m->file);
     if (st == MSRNN_OK) st = arch_read_hparams(m->file, &m->arch, &m->hp);
     if (st == MSRNN_OK) st = bind_weights(m);
+    if (st == MSRNN_OK) st = find_unused(m);
     if (st == MSRNN_OK && gguf_find_kv(m->file, "tokenizer.ggml.model"))
         st = spm_tokenizer_from_gguf(m->file, &m->tok);
     if (st != MSRNN_OK) {
@@ -92,6 +124,8 @@ msrnn_status msrnn_model_open(const char *path, msrnn_model **out) {
 void msrnn_model_close(msrnn_model *m) {
     if (!m) return;
     spm_tokenizer_free(m->tok);
+    for (int i = 0; i < m->n_unused; i++) free(m->unused[i]);
+    free(m->unused);
     free(m->w);
     param_list_free(&m->params);
     gguf_close(m->file);
@@ -99,6 +133,12 @@ void msrnn_model_close(msrnn_model *m) {
 }
 
 const msrnn_model_info *msrnn_model_get_info(const msrnn_model *m) { return &m->hp.info; }
+
+int msrnn_model_n_unused(const msrnn_model *m) { return m->n_unused; }
+
+const char *msrnn_model_unused_name(const msrnn_model *m, int i) {
+    return i >= 0 && i < m->n_unused ? m->unused[i] : NULL;
+}
 
 msrnn_status msrnn_tokenize(const msrnn_model *m, const char *text, size_t len, int add_bos,
                             int32_t *ids, size_t cap, size_t *n_out) {

@@ -20,6 +20,8 @@ struct msrnn_model {
     param_list params;  /* every tensor, in file order */
     weight *w;          /* (params.n) bound tensors, in the same order; vectors are f32 */
     spm_tokenizer *tok; /* NULL when the file has no vocabulary */
+    char **unused;      /* (n_unused) names of the file's tensors no parameter binds */
+    int n_unused;
 };
 
 #endif

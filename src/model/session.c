@@ -12,9 +12,11 @@
  */
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/mem.h"
 #include "base/status.h"
 #include "model/model.h"
 #include "nn/ops.h"
@@ -66,24 +68,31 @@ static void *carve(const size_t *sizes, int n, void **ptr, size_t *total_out) {
     return slab;
 }
 
-static msrnn_status batch_ws_open(const msrnn_model *m, int n_batch, int n_threads, batch_ws *ws) {
+/* The batch workspace's buffers, in the order batch_ws_open carves them. */
+enum { WS_N_BUF = 7 };
+static void batch_ws_sizes(const msrnn_model *m, int n_batch, int n_threads, size_t *sizes) {
     const hparams *hp = &m->hp;
     const part_kind *mixer = m->arch->mixer, *ffn = m->arch->ffn;
     const size_t B = (size_t)n_batch, D = (size_t)hp->info.dim;
     int max_in = hp->info.dim;
     if (mixer->max_in(hp) > max_in) max_in = mixer->max_in(hp);
     if (ffn->max_in(hp) > max_in) max_in = ffn->max_in(hp);
-    const size_t sizes[] = {B * D * 4,
-                            B * D * 4,
-                            B * D * 4,
-                            mixer->work_floats(hp, n_batch) * 4,
-                            ffn->work_floats(hp, n_batch) * 4,
-                            matmul_scratch_floats(max_in, n_threads) * 4,
-                            B * sizeof(int64_t)};
-    enum { N_BUF = sizeof sizes / sizeof *sizes };
-    void *ptr[N_BUF];
+    const size_t s[WS_N_BUF] = {B * D * 4,
+                                B * D * 4,
+                                B * D * 4,
+                                mixer->work_floats(hp, n_batch) * 4,
+                                ffn->work_floats(hp, n_batch) * 4,
+                                matmul_scratch_floats(max_in, n_threads) * 4,
+                                B * sizeof(int64_t)};
+    memcpy(sizes, s, sizeof s);
+}
+
+static msrnn_status batch_ws_open(const msrnn_model *m, int n_batch, int n_threads, batch_ws *ws) {
+    size_t sizes[WS_N_BUF];
+    batch_ws_sizes(m, n_batch, n_threads, sizes);
+    void *ptr[WS_N_BUF];
     memset(ws, 0, sizeof *ws);
-    ws->slab = carve(sizes, N_BUF, ptr, &ws->bytes);
+    ws->slab = carve(sizes, WS_N_BUF, ptr, &ws->bytes);
     if (!ws->slab)
         return msrnn_fail(MSRNN_ERR_NOMEM,
                           "session: cannot allocate the batch workspace (%d tokens)", n_batch);
@@ -93,9 +102,16 @@ static msrnn_status batch_ws_open(const msrnn_model *m, int n_batch, int n_threa
     return MSRNN_OK;
 }
 
-msrnn_status msrnn_session_open(msrnn_model *m, const msrnn_session_params *pp,
-                                msrnn_session **out) {
-    *out = NULL;
+static size_t slab_bytes(const size_t *sizes, int n) {
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += align64(sizes[i]);
+    return total;
+}
+
+/* The parameters with defaults filled in and checked, and the sizes of the state slab's buffers
+ * (mixer state, FFN state, logits): everything msrnn_session_open decides before allocating. */
+static msrnn_status session_plan(const msrnn_model *m, const msrnn_session_params *pp,
+                                 msrnn_session_params *out, size_t state_sizes[3], size_t *total) {
     const hparams *hp = &m->hp;
     msrnn_session_params p = pp ? *pp : msrnn_session_default_params();
     if (p.n_ctx <= 0) p.n_ctx = hp->info.n_ctx;
@@ -110,11 +126,40 @@ msrnn_status msrnn_session_open(msrnn_model *m, const msrnn_session_params *pp,
     const part_kind *mixer = m->arch->mixer, *ffn = m->arch->ffn;
     MSRNN_TRY(mixer->check(hp, &p));
     MSRNN_TRY(ffn->check(hp, &p));
+    state_sizes[0] = mixer->state_bytes(hp, &p);
+    state_sizes[1] = ffn->state_bytes(hp, &p);
+    state_sizes[2] = (size_t)hp->info.n_vocab * 4;
+    size_t ws[WS_N_BUF];
+    batch_ws_sizes(m, p.n_batch, p.n_threads, ws);
+    *total = slab_bytes(state_sizes, 3) + slab_bytes(ws, WS_N_BUF);
+    *out = p;
+    return MSRNN_OK;
+}
+
+msrnn_status msrnn_session_bytes_needed(const msrnn_model *m, const msrnn_session_params *p,
+                                        size_t *bytes) {
+    msrnn_session_params q;
+    size_t sizes[3];
+    *bytes = 0;
+    return session_plan(m, p, &q, sizes, bytes);
+}
+
+msrnn_status msrnn_session_open(msrnn_model *m, const msrnn_session_params *pp,
+                                msrnn_session **out) {
+    *out = NULL;
+    const hparams *hp = &m->hp;
+    msrnn_session_params p;
+    size_t sizes[3], need;
+    MSRNN_TRY(session_plan(m, pp, &p, sizes, &need));
+    char what[160];
+    snprintf(what, sizeof what, "session: a %s memory of %d %s", p.memory,
+             strcmp(p.memory, "full") ? p.kv_size : p.n_ctx,
+             strcmp(p.memory, "full") ? "entries per layer (kv_size)" : "tokens (n_ctx)");
+    MSRNN_TRY(mem_check(need, 0, what, "n_ctx, kv_size or n_batch"));
+    const part_kind *mixer = m->arch->mixer, *ffn = m->arch->ffn;
 
     msrnn_session *s = calloc(1, sizeof *s);
     if (!s) return msrnn_fail(MSRNN_ERR_NOMEM, "session: out of memory");
-    const size_t sizes[] = {mixer->state_bytes(hp, &p), ffn->state_bytes(hp, &p),
-                            (size_t)hp->info.n_vocab * 4};
     void *ptr[3];
     s->state_slab = carve(sizes, 3, ptr, &s->state_bytes);
     msrnn_status st = s->state_slab ? MSRNN_OK

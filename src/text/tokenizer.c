@@ -375,6 +375,31 @@ void spm_tokenizer_free(spm_tokenizer *t) {
 
 int spm_n_vocab(const spm_tokenizer *t) { return t->n_vocab; }
 
+static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
+    const uint8_t *b = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static uint64_t fnv1a_u32(uint64_t h, uint32_t v) {
+    const uint8_t le[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    return fnv1a(h, le, 4);
+}
+
+uint64_t spm_vocab_hash(const spm_tokenizer *t) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (int i = 0; i < t->n_vocab; i++) {
+        const uint32_t len = t->offs[i + 1] - t->offs[i];
+        uint32_t bits;
+        memcpy(&bits, &t->scores[i], 4);
+        h = fnv1a_u32(h, len);
+        h = fnv1a(h, t->blob + t->offs[i], len);
+        h = fnv1a_u32(h, t->types[i]);
+        h = fnv1a_u32(h, bits);
+    }
+    return h;
+}
+
 size_t spm_max_ids(const spm_tokenizer *t, size_t len) {
     /* Each input byte yields at most one symbol; an unknown symbol becomes one byte token per UTF-8
      * byte: up to 3 for "▁" (from a space, or the prefix) and U+FFFD (from a malformed byte). */

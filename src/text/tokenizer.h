@@ -58,6 +58,15 @@ size_t spm_decode(const spm_tokenizer *t, const int32_t *ids, size_t n, char *bu
 
 int spm_n_vocab(const spm_tokenizer *t);
 
+/* The identity of the vocabulary: FNV-1a 64 (offset basis 0xcbf29ce484222325, prime
+ * 0x100000001b3) over, for each id 0..n_vocab-1 in order, the piece's length as u32 little-endian,
+ * its bytes, its type as u32 little-endian and the IEEE-754 bits of its score as u32
+ * little-endian. The type is the one the tokenizer uses: token_type's value with 0 read as 1
+ * (NORMAL); without token_type, 2 (UNKNOWN) for the unknown id, 3 (CONTROL) for BOS and EOS, else
+ * 1. Nothing else (BOS/EOS ids, add_space_prefix) enters it. Token shards record it (train/shard.h)
+ * so that ids are never read under another vocabulary. */
+uint64_t spm_vocab_hash(const spm_tokenizer *t);
+
 /* An upper bound on the ids spm_encode gives for len bytes (BOS included): len + 2 when "▁" and
  * U+FFFD are pieces and user-defined pieces are whole characters (Llama 2), else 3 * len + 4 (a
  * space or malformed byte can become three byte tokens). */

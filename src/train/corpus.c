@@ -76,8 +76,8 @@ msrnn_status corpus_tokenize(const spm_tokenizer *t, const char *const *paths, s
     }
     token_shard_writer *w = NULL;
     if (st == MSRNN_OK)
-        st = token_shard_writer_open(out, vocab, (uint32_t)bos, cs.n_tokens, cs.n_docs, cs.n_bytes,
-                                     &w);
+        st = token_shard_writer_open(out, vocab, spm_vocab_hash(t), (uint32_t)bos, cs.n_tokens,
+                                     cs.n_docs, cs.n_bytes, &w);
     if (st == MSRNN_OK) {
         for (size_t i = 0; i < n_paths; i++) {
             token_shard_writer_put(w, docs[i].ids, docs[i].n_ids);

@@ -26,6 +26,7 @@
 typedef struct {
     uint32_t version, width, vocab, bos;
     uint64_t n_tokens, n_docs, n_bytes;
+    uint64_t vocab_hash; /* version 2 only */
 } shard_header;
 
 static uint32_t width_for_vocab(uint32_t vocab) { return vocab <= 65536u ? 2u : 4u; }
@@ -40,6 +41,7 @@ static void header_encode(const shard_header *h, uint8_t out[TOKEN_SHARD_HEADER_
     memcpy(out + 24, &h->n_tokens, 8);
     memcpy(out + 32, &h->n_docs, 8);
     memcpy(out + 40, &h->n_bytes, 8);
+    memcpy(out + 48, &h->vocab_hash, 8);
 }
 
 static void header_decode(const uint8_t *in, shard_header *h) {
@@ -50,6 +52,7 @@ static void header_decode(const uint8_t *in, shard_header *h) {
     memcpy(&h->n_tokens, in + 24, 8);
     memcpy(&h->n_docs, in + 32, 8);
     memcpy(&h->n_bytes, in + 40, 8);
+    memcpy(&h->vocab_hash, in + 48, 8); /* zero padding in version 1 */
 }
 
 /* ---- the writer ------------------------------------------------------------------------------ */
@@ -80,9 +83,9 @@ struct token_shard_writer {
     char bad[256]; /* the first bad id's message, "" if none */
 };
 
-msrnn_status token_shard_writer_open(const char *path, uint32_t vocab, uint32_t bos,
-                                     uint64_t n_tokens, uint64_t n_docs, uint64_t n_bytes,
-                                     token_shard_writer **out) {
+msrnn_status token_shard_writer_open(const char *path, uint32_t vocab, uint64_t vocab_hash,
+                                     uint32_t bos, uint64_t n_tokens, uint64_t n_docs,
+                                     uint64_t n_bytes, token_shard_writer **out) {
     *out = NULL;
     MSRNN_TRY(check_header_args(path, n_tokens, vocab, bos, n_docs));
     token_shard_writer *w = calloc(1, sizeof *w);
@@ -97,7 +100,8 @@ msrnn_status token_shard_writer_open(const char *path, uint32_t vocab, uint32_t 
         return st;
     }
     shard_header h = {
-        TOKEN_SHARD_VERSION, width_for_vocab(vocab), vocab, bos, n_tokens, n_docs, n_bytes};
+        TOKEN_SHARD_VERSION, width_for_vocab(vocab), vocab, bos, n_tokens, n_docs, n_bytes,
+        vocab_hash};
     uint8_t hb[TOKEN_SHARD_HEADER_BYTES];
     header_encode(&h, hb);
     atomic_file_write(w->f, hb, sizeof hb);
@@ -162,7 +166,8 @@ msrnn_status token_shard_writer_commit(token_shard_writer *w) {
 }
 
 msrnn_status token_shard_write(const char *path, const int32_t *ids, uint64_t n, uint32_t vocab,
-                               uint32_t bos, uint64_t n_docs, uint64_t n_bytes) {
+                               uint64_t vocab_hash, uint32_t bos, uint64_t n_docs,
+                               uint64_t n_bytes) {
     MSRNN_TRY(check_header_args(path, n, vocab, bos, n_docs));
     for (uint64_t i = 0; i < n; i++) /* refused before any file is created */
         if (ids[i] < 0 || (uint32_t)ids[i] >= vocab)
@@ -172,7 +177,7 @@ msrnn_status token_shard_write(const char *path, const int32_t *ids, uint64_t n,
                               path, i, ids[i], vocab);
     if (n > SIZE_MAX) return msrnn_fail(MSRNN_ERR_NOMEM, "%s: too many tokens", path);
     token_shard_writer *w;
-    MSRNN_TRY(token_shard_writer_open(path, vocab, bos, n, n_docs, n_bytes, &w));
+    MSRNN_TRY(token_shard_writer_open(path, vocab, vocab_hash, bos, n, n_docs, n_bytes, &w));
     token_shard_writer_put(w, ids, (size_t)n);
     return token_shard_writer_commit(w);
 }
@@ -198,8 +203,8 @@ static msrnn_status validate_header(const char *path, const uint8_t *base, size_
         return msrnn_fail(MSRNN_ERR_FORMAT, "%s: bad magic: not a token shard (expected \"%s\")",
                           path, TOKEN_SHARD_MAGIC);
     header_decode(base, h);
-    if (h->version != TOKEN_SHARD_VERSION)
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: token shard version %" PRIu32 ", expected %u",
+    if (h->version != 1 && h->version != TOKEN_SHARD_VERSION)
+        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: token shard version %" PRIu32 ", expected 1 or %u",
                           path, h->version, TOKEN_SHARD_VERSION);
     if (h->width != 2 && h->width != 4)
         return msrnn_fail(MSRNN_ERR_FORMAT, "%s: %" PRIu32 " bytes per id, expected 2 or 4", path,
@@ -216,7 +221,7 @@ static msrnn_status validate_header(const char *path, const uint8_t *base, size_
         return msrnn_fail(MSRNN_ERR_FORMAT,
                           "%s: BOS id %" PRIu32 " is not below the vocabulary size %" PRIu32, path,
                           h->bos, h->vocab);
-    for (unsigned i = 48; i < TOKEN_SHARD_HEADER_BYTES; i++)
+    for (unsigned i = h->version == 1 ? 48 : 56; i < TOKEN_SHARD_HEADER_BYTES; i++)
         if (base[i] != 0)
             return msrnn_fail(MSRNN_ERR_FORMAT, "%s: header byte %u is not zero (padding)", path,
                               i);
@@ -307,6 +312,29 @@ uint32_t token_shard_vocab(const token_shard *s) { return s->h.vocab; }
 uint32_t token_shard_bos(const token_shard *s) { return s->h.bos; }
 uint64_t token_shard_n_bytes(const token_shard *s) { return s->h.n_bytes; }
 uint64_t token_shard_n_docs(const token_shard *s) { return s->h.n_docs; }
+uint32_t token_shard_version(const token_shard *s) { return s->h.version; }
+
+int token_shard_vocab_hash(const token_shard *s, uint64_t *hash) {
+    *hash = s->h.version >= 2 ? s->h.vocab_hash : 0;
+    return s->h.version >= 2;
+}
+
+msrnn_status token_shard_check_vocab(const token_shard *s, const char *model_path, uint32_t n_vocab,
+                                     int has_hash, uint64_t hash) {
+    if (s->h.vocab != n_vocab)
+        return msrnn_fail(MSRNN_ERR_FORMAT,
+                          "%s: the shard's vocabulary has %" PRIu32
+                          " tokens but the model %s has %" PRIu32
+                          " (tokenize the corpus with the model's tokenizer)",
+                          s->path, s->h.vocab, model_path, n_vocab);
+    if (has_hash && s->h.version >= 2 && s->h.vocab_hash != hash)
+        return msrnn_fail(MSRNN_ERR_FORMAT,
+                          "%s: the shard's vocabulary hash is %016" PRIx64 " but the model %s's is "
+                          "%016" PRIx64 " (both %" PRIu32 " tokens, different pieces: tokenize the "
+                          "corpus with the model's tokenizer)",
+                          s->path, s->h.vocab_hash, model_path, hash, n_vocab);
+    return MSRNN_OK;
+}
 
 void token_shard_read(const token_shard *s, uint64_t start, int n, int32_t *dst) {
     if (s->h.width == 2) {

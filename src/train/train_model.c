@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/mem.h"
 #include "model/model.h"
 #include "nn/ops.h"
 #include "tensor/kernels.h"
@@ -69,7 +70,8 @@ static msrnn_status fail_free(train_model *m, msrnn_status st) {
     return st;
 }
 
-msrnn_status train_model_open(const char *path, int B, int T, int n_threads, train_model **out) {
+msrnn_status train_model_open(const char *path, int B, int T, int n_threads, uint64_t max_memory,
+                              train_model **out) {
     *out = NULL;
     if (B <= 0 || T <= 0 || B > (1 << 16) || T > (1 << 20) || (int64_t)B * T > (1 << 24))
         return msrnn_fail(MSRNN_ERR_INVALID, "train: batch %d × context %d is out of range", B, T);
@@ -95,6 +97,30 @@ msrnn_status train_model_open(const char *path, int B, int T, int n_threads, tra
     const param_list *pl = m->pl;
     const part_kind *mixer = m->arch->mixer, *ffn = m->arch->ffn;
 
+    /* the plan, checked before anything large is allocated: activations in one slab */
+    const size_t mixer_act = mixer->train_act_floats(hp, B, T),
+                 ffn_act = ffn->train_act_floats(hp, B, T);
+    const size_t per_layer = N * (4 * (size_t)C + 2) + mixer_act + ffn_act;
+    size_t scratch = mixer->train_scratch_floats(hp, B, T, m->n_threads);
+    if (ffn->train_scratch_floats(hp, B, T, m->n_threads) > scratch)
+        scratch = ffn->train_scratch_floats(hp, B, T, m->n_threads);
+    const size_t mixer_shared = mixer->train_shared_floats(hp, B, T),
+                 ffn_shared = ffn->train_shared_floats(hp, B, T);
+    m->act_floats = per_layer * L + N * (2 * (size_t)C + 2) + (size_t)HEAD_ROWS * V + mixer_shared +
+                    ffn_shared + scratch + 2 * N * C;
+    const uint64_t np = pl->n_floats, act = m->act_floats;
+    /* parameters, gradients and (the trainer's) two AdamW moments; activations; ids; windows */
+    const uint64_t need = (4 * np + act) * 4 + 2 * (uint64_t)N * 4 + (uint64_t)B * (T + 1) * 4;
+    char what[256];
+    snprintf(what, sizeof what,
+             "train: the plan (%llu parameters: %llu bytes of parameters, gradients and AdamW "
+             "moments; %llu bytes of activations for --batch %d x --ctx %d)",
+             (unsigned long long)np, (unsigned long long)(16 * np), (unsigned long long)(act * 4),
+             B, T);
+    st = mem_check(need, max_memory, what,
+                   "--batch or --ctx, or train a smaller model (--dim, --layers, --ffn)");
+    if (st != MSRNN_OK) return fail_free(m, st);
+
     /* parameters, in file order */
     m->params = malloc(pl->n_floats * sizeof(float));
     m->grads = calloc(pl->n_floats, sizeof(float));
@@ -114,19 +140,15 @@ msrnn_status train_model_open(const char *path, int B, int T, int n_threads, tra
             for (int r = 0; r < w->out; r++) weight_row(w, r, p + (size_t)r * w->in);
         else
             memcpy(p, w->data, d->n * sizeof(float));
+        for (size_t k = 0; k < d->n; k++) /* once, at open: NaN weights give a NaN loss */
+            if (!isfinite(p[k]))
+                return fail_free(m, msrnn_fail(MSRNN_ERR_FORMAT,
+                                               "%s: tensor '%s' has a non-finite value (%g) at "
+                                               "element %zu",
+                                               path, d->name, p[k], k));
     }
 
     /* activations: one slab */
-    const size_t mixer_act = mixer->train_act_floats(hp, B, T),
-                 ffn_act = ffn->train_act_floats(hp, B, T);
-    const size_t per_layer = N * (4 * (size_t)C + 2) + mixer_act + ffn_act;
-    size_t scratch = mixer->train_scratch_floats(hp, B, T, m->n_threads);
-    if (ffn->train_scratch_floats(hp, B, T, m->n_threads) > scratch)
-        scratch = ffn->train_scratch_floats(hp, B, T, m->n_threads);
-    const size_t mixer_shared = mixer->train_shared_floats(hp, B, T),
-                 ffn_shared = ffn->train_shared_floats(hp, B, T);
-    m->act_floats = per_layer * L + N * (2 * (size_t)C + 2) + (size_t)HEAD_ROWS * V + mixer_shared +
-                    ffn_shared + scratch + 2 * N * C;
     m->act_slab = malloc(m->act_floats * sizeof(float));
     m->inp = malloc(N * sizeof(int32_t));
     m->tgt = malloc(N * sizeof(int32_t));
@@ -166,6 +188,7 @@ msrnn_status train_model_open(const char *path, int B, int T, int n_threads, tra
 }
 
 const hparams *train_model_hparams(const train_model *m) { return &m->hp; }
+const struct msrnn_model *train_model_source(const train_model *m) { return m->src; }
 int train_model_threads(const train_model *m) { return m->n_threads; }
 const param_list *train_model_params_list(const train_model *m) { return m->pl; }
 size_t train_model_n_params(const train_model *m) { return m->pl->n_floats; }

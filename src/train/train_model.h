@@ -21,10 +21,13 @@ typedef struct train_model train_model;
 
 /* Load a GGUF of any architecture msrnn runs (any weight type msrnn reads; converted to f32) for
  * micro-batches of B × T tokens using n_threads OpenMP threads (0: all cores). */
-msrnn_status train_model_open(const char *path, int B, int T, int n_threads, train_model **out);
+msrnn_status train_model_open(const char *path, int B, int T, int n_threads, uint64_t max_memory,
+                              train_model **out);
 void train_model_free(train_model *m);
 
 const hparams *train_model_hparams(const train_model *m);
+/* The model file the weights came from (its tokenizer, NULL when it has none; its path). */
+const struct msrnn_model *train_model_source(const train_model *m);
 int train_model_threads(const train_model *m); /* the OpenMP threads every op runs with */
 /* The tensors (offsets into the parameter, gradient and moment slabs). */
 const param_list *train_model_params_list(const train_model *m);

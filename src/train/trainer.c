@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "io/gguf.h"
+#include "model/model.h"
 #include "train/adamw.h"
 #include "train/data.h"
 #include "train/train_model.h"
@@ -199,20 +200,32 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
     if (st == MSRNN_OK && paths->val_path) st = token_shard_open(paths->val_path, &val);
     if (st == MSRNN_OK) st = data_loader_open(train, cfg.ctx, cfg.seed, &dl);
     if (st == MSRNN_OK && val) st = data_loader_open(val, cfg.ctx, cfg.seed, &vl);
+    if (st == MSRNN_OK)
+        st = train_model_open(paths->resume ? paths->ckpt_path : paths->init_path, cfg.batch,
+                              cfg.ctx, paths->n_threads, paths->max_memory, &model);
+    /* the shards' ids must be the model's vocabulary: same size and (version 2 shards) the same
+     * pieces, checked before the first step */
+    if (st == MSRNN_OK) {
+        const msrnn_model *src = train_model_source(model);
+        const char *mpath = paths->vocab_from ? paths->vocab_from : src->file->path;
+        if (!src->tok)
+            st =
+                msrnn_fail(MSRNN_ERR_FORMAT,
+                           "%s has no tokenizer (no tokenizer.ggml.* keys): the shards' ids cannot "
+                           "be checked against it and the trained model could not read text",
+                           mpath);
+        /* the tokenizer's size: a model's embedding may be padded beyond it */
+        const uint32_t n_vocab = src->tok ? (uint32_t)spm_n_vocab(src->tok) : 0;
+        const uint64_t hash = src->tok ? spm_vocab_hash(src->tok) : 0;
+        if (st == MSRNN_OK) st = token_shard_check_vocab(train, mpath, n_vocab, 1, hash);
+        if (st == MSRNN_OK && val) st = token_shard_check_vocab(val, mpath, n_vocab, 1, hash);
+    }
     if (st == MSRNN_OK && paths->resume && ck_tokens != token_shard_n_tokens(train))
         st = msrnn_fail(MSRNN_ERR_INVALID,
                         "train: %s was made on a training shard of %llu tokens, %s has %llu",
                         paths->ckpt_path, (unsigned long long)ck_tokens, paths->train_path,
                         (unsigned long long)token_shard_n_tokens(train));
     if (st == MSRNN_OK && paths->resume) st = data_loader_set_state(dl, ls);
-    if (st == MSRNN_OK)
-        st = train_model_open(paths->resume ? paths->ckpt_path : paths->init_path, cfg.batch,
-                              cfg.ctx, paths->n_threads, &model);
-    if (st == MSRNN_OK &&
-        (uint32_t)train_model_hparams(model)->info.n_vocab < token_shard_vocab(train))
-        st = msrnn_fail(MSRNN_ERR_INVALID, "train: %s has ids up to %u but the model only %d",
-                        paths->train_path, token_shard_vocab(train),
-                        train_model_hparams(model)->info.n_vocab);
     size_t np = 0;
     if (st == MSRNN_OK) {
         np = train_model_n_params(model);
@@ -287,6 +300,10 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
                 vs += l;
             }
             p.val_loss = (float)(vs / (n_val / cfg.batch));
+            if (st == MSRNN_OK && !isfinite(p.val_loss))
+                st = msrnn_fail(MSRNN_ERR_FORMAT,
+                                "train: the validation loss on %s is %g at step %d",
+                                paths->val_path, p.val_loss, step);
         }
         cc.step = step;
         cc.ls = data_loader_get_state(dl);

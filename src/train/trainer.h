@@ -39,7 +39,10 @@ typedef struct {
     const char *out_path;   /* final model, a plain llama GGUF (NULL: none) */
     int out_f16;            /* write the final model's matrices as f16 */
     int resume;             /* continue from ckpt_path (its configuration wins) */
+    const char *vocab_from; /* names the model's vocabulary in messages (NULL: the model's path) */
     int n_threads;
+    uint64_t max_memory; /* refuse a plan (parameters, gradients, moments, activations) above this
+                            many bytes before allocating it (0: only the machine's MemAvailable) */
 } train_paths;
 
 typedef struct {
