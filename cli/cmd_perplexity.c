@@ -43,7 +43,7 @@ static void usage(FILE *f) {
            "  --ctx C               chunk length in tokens, BOS included (default: the model's)\n"
            "  --max-chunks N        score only the first N chunks of each text\n"
            "  --sweep K1,K2,...     every policy at every size, plus full: the TOVA paper's table\n"
-           "  --policies P1,P2,...  policies of the sweep (default window,sink,h2o,tova)\n"
+           "  --policies P1,P2,...  policies of the sweep (default window,sink,h2o,tova,merge)\n"
            "  --plot OUT.svg        with --sweep: perplexity against cache size\n"
            "  --out OUT.json        with --sweep: write the results as JSON\n"
            "  --json                print one JSON object on stdout\n");
@@ -53,7 +53,15 @@ typedef struct {
     char policy[16];
     int kv_size;
     ppl_result r;
+    double *chunk_nll; /* (n_chunks) each chunk's NLL sum, for paired comparisons */
+    uint32_t *chunk_tokens;
+    size_t n_chunks;
 } result;
+
+static void result_free(result *res) {
+    free(res->chunk_nll), free(res->chunk_tokens);
+    res->chunk_nll = NULL, res->chunk_tokens = NULL;
+}
 
 /* The progress line (stderr), rewritten after each batch of the first worker. */
 static void show_progress(void *user, const ppl_progress *p) {
@@ -68,12 +76,21 @@ static void show_progress(void *user, const ppl_progress *p) {
 /* Score the texts under res's memory (policy, size) with the other session options of o. */
 static int run_config(const char *cmd, msrnn_model *m, const run_options *o, const ppl_text *texts,
                       int n_texts, int ctx, int max_chunks, result *res) {
-    ppl_params p = {ctx, max_chunks, o->sp, show_progress, res};
+    ppl_params p = {ctx, max_chunks, o->sp, show_progress, res, NULL, NULL};
+    result_free(res);
+    res->n_chunks = perplexity_n_chunks(texts, (size_t)n_texts, ctx, max_chunks);
+    res->chunk_nll = calloc(res->n_chunks + 1, sizeof *res->chunk_nll);
+    res->chunk_tokens = calloc(res->n_chunks + 1, sizeof *res->chunk_tokens);
+    if (!res->chunk_nll || !res->chunk_tokens) {
+        fprintf(stderr, "msrnn %s: out of memory for %zu chunks\n", cmd, res->n_chunks);
+        return 1;
+    }
+    p.chunk_nll = res->chunk_nll, p.chunk_tokens = res->chunk_tokens;
     p.session.memory = res->policy;
     p.session.kv_size = res->kv_size;
     /* a chunk starts from an empty memory and holds ctx tokens: a larger budget is never used */
-    const int sinks = p.session.kv_sinks > 0 ? p.session.kv_sinks : 4;
-    const int most = strcmp(res->policy, "sink") ? ctx : (ctx > sinks ? ctx : sinks + 1);
+    const int least = kv_size_min(&p.session, res->policy);
+    const int most = ctx > least ? ctx : least;
     if (strcmp(res->policy, "full") && p.session.kv_size > most) {
         fprintf(stderr,
                 "msrnn %s: note: --kv-size %d is more than the %d tokens of a chunk; the cache "
@@ -109,9 +126,15 @@ static void print_result_json(FILE *f, const result *res) {
     fprintf(f,
             "{\"policy\": \"%s\", \"kv_size\": %d, \"ppl\": %.6f, \"nll_mean\": %.8f, "
             "\"bits_per_byte\": %.6f, \"n_tokens\": %zu, \"tps\": %.2f, \"kv_bytes\": %zu, "
-            "\"allocated_bytes\": %zu}",
+            "\"allocated_bytes\": %zu, \"chunk_nll\": [",
             res->policy, res->kv_size, r->ppl, r->nll_mean, r->bits_per_byte, r->n_scored,
             r->tokens_per_s, r->memory_bytes, r->allocated_bytes);
+    for (size_t c = 0; c < res->n_chunks; c++)
+        fprintf(f, "%s%.6f", c ? ", " : "", res->chunk_nll[c]);
+    fprintf(f, "], \"chunk_tokens\": [");
+    for (size_t c = 0; c < res->n_chunks; c++)
+        fprintf(f, "%s%u", c ? ", " : "", (unsigned)res->chunk_tokens[c]);
+    fprintf(f, "]}");
 }
 
 /* Perplexity against cache size: log x axis, one line per policy (res holds n_sizes results per
@@ -151,7 +174,7 @@ static int write_plot(const char *cmd, const char *path, const result *res, int 
 /* given: room for argc paths (the -f values) */
 static int perplexity(int argc, char **argv, const char **given) {
     const char *cmd = "perplexity", *plot = NULL, *out_json = NULL;
-    const char *policies = "window,sink,h2o,tova", *manifest = NULL, *split = NULL;
+    const char *policies = "window,sink,h2o,tova,merge", *manifest = NULL, *split = NULL;
     const char *policies_flag = NULL;
     int n_files = 0, ctx = 0, ctx_given = 0, max_chunks = 0, json = 0, rc = 0, n_sizes = 0,
         sizes[MAX_SIZES];
@@ -247,8 +270,26 @@ static int perplexity(int argc, char **argv, const char **given) {
             cmd, o.kv_flag ? o.kv_flag : o.kv_size_flag);
         return 2;
     }
-    if (n_sizes > 0 && o.kv_sinks_flag && !list_has(policies, "sink")) {
-        fprintf(stderr, "msrnn %s: --kv-sinks applies to the sink policy, which --policies lacks\n",
+    const int merges = list_has(policies, "merge") || list_has(policies, "merge-var") ||
+                       list_has(policies, "merge-clusters");
+    if (n_sizes > 0 && o.kv_sinks_flag && !list_has(policies, "sink") && !merges) {
+        fprintf(stderr,
+                "msrnn %s: --kv-sinks applies to the sink and merge* policies, which --policies "
+                "lacks\n",
+                cmd);
+        return 2;
+    }
+    if (n_sizes > 0 && o.kv_bias_flag && !merges) {
+        fprintf(stderr,
+                "msrnn %s: --kv-merge-bias applies to the merge* policies, which --policies "
+                "lacks\n",
+                cmd);
+        return 2;
+    }
+    if (n_sizes > 0 && o.kv_clusters_flag && !list_has(policies, "merge-clusters")) {
+        fprintf(stderr,
+                "msrnn %s: --kv-clusters applies to the merge-clusters policy, which --policies "
+                "lacks\n",
                 cmd);
         return 2;
     }
@@ -381,7 +422,17 @@ static int perplexity(int argc, char **argv, const char **given) {
                 if (!f) continue;
                 fprintf(f, "{\"model\": ");
                 json_string(f, o.model_path, strlen(o.model_path));
-                fprintf(f, ", \"ctx\": %d, \"max_chunks\": %d, \"files\": [", ctx, max_chunks);
+                fprintf(f, ", \"ctx\": %d, \"max_chunks\": %d, ", ctx, max_chunks);
+                const float beta = o.sp.kv_merge_bias;
+                if (isinf(beta)) /* JSON has no infinities */
+                    fprintf(f, "\"kv_merge_bias\": \"%s\", ", beta < 0 ? "-inf" : "inf");
+                else
+                    fprintf(f, "\"kv_merge_bias\": %g, ", (double)beta);
+                fprintf(f, "\"kv_sinks\": %d, \"kv_clusters\": %d, \"files\": [",
+                        o.sp.kv_sinks == 0  ? 4
+                        : o.sp.kv_sinks < 0 ? 0
+                                            : o.sp.kv_sinks,
+                        o.sp.kv_clusters > 0 ? o.sp.kv_clusters : 4);
                 for (int i = 0; i < n_files; i++) {
                     fprintf(f, "%s", i ? ", " : "");
                     json_string(f, files[i], strlen(files[i]));
@@ -404,7 +455,10 @@ static int perplexity(int argc, char **argv, const char **given) {
                 if (write_plot(cmd, plot, res, n_res, &full, sizes, n_sizes, title)) rc = 1;
             }
         }
+        result_free(&full);
     }
+    result_free(&single);
+    for (int i = 0; i < n_res; i++) result_free(&res[i]);
     for (int f = 0; texts && f < n_files; f++) perplexity_text_free(&texts[f]);
     free(texts);
     corpus_paths_free(files, n_paths);

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,9 +20,12 @@ const char *const RUN_OPTIONS_HELP =
     "  -c, --ctx-size N      context length (default: the model's)\n"
     "  -b, --batch-size N    tokens per batch in prompt processing (default 512)\n"
     "  --kv-type f32|f16     KV cache element type (default f32)\n"
-    "  --kv POLICY           attention memory: full (default), window, sink, h2o, tova, tova-head\n"
+    "  --kv POLICY           attention memory: full (default), window, sink, h2o, tova,\n"
+    "                        tova-head, merge, merge-var, merge-clusters\n"
     "  --kv-size K           entries kept per layer by a bounded memory\n"
-    "  --kv-sinks N          sink tokens of the sink memory (default 4)\n"
+    "  --kv-sinks N          first tokens never evicted by sink and merge* (default 4; 0: none)\n"
+    "  --kv-merge-bias B     merge*: bias of the summary's logit (default -1; -inf: never read)\n"
+    "  --kv-clusters S       merge-clusters: summary columns per kv head (default 4)\n"
     "  --max-memory BYTES    refuse to start above this much memory (suffixes K, M, G, KiB, MiB,\n"
     "                        GiB; default: the machine's available memory)\n"
     "  --strict              refuse a model file holding tensors the model does not use\n"
@@ -66,13 +70,16 @@ int run_options_parse(const char *cmd, run_options *o, int argc, char **argv, in
     } else if (!strcmp(a, "--kv")) {
         if (!(v = arg_value(cmd, argc, argv, *i))) return (*rc = 2), 1;
         o->kv_flag = a;
-        static const char *const names[] = {"full", "window", "sink", "h2o", "tova", "tova-head"};
+        static const char *const names[] = {"full",  "window",    "sink",
+                                            "h2o",   "tova",      "tova-head",
+                                            "merge", "merge-var", "merge-clusters"};
         o->sp.memory = NULL;
         for (size_t k = 0; k < sizeof names / sizeof *names; k++)
             if (!strcmp(v, names[k])) o->sp.memory = names[k];
         if (!o->sp.memory) {
             fprintf(stderr,
-                    "msrnn %s: --kv expects full, window, sink, h2o, tova or tova-head, got '%s'\n",
+                    "msrnn %s: --kv expects full, window, sink, h2o, tova, tova-head, merge, "
+                    "merge-var or merge-clusters, got '%s'\n",
                     cmd, v);
             *rc = 2;
         }
@@ -86,7 +93,19 @@ int run_options_parse(const char *cmd, run_options *o, int argc, char **argv, in
     } else if (!strcmp(a, "--kv-sinks")) {
         if (!(v = arg_value(cmd, argc, argv, *i))) return (*rc = 2), 1;
         o->kv_sinks_flag = a;
-        *rc = arg_int(cmd, a, v, 1, 1 << 20, &o->sp.kv_sinks);
+        *rc = arg_int(cmd, a, v, 0, 1 << 20, &o->sp.kv_sinks);
+        if (!*rc && o->sp.kv_sinks == 0) o->sp.kv_sinks = -1; /* the library's "none" */
+    } else if (!strcmp(a, "--kv-clusters")) {
+        if (!(v = arg_value(cmd, argc, argv, *i))) return (*rc = 2), 1;
+        o->kv_clusters_flag = a;
+        *rc = arg_int(cmd, a, v, 1, 64, &o->sp.kv_clusters);
+    } else if (!strcmp(a, "--kv-merge-bias")) {
+        if (!(v = arg_value(cmd, argc, argv, *i))) return (*rc = 2), 1;
+        o->kv_bias_flag = a;
+        if (!strcmp(v, "-inf"))
+            o->sp.kv_merge_bias = -INFINITY;
+        else
+            *rc = arg_float(cmd, a, v, -1e4, 1e4, &o->sp.kv_merge_bias);
     } else {
         return 0;
     }
@@ -98,13 +117,29 @@ int run_options_check(const char *cmd, const run_options *o) {
     const char *mem = o->sp.memory ? o->sp.memory : "full";
     if (o->kv_size_flag && !strcmp(mem, "full")) {
         fprintf(stderr,
-                "msrnn %s: --kv-size applies to a bounded memory (--kv window, sink, h2o, tova or "
-                "tova-head), not to the full cache\n",
+                "msrnn %s: --kv-size applies to a bounded memory (--kv window, sink, h2o, tova, "
+                "tova-head or merge), not to the full cache\n",
                 cmd);
         return 2;
     }
-    if (o->kv_sinks_flag && strcmp(mem, "sink")) {
-        fprintf(stderr, "msrnn %s: --kv-sinks applies to --kv sink only, not to %s\n", cmd, mem);
+    const int merges = !strncmp(mem, "merge", 5);
+    if (o->kv_sinks_flag && strcmp(mem, "sink") && !merges) {
+        fprintf(stderr,
+                "msrnn %s: --kv-sinks applies to --kv sink, merge, merge-var and merge-clusters "
+                "only, not to %s\n",
+                cmd, mem);
+        return 2;
+    }
+    if (o->kv_bias_flag && !merges) {
+        fprintf(stderr,
+                "msrnn %s: --kv-merge-bias applies to --kv merge, merge-var and merge-clusters "
+                "only, not to %s\n",
+                cmd, mem);
+        return 2;
+    }
+    if (o->kv_clusters_flag && strcmp(mem, "merge-clusters")) {
+        fprintf(stderr, "msrnn %s: --kv-clusters applies to --kv merge-clusters only, not to %s\n",
+                cmd, mem);
         return 2;
     }
     return 0;
@@ -179,8 +214,8 @@ void run_options_cap(const char *cmd, run_options *o, int64_t max_tokens) {
     const int bounded = o->sp.memory && strcmp(o->sp.memory, "full");
     if (bounded && o->sp.kv_size > max_tokens) {
         int k = (int)max_tokens;
-        const int sinks = o->sp.kv_sinks > 0 ? o->sp.kv_sinks : 4;
-        if (!strcmp(o->sp.memory, "sink") && k <= sinks) k = sinks + 1;
+        const int least = kv_size_min(&o->sp, o->sp.memory);
+        if (k < least) k = least;
         if (k < o->sp.kv_size) {
             fprintf(stderr,
                     "msrnn %s: note: --kv-size %d is more than the %lld tokens this run feeds a "
@@ -408,4 +443,15 @@ int files_check_corpus(const char *cmd, const file_arg *in, size_t n_in, char **
     int rc = files_check(cmd, all, n_in + n_paths, out, n_out);
     free(all);
     return rc;
+}
+
+int kv_size_min(const msrnn_session_params *sp, const char *memory) {
+    const int sinks = sp->kv_sinks == 0 ? 4 : sp->kv_sinks < 0 ? 0 : sp->kv_sinks;
+    const int clusters = sp->kv_clusters > 0 ? sp->kv_clusters : 4;
+    if (!memory) return 1;
+    if (!strcmp(memory, "sink")) return sinks + 1;
+    if (!strcmp(memory, "merge")) return sinks + 2;
+    if (!strcmp(memory, "merge-var")) return sinks + 3;
+    if (!strcmp(memory, "merge-clusters")) return sinks + clusters + 1;
+    return 1;
 }

@@ -15,7 +15,7 @@ typedef struct {
     const char *model_path;
     msrnn_session_params sp;
     /* which memory flags were given: a flag that does not apply is an error, not ignored */
-    const char *kv_flag, *kv_size_flag, *kv_sinks_flag, *ctx_flag;
+    const char *kv_flag, *kv_size_flag, *kv_sinks_flag, *kv_bias_flag, *kv_clusters_flag, *ctx_flag;
     uint64_t max_memory; /* --max-memory: refuse a session above this many bytes (0: none) */
     int strict; /* --strict: a model file with tensors the model does not use is an error */
 } run_options;
@@ -28,7 +28,8 @@ extern const char *const RUN_OPTIONS_HELP;
 
 /* Open the model and a session; prints the error and returns 1 on failure. */
 /* 2 (with a message naming the flag) when a memory flag was given that the chosen memory does not
- * use: --kv-size with the full cache, --kv-sinks with anything but sink. */
+ * use: --kv-size with the full cache, --kv-sinks with anything but sink and merge*,
+ * --kv-merge-bias with anything but merge*, --kv-clusters with anything but merge-clusters. */
 int run_options_check(const char *cmd, const run_options *o);
 int open_model_session(const char *cmd, const run_options *o, msrnn_model **m, msrnn_session **s);
 /* The first half of open_model_session: the checks of the options and the model alone. */
@@ -42,6 +43,10 @@ int open_session(const char *cmd, const run_options *o, msrnn_model *m, msrnn_se
  * the full cache's context likewise (a note when -c was given). Results are unchanged: neither
  * memory would ever have evicted. */
 void run_options_cap(const char *cmd, run_options *o, int64_t max_tokens);
+/* The smallest budget `memory` accepts with sp's sinks and clusters: sink the sinks + 1; merge,
+ * merge-var and merge-clusters the sinks, the summary's entries (1, 2, S) and one recent token;
+ * the others 1. */
+int kv_size_min(const msrnn_session_params *sp, const char *memory);
 
 /* 0 when need bytes fit under limit (--max-memory, 0: none) and under the machine's available
  * memory (MemAvailable, swap not counted); else prints "msrnn CMD: WHAT needs N bytes ...; lower

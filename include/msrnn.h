@@ -77,14 +77,25 @@ typedef struct {
      *   "window": the last kv_size tokens; "sink": the first kv_sinks tokens + the most recent;
      *   "h2o": kv_size/2 most recent + the rest by accumulated attention;
      *   "tova": evict the entry the newest query attends to least (mean over all query heads);
-     *   "tova-head": TOVA with a kept set per kv head. */
+     *   "tova-head": TOVA with a kept set per kv head;
+     *   "merge": the first kv_sinks tokens + the most recent, every evicted token folded into
+     *            one summary slot per kv head (Σk, Σv, n), read as one more softmax entry with
+     *            logit q·(Σk/n)/sqrt(d) + ln n + kv_merge_bias and value Σv/n; the summary
+     *            takes one entry of the budget (msrnn's own; METHODS.md §1);
+     *   "merge-var": merge with Σk² too, the logit adding ½·Σ_i q_i²·var_i/d (two entries);
+     *   "merge-clusters": up to kv_clusters summary columns per kv head (one entry each), an
+     *            evicted token a new column, the closest two (n_i·n_j/(n_i+n_j)·|μ_i − μ_j|²
+     *            over keys) merged when there is one too many. */
     const char *memory;
     int kv_size;  /* entries kept per layer by the bounded memories */
-    int kv_sinks; /* "sink": tokens never evicted (0: 4) */
+    int kv_sinks; /* "sink", "merge": first tokens never evicted (0: the default 4; < 0: none) */
     /* 1: prompt batches of the full memory use blocked sgemm attention (fast; default). 0: every
      * memory attends token by token through the same scan, so a bounded memory whose budget covers
      * the input gives bit-identical logits to full (perplexity sets this). */
     int batched_attention;
+    float
+        kv_merge_bias; /* "merge*": β of the summary's logit (default -1; -INFINITY: never read) */
+    int kv_clusters;   /* "merge-clusters": summary columns per kv head, 1..64 (0: 4) */
 } msrnn_session_params;
 
 msrnn_session_params msrnn_session_default_params(void);
@@ -111,6 +122,13 @@ msrnn_status msrnn_session_bytes_needed(const msrnn_model *m, const msrnn_sessio
  * h2o: the accumulated probability summed over heads; others: 0). Returns the number of entries. */
 int msrnn_session_kept(const msrnn_session *s, int layer, int head, int64_t *pos, float *score,
                        int cap);
+/* A summary memory's ("merge", "merge-var", "merge-clusters") state in `layer`: *merged (if
+ * non-NULL) = the tokens folded into the summary (every kv head of a layer folds the same tokens:
+ * the tokens seen minus the entries kept), counts[0..cap) (if non-NULL) = the tokens in each
+ * summary column of kv head `head` (-1: 0), in the order the columns were made. Returns the number
+ * of columns (0 before the first fold, and for the other memories). */
+int msrnn_session_summary(const msrnn_session *s, int layer, int head, int64_t *merged,
+                          int64_t *counts, int cap);
 /* Bytes of the attention memory alone (constant once a bounded memory is full). */
 size_t msrnn_session_memory_bytes(const msrnn_session *s);
 

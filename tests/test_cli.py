@@ -90,11 +90,12 @@ with tempfile.TemporaryDirectory() as d:
     js, svg = os.path.join(d, "s.json"), os.path.join(d, "s.svg")
     r = run("perplexity", "-m", MODEL, "-f", BOOK, "--ctx", "64", "--max-chunks", "2", "--sweep", "8,16,32",
             "--out", js, "--plot", svg, "-t", "2")
-    check(r.returncode == 0 and "| tova |" in r.stdout and "| window |" in r.stdout, f"sweep table: {r.stdout}")
-    res = json.load(open(js))
-    check(len(res["results"]) == 12 and res["full"]["policy"] == "full", f"sweep json {res}")
+    check(r.returncode == 0 and "| tova |" in r.stdout and "| window |" in r.stdout and "| merge |" in r.stdout,
+          f"sweep table: {r.stdout}")
+    res = json.load(open(js))  # the default policies: window, sink, h2o, tova, merge
+    check(len(res["results"]) == 15 and res["full"]["policy"] == "full", f"sweep json {res}")
     root = ET.parse(svg).getroot()
-    check(root.tag.endswith("svg") and len(root.findall(".//{http://www.w3.org/2000/svg}polyline")) == 4, "svg lines")
+    check(root.tag.endswith("svg") and len(root.findall(".//{http://www.w3.org/2000/svg}polyline")) == 5, "svg lines")
 
 # perplexity over a manifest's split equals the same books given with -f, in manifest order
 MANIFEST = os.path.join(SHARED, "data", "gutenberg", "MANIFEST.tsv")

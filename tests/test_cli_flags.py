@@ -3,10 +3,11 @@
 
 Generated over every command that runs a model (generate, perplexity, bench) and every memory:
   * --kv-size with the full cache (named with --kv full, and by default);
-  * --kv-sinks with every memory but sink;
+  * --kv-sinks with every memory but sink and merge*; --kv-merge-bias with every memory but merge*;
+    --kv-clusters with every memory but merge-clusters; merge*'s budgets below their sinks + summary;
 and for perplexity: -c and --ctx disagreeing (both set the chunk length, as llama.cpp's -c does),
 --policies without --sweep, --kv / --kv-size with --sweep, --kv-sinks with a sweep whose policies lack
-sink; and `train --config` without a value. Each must exit 2 with the offending flag in the message,
+sink and merge, --kv-merge-bias with a sweep whose policies lack merge; and `train --config` without a value. Each must exit 2 with the offending flag in the message,
 before any output is written. Controls: the same flags where they apply run (exit 0), and -c alone,
 or equal to --ctx, sets perplexity's chunk length."""
 import json
@@ -21,7 +22,8 @@ SRC = os.environ["MSRNN_SOURCE_DIR"]
 SHARED = os.environ["MSRNN_SHARED"]
 MODEL = os.path.join(SRC, "models", "default.gguf")
 BOOK = os.path.join(SHARED, "data", "gutenberg", "pg55.txt")
-MEMORIES = ["full", "window", "sink", "h2o", "tova", "tova-head"]
+MEMORIES = ["full", "window", "sink", "h2o", "tova", "tova-head", "merge", "merge-var", "merge-clusters"]
+MERGES = ("merge", "merge-var", "merge-clusters")
 
 
 def run(*args):
@@ -40,9 +42,24 @@ for name, base in COMMANDS.items():
     bad.append((base + ["--kv-size", "16"], "--kv-size"))
     bad.append((base + ["--kv", "full", "--kv-size", "16"], "--kv-size"))
     for mem in MEMORIES:
-        if mem != "sink":
-            size = [] if mem == "full" else ["--kv-size", "16"]
+        size = [] if mem == "full" else ["--kv-size", "16"]
+        if mem != "sink" and mem not in MERGES:
             bad.append((base + ["--kv", mem, *size, "--kv-sinks", "2"], "--kv-sinks"))
+        if mem not in MERGES:
+            bad.append((base + ["--kv", mem, *size, "--kv-merge-bias", "0"], "--kv-merge-bias"))
+        if mem != "merge-clusters":
+            bad.append((base + ["--kv", mem, *size, "--kv-clusters", "2"], "--kv-clusters"))
+    # merge's bias: a number (or -inf), not NaN, +inf or a word
+    for v in ("nan", "inf", "+inf", "x", "", "1e9"):
+        bad.append((base + ["--kv", "merge", "--kv-size", "16", "--kv-merge-bias", v], "--kv-merge-bias"))
+    # merge needs room for its sinks, the summary and a recent token
+    bad.append((base + ["--kv", "merge", "--kv-size", "5"], "merge"))
+    bad.append((base + ["--kv", "merge", "--kv-size", "3", "--kv-sinks", "2"], "merge"))
+    bad.append((base + ["--kv", "merge-var", "--kv-size", "6"], "merge-var"))
+    bad.append((base + ["--kv", "merge-clusters", "--kv-size", "8"], "merge-clusters"))
+    bad.append((base + ["--kv", "merge-clusters", "--kv-size", "16", "--kv-clusters", "12"], "merge-clusters"))
+    for v in ("0", "65", "-1", "x"):
+        bad.append((base + ["--kv", "merge-clusters", "--kv-size", "16", "--kv-clusters", v], "--kv-clusters"))
 ppl = COMMANDS["perplexity"]
 bad += [
     (ppl[:7] + ["-c", "100", "--ctx", "256"], "-c"),
@@ -50,6 +67,8 @@ bad += [
     (ppl + ["--sweep", "16", "--kv", "tova"], "--kv"),
     (ppl + ["--sweep", "16", "--kv-size", "16"], "--kv-size"),
     (ppl + ["--sweep", "16", "--policies", "tova,window", "--kv-sinks", "2"], "--kv-sinks"),
+    (ppl + ["--sweep", "16", "--policies", "tova,sink", "--kv-merge-bias", "0"], "--kv-merge-bias"),
+    (ppl + ["--sweep", "16", "--policies", "merge,merge-var", "--kv-clusters", "2"], "--kv-clusters"),
     (["train", "--config"], "--config"),
     (["train", "--train", "x.bin", "-o", "y.gguf", "--config"], "--config"),
 ]
@@ -71,8 +90,20 @@ with tempfile.TemporaryDirectory() as tmp:
         r = run(*base, "--kv", "sink", "--kv-size", "16", "--kv-sinks", "2")
         check(r.returncode == 0, f"{name} --kv sink --kv-size 16 --kv-sinks 2: exit {r.returncode}: "
                                  f"{r.stderr[-200:]!r}")
+        for mem, extra in (("merge", ["--kv-sinks", "0"]), ("merge", ["--kv-merge-bias", "-inf"]),
+                           ("merge", ["--kv-merge-bias", "0.5"]), ("merge", ["--kv-size", "2", "--kv-sinks", "0"]),
+                           ("merge-var", ["--kv-size", "7"]), ("merge-var", ["--kv-size", "3", "--kv-sinks", "0"]),
+                           ("merge-clusters", ["--kv-clusters", "2", "--kv-size", "7"]),
+                           ("merge-clusters", ["--kv-clusters", "1", "--kv-sinks", "0", "--kv-size", "2"])):
+            args = [*base, "--kv", mem, "--kv-size", "16", *extra]
+            r = run(*args)
+            check(r.returncode == 0, f"{' '.join(args[1:])}: exit {r.returncode}: {r.stderr[-200:]!r}")
     r = run(*ppl, "--sweep", "16", "--policies", "sink,tova", "--kv-sinks", "2", "--out", out)
     check(r.returncode == 0 and os.path.exists(out), f"sweep with sink and --kv-sinks: {r.stderr[-200:]}")
+    r = run(*ppl, "--sweep", "16", "--policies", "merge", "--kv-sinks", "0", "--kv-merge-bias", "-2",
+            "--out", out)
+    check(r.returncode == 0 and os.path.exists(out), f"sweep with merge, --kv-sinks 0 and --kv-merge-bias: "
+                                                     f"{r.stderr[-200:]}")
 
     # -c is perplexity's chunk length when alone or equal to --ctx
     def n_tokens(*args):

@@ -1,17 +1,22 @@
 /* test_kv_policies.c — the bounded attention memories (METHODS.md §1) held to an independent
  * token-by-token float64 reference.
  *
- * tests/ref/gen_kv_ref.py builds two random-weight GQA models (H 4/2 head dim 32, 3 layers; H 6/2
- * head dim 64, 2 layers) and, for window, sink(4), h2o, tova and tova-head at k = 16, 32, 64, runs
- * a 320-token text one token at a time, recording each layer's (each kv head's, for tova-head) kept
- * positions after every step, the final scores, per-token NLLs and the last logits. For every
+ * tests/ref/gen_kv_ref.py builds three random-weight models (GQA H 4/2 head dim 32, 3 layers; GQA
+ * H 6/2 head dim 64, 2 layers; MHA H 4/4 head dim 16, 2 layers) and, for window, sink(4), h2o, tova
+ * and tova-head at k = 16, 32, 64 and merge at k = 16, 32, 64 with 0 and 4 sinks (β = -1, and
+ * β = 0.5 and -inf at k = 32), runs a 320-token text one token at a time, recording each layer's
+ * (each kv head's, for tova-head) kept positions after every step, the final scores, per-token
+ * NLLs and the last logits. For every
  * model in $MSRNN_REF_DIR/kv/MANIFEST.tsv and every case, using only the public API:
  *   (a) one token per call: after EVERY step msrnn_session_kept of every layer (every kv head for
  *       tova-head) must equal the reference's set; per-token NLL within 1e-4; final scores within
  *       1e-4 relative (h2o's accumulated sums, tova's mean probabilities); window must hold the
- * last k positions and sink 0..n-1 plus the last k-n (checked on msrnn's sets, not the
- * reference's); msrnn_session_memory_bytes() must be the same at every sampled step once k entries
- * are held and below the full cache's after the whole input; for tova, a step where the reference
+ * last k positions, sink 0..n-1 plus the last k-n, merge 0..n-1 plus the last k-1-n once it has
+ * evicted (checked on msrnn's sets, not the reference's), and merge's msrnn_session_merged() must
+ * be the tokens seen minus the entries kept at every step;
+ * msrnn_session_memory_bytes() must be the same at every sampled step once k entries are held
+ * (merge: once it has folded) and below the full cache's after the whole input; for tova, a step
+ * where the reference
  *       evicted the token just fed must exist and msrnn's set must lack that token;
  *   (b) all tokens in one call with logits_all (the layer-by-layer scan): NLL within 1e-4, the same
  *       final kept sets, and logits equal to (a) within 1e-5 of the logit scale. Not bit for bit:
@@ -19,13 +24,16 @@
  *       which round differently (memory "full" shows the same ~1e-7 difference, printed as a note);
  *       the eviction decisions themselves are compared exactly, at every step in (a);
  * plus: every policy with k = T gives logits bit-identical to "full" (both batched_attention 0).
+ * merge with β = -inf is compared with the reference like the others (there its summary's weight
+ * is exactly 0, checked against a run that never reads it).
  * Prints one line per case and "test_kv_policies: N passed, M failed"; exits 1 on any failure.
  *
  * NAME.kvref (little-endian; the generator's docstring is the authority):
- *   "KVRF", u32 version 1, u32 n_layers, n_heads, n_kv_heads, n_vocab, n_tokens T, n_cases;
+ *   "KVRF", u32 version 2, u32 n_layers, n_heads, n_kv_heads, n_vocab, n_tokens T, n_cases;
  *   i32 tokens[T]; per case: char policy[16], u32 k, u32 n_sinks, u32 n_sets, f32 min_gap,
- *   f32 nll[T-1], f32 last_logits[n_vocab], i16 kept positions (for t, for set: min(t+1, k),
- *   ascending), f32 final scores (for set: min(T, k)). The first case is "full" (k = 0, no sets).
+ *   f32 beta, f32 nll[T-1], f32 last_logits[n_vocab], i16 kept positions (for t, for set: n(t),
+ *   ascending), f32 final scores (for set: n(T-1)), where n(t) = min(t+1, k) except for merge:
+ *   t+1 while t+1 <= k, then k-1. The first case is "full" (k = 0, no sets).
  */
 #include "msrnn.h"
 
@@ -42,7 +50,9 @@
 typedef struct {
     char policy[17];
     int k, n_sinks, n_sets;
-    float min_gap;
+    float min_gap, beta;
+    int n_cols, cost; /* summary policies: columns per kv head once folded, entries per column */
+    int32_t *counts;  /* summary policies: every step's column counts (set, kv head, column) */
     float *nll;       /* (T-1) */
     float *last;      /* (n_vocab) */
     int16_t *kept;    /* all steps' sets, concatenated */
@@ -60,12 +70,20 @@ static int n_passed, n_failed;
 
 static int min_int(int a, int b) { return a < b ? a : b; }
 
+/* Entries a set holds after step t, and summary columns per kv head (see the format above). */
+static int kept_n(const kv_case *kc, int t) {
+    if (kc->cost) return t + 1 <= kc->k ? t + 1 : kc->k - kc->cost * kc->n_cols;
+    return min_int(t + 1, kc->k);
+}
+static int cols_n(const kv_case *kc, int t) { return kc->cost && t + 1 > kc->k ? kc->n_cols : 0; }
+
 static void ref_free(kv_ref *r) {
     for (int c = 0; r->cases && c < r->n_cases; c++) {
         free(r->cases[c].nll);
         free(r->cases[c].last);
         free(r->cases[c].kept);
         free(r->cases[c].step_off);
+        free(r->cases[c].counts);
         free(r->cases[c].scores);
     }
     free(r->cases);
@@ -94,7 +112,7 @@ static int ref_read(const char *path, kv_ref *r) {
     }
     char magic[4];
     uint32_t h[7];
-    int ok = rd(f, magic, 1, 4) && memcmp(magic, "KVRF", 4) == 0 && rd(f, h, 4, 7) && h[0] == 1 &&
+    int ok = rd(f, magic, 1, 4) && memcmp(magic, "KVRF", 4) == 0 && rd(f, h, 4, 7) && h[0] == 2 &&
              h[1] > 0 && h[1] < 64 && h[2] > 0 && h[2] < 256 && h[3] > 0 && h[3] <= h[2] &&
              h[2] % h[3] == 0 && h[4] > 0 && h[4] < 1000000 && h[5] > 1 && h[5] < 30000 &&
              h[6] > 0 && h[6] < 1000;
@@ -111,28 +129,42 @@ static int ref_read(const char *path, kv_ref *r) {
     }
     for (int c = 0; ok && c < r->n_cases; c++) {
         kv_case *kc = &r->cases[c];
-        uint32_t u[3];
+        uint32_t u[3], w[2];
         ok = rd(f, kc->policy, 1, 16) && rd(f, u, 4, 3) && rd(f, &kc->min_gap, 4, 1) &&
-             u[0] < 30000 && u[1] < 30000 && u[2] <= (uint32_t)(r->n_layers * r->n_kv_heads);
+             rd(f, &kc->beta, 4, 1) && rd(f, w, 4, 2) && u[0] < 30000 && u[1] < 30000 &&
+             u[2] <= (uint32_t)(r->n_layers * r->n_kv_heads) && w[0] <= 64 && w[1] <= 4 &&
+             (w[1] == 0 || (w[0] > 0 && u[0] > w[0] * w[1]));
         if (!ok) break;
         kc->policy[16] = 0;
         kc->k = (int)u[0];
         kc->n_sinks = (int)u[1];
         kc->n_sets = (int)u[2];
+        kc->n_cols = (int)w[0];
+        kc->cost = (int)w[1];
         kc->nll = xcalloc((size_t)r->T - 1, sizeof *kc->nll);
         kc->last = xcalloc((size_t)r->n_vocab, sizeof *kc->last);
         kc->step_off = xcalloc((size_t)r->T + 1, sizeof *kc->step_off);
-        size_t total = 0;
+        size_t total = 0, n_counts = 0;
         for (int t = 0; t < r->T; t++) {
             kc->step_off[t] = total;
-            total += (size_t)kc->n_sets * (size_t)min_int(t + 1, kc->k);
+            total += (size_t)kc->n_sets * (size_t)kept_n(kc, t);
+            n_counts += (size_t)kc->n_sets * r->n_kv_heads * cols_n(kc, t);
         }
         kc->step_off[r->T] = total;
-        size_t n_scores = (size_t)kc->n_sets * (size_t)min_int(r->T, kc->k);
+        size_t n_scores = (size_t)kc->n_sets * (size_t)kept_n(kc, r->T - 1);
         kc->kept = xcalloc(total, sizeof *kc->kept);
+        kc->counts = xcalloc(n_counts, sizeof *kc->counts);
         kc->scores = xcalloc(n_scores, sizeof *kc->scores);
-        ok = rd(f, kc->nll, 4, (size_t)r->T - 1) && rd(f, kc->last, 4, (size_t)r->n_vocab) &&
-             rd(f, kc->kept, 2, total) && rd(f, kc->scores, 4, n_scores);
+        ok = rd(f, kc->nll, 4, (size_t)r->T - 1) && rd(f, kc->last, 4, (size_t)r->n_vocab);
+        /* per step and set: the positions, then (summary policies) each kv head's counts */
+        for (int t = 0, ci = 0; ok && t < r->T; t++)
+            for (int set = 0; ok && set < kc->n_sets; set++) {
+                const int n = kept_n(kc, t), nc = r->n_kv_heads * cols_n(kc, t);
+                ok = rd(f, kc->kept + kc->step_off[t] + (size_t)set * n, 2, (size_t)n) &&
+                     rd(f, kc->counts + ci, 4, (size_t)nc);
+                ci += nc;
+            }
+        ok = ok && rd(f, kc->scores, 4, n_scores);
     }
     if (ok) ok = fgetc(f) == EOF; /* nothing left over */
     fclose(f);
@@ -143,9 +175,16 @@ static int ref_read(const char *path, kv_ref *r) {
     return ok;
 }
 
-/* The reference's set `set` after step t (n = min(t+1, k) entries). */
+/* The reference's set `set` after step t (n = kept_n(t) entries). */
 static const int16_t *ref_set(const kv_case *kc, int t, int set) {
-    return kc->kept + kc->step_off[t] + (size_t)set * (size_t)min_int(t + 1, kc->k);
+    return kc->kept + kc->step_off[t] + (size_t)set * (size_t)kept_n(kc, t);
+}
+
+/* The reference's counts of (set, kv head) after step t (cols_n(t) columns). */
+static const int32_t *ref_counts(const kv_case *kc, const kv_ref *r, int t, int set, int g) {
+    size_t off = 0;
+    for (int u = 0; u < t; u++) off += (size_t)kc->n_sets * r->n_kv_heads * cols_n(kc, u);
+    return kc->counts + off + ((size_t)set * r->n_kv_heads + g) * cols_n(kc, t);
 }
 
 static double nll_of(const float *logits, int n_vocab, int target) {
@@ -163,13 +202,17 @@ static void print_set(const char *label, const int64_t *p, int n) {
     printf("\n");
 }
 
-static msrnn_session *open_session(msrnn_model *m, const char *memory, int k, int n_sinks, int T) {
+/* n_sinks 0 is "none" here (the library's 0 means its default) */
+static msrnn_session *open_session_beta(msrnn_model *m, const char *memory, int k, int n_sinks,
+                                        int T, float beta, int clusters) {
     msrnn_session_params p = msrnn_session_default_params();
     p.n_ctx = T;
     p.n_threads = 2;
     p.memory = memory;
     p.kv_size = k;
-    p.kv_sinks = n_sinks;
+    p.kv_sinks = n_sinks > 0 ? n_sinks : -1;
+    p.kv_merge_bias = beta;
+    p.kv_clusters = clusters;
     p.batched_attention = 0;
     msrnn_session *s = NULL;
     msrnn_status st = msrnn_session_open(m, &p, &s);
@@ -179,6 +222,10 @@ static msrnn_session *open_session(msrnn_model *m, const char *memory, int k, in
         return NULL;
     }
     return s;
+}
+
+static msrnn_session *open_session(msrnn_model *m, const char *memory, int k, int n_sinks, int T) {
+    return open_session_beta(m, memory, k, n_sinks, T, -1.0f, 0);
 }
 
 static void verdict(int ok, const char *fmt_name, const char *detail) {
@@ -197,9 +244,14 @@ static void run_case(msrnn_model *m, const kv_ref *r, const kv_case *kc, const c
     const int sets_per_layer = per_head ? r->n_kv_heads : 1;
     const int is_tova = strncmp(kc->policy, "tova", 4) == 0;
     const int is_h2o = strcmp(kc->policy, "h2o") == 0;
+    const int is_merge = kc->cost > 0; /* merge, merge-var, merge-clusters */
     const int k = kc->k;
     char name[160], detail[512];
-    snprintf(name, sizeof name, "%s %s k=%d", model_name, kc->policy, k);
+    if (is_merge)
+        snprintf(name, sizeof name, "%s %s k=%d sinks %d beta %g S %d", model_name, kc->policy, k,
+                 kc->n_sinks, (double)kc->beta, kc->n_cols);
+    else
+        snprintf(name, sizeof name, "%s %s k=%d", model_name, kc->policy, k);
     int ok = 1;
     if (kc->n_sets != L * sets_per_layer) {
         snprintf(detail, sizeof detail, "reference has %d sets, expected %d", kc->n_sets,
@@ -207,7 +259,7 @@ static void run_case(msrnn_model *m, const kv_ref *r, const kv_case *kc, const c
         verdict(0, name, detail);
         return;
     }
-    msrnn_session *s = open_session(m, kc->policy, k, kc->n_sinks, T);
+    msrnn_session *s = open_session_beta(m, kc->policy, k, kc->n_sinks, T, kc->beta, kc->n_cols);
     if (!s) {
         verdict(0, name, "cannot open session");
         return;
@@ -216,10 +268,12 @@ static void run_case(msrnn_model *m, const kv_ref *r, const kv_case *kc, const c
     int64_t *want32 = xcalloc((size_t)T + 2, sizeof *want32);
     float *score = xcalloc((size_t)T + 2, sizeof *score);
     int reports = 0, set_mismatch = 0, struct_bad = 0, newest_step = -1, newest_ok = 1;
+    int merged_bad = 0;
     double nll_a = 0, nll_b = 0, score_err = 0, logit_err = 0;
     size_t mem_first = 0;
     int mem_const = 1, mem_samples = 0;
-    const int sample_at[] = {k - 1, k, k + 1, k + 7, T / 2, T - 1};
+    /* merge holds k entries until its first fold (step k), then k - 1 and the summary */
+    const int sample_at[] = {is_merge ? k + 2 : k - 1, k, k + 1, k + 7, T / 2, T - 1};
 
     /* (a) one token per call */
     for (int t = 0; t < T && ok; t++) {
@@ -245,7 +299,7 @@ static void run_case(msrnn_model *m, const kv_ref *r, const kv_case *kc, const c
             }
             break;
         }
-        const int n = min_int(t + 1, k);
+        const int n = kept_n(kc, t);
         for (int set = 0; set < kc->n_sets; set++) {
             const int layer = set / sets_per_layer, head = per_head ? set % sets_per_layer : -1;
             const int16_t *want = ref_set(kc, t, set);
@@ -268,6 +322,32 @@ static void run_case(msrnn_model *m, const kv_ref *r, const kv_case *kc, const c
             } else if (got == n && !strcmp(kc->policy, "sink") && t + 1 > k) {
                 for (int i = 0; i < n; i++)
                     if (pos[i] != (i < kc->n_sinks ? i : t + 1 - (k - i))) struct_bad++;
+            } else if (got == n && is_merge) {
+                for (int i = 0; i < n; i++)
+                    if (pos[i] != (t + 1 <= k || i < kc->n_sinks ? i : t + 1 - (n - i)))
+                        struct_bad++;
+            }
+            if (is_merge) { /* every token seen is kept or summarised, in every kv head */
+                for (int g = 0; g < r->n_kv_heads; g++) {
+                    int64_t merged = -1, counts[65] = {0}, sum = 0;
+                    const int nc = msrnn_session_summary(s, layer, g, &merged, counts, 65);
+                    const int32_t *wc = ref_counts(kc, r, t, set, g);
+                    int same = nc == cols_n(kc, t) && merged == (int64_t)(t + 1) - got;
+                    for (int c = 0; same && c < nc; c++) same = counts[c] == wc[c];
+                    for (int c = 0; c < nc && c < 65; c++) sum += counts[c];
+                    same = same && sum == merged;
+                    if (!same && merged_bad++ < MAX_REPORTS) {
+                        printf("    step %d layer %d kv head %d: %d columns, %lld folded, counts",
+                               t, layer, g, nc, (long long)merged);
+                        for (int c = 0; c < nc && c < 65; c++)
+                            printf(" %lld", (long long)counts[c]);
+                        printf("; reference %d columns, counts", cols_n(kc, t));
+                        for (int c = 0; c < cols_n(kc, t); c++) printf(" %d", (int)wc[c]);
+                        printf("\n");
+                    }
+                }
+            } else if (msrnn_session_summary(s, layer, -1, NULL, NULL, 0) != 0) {
+                merged_bad++;
             }
             /* TOVA evicting the token just fed: the first such step in the reference. */
             if (is_tova && newest_step < 0 && t >= k) {
@@ -309,7 +389,7 @@ static void run_case(msrnn_model *m, const kv_ref *r, const kv_case *kc, const c
 
     /* (b) all tokens in one call */
     int identical = 0;
-    s = ok ? open_session(m, kc->policy, k, kc->n_sinks, T) : NULL;
+    s = ok ? open_session_beta(m, kc->policy, k, kc->n_sinks, T, kc->beta, kc->n_cols) : NULL;
     if (s) {
         msrnn_status st = msrnn_session_eval(s, r->tokens, T, lb);
         if (st != MSRNN_OK) {
@@ -335,7 +415,7 @@ static void run_case(msrnn_model *m, const kv_ref *r, const kv_case *kc, const c
             /* the one-call scan must end with the same sets */
             for (int set = 0; set < kc->n_sets; set++) {
                 const int layer = set / sets_per_layer, head = per_head ? set % sets_per_layer : -1;
-                const int n = min_int(T, k);
+                const int n = kept_n(kc, T - 1);
                 const int16_t *want = ref_set(kc, T - 1, set);
                 int got = msrnn_session_kept(s, layer, head, pos, NULL, T + 2);
                 int same = got == n;
@@ -354,18 +434,19 @@ static void run_case(msrnn_model *m, const kv_ref *r, const kv_case *kc, const c
     free(want32);
     free(score);
 
-    if (set_mismatch || struct_bad || nll_a > NLL_TOL || nll_b > NLL_TOL || !identical ||
-        logit_err > LOGIT_TOL || score_err > SCORE_TOL ||
+    const double nll_tol = NLL_TOL;
+    if (set_mismatch || struct_bad || merged_bad || nll_a > nll_tol || nll_b > nll_tol ||
+        !identical || logit_err > LOGIT_TOL || score_err > SCORE_TOL ||
         (is_tova && (newest_step < 0 || !newest_ok)))
         ok = 0;
     if (is_tova && newest_step < 0)
         printf("    the reference never evicts the newest token (regenerate with another seed)\n");
     snprintf(detail, sizeof detail,
-             "sets %s%s, NLL err %.1e/%.1e, last logits %.1e, (a)%s(b), scores %.1e, mem %zu/%zu "
+             "sets %s%s%s, NLL err %.1e/%.1e, last logits %.1e, (a)%s(b), scores %.1e, mem %zu/%zu "
              "B, ref gap %.1e",
-             set_mismatch ? "DIFFER" : "equal", struct_bad ? " (BAD STRUCTURE)" : "", nll_a, nll_b,
-             logit_err, identical ? "==" : "!=", score_err, mem_first, full_mem_bytes,
-             (double)kc->min_gap);
+             set_mismatch ? "DIFFER" : "equal", struct_bad ? " (BAD STRUCTURE)" : "",
+             merged_bad ? " (BAD SUMMARY COUNT)" : "", nll_a, nll_b, logit_err,
+             identical ? "==" : "!=", score_err, mem_first, full_mem_bytes, (double)kc->min_gap);
     verdict(ok, name, detail);
 }
 
@@ -441,7 +522,8 @@ static void run_model(const char *dir, const char *name) {
         run_case(m, &r, &r.cases[c], name, full_mem ? full_mem : (size_t)-1, la, lb);
 
     /* A budget covering the whole input evicts nothing: bit-identical to full. */
-    static const char *policies[] = {"window", "sink", "h2o", "tova", "tova-head"};
+    static const char *policies[] = {"window",    "sink",  "h2o",       "tova",
+                                     "tova-head", "merge", "merge-var", "merge-clusters"};
     for (size_t i = 0; i < sizeof policies / sizeof policies[0]; i++) {
         snprintf(label, sizeof label, "%s %s k=%d (>= T) == full", name, policies[i], T);
         s = open_session(m, policies[i], T, 4, T);

@@ -80,7 +80,7 @@ static void on_progress(void *user, const ppl_progress *p) {
 }
 
 static ppl_params params(int n_threads) {
-    ppl_params p = {CTX, 0, msrnn_session_default_params(), NULL, NULL};
+    ppl_params p = {CTX, 0, msrnn_session_default_params(), NULL, NULL, NULL, NULL};
     p.session.n_threads = n_threads;
     return p;
 }

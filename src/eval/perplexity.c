@@ -229,13 +229,16 @@ msrnn_status perplexity_run(msrnn_model *m, const ppl_text *texts, size_t n_text
         free(logits), free(chunk);
         msrnn_session_close(s);
     }
-    free(chunks);
     if (fail.st != MSRNN_OK) {
-        free(chunk_nll);
+        free(chunks), free(chunk_nll);
         return msrnn_fail(fail.st, "%s", fail.msg);
     }
     double nll = 0; /* in chunk order: the same sum whatever the number of workers */
     for (size_t c = 0; c < n_chunks; c++) nll += chunk_nll[c];
+    if (p->chunk_nll) memcpy(p->chunk_nll, chunk_nll, n_chunks * sizeof *chunk_nll);
+    for (size_t c = 0; p->chunk_tokens && c < n_chunks; c++)
+        p->chunk_tokens[c] = (uint32_t)(chunks[c].len - 1);
+    free(chunks);
     free(chunk_nll);
     memset(r, 0, sizeof *r);
     r->n_scored = total;

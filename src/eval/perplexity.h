@@ -49,6 +49,11 @@ typedef struct {
     /* Called after each batch of one worker (never concurrently with itself); may be NULL. */
     void (*progress)(void *user, const ppl_progress *p);
     void *user;
+    /* Optional (NULL: not wanted): each chunk's NLL sum and scored tokens, in chunk order
+     * (perplexity_n_chunks entries), for paired comparisons between memories over the same
+     * chunks. Written only on success. */
+    double *chunk_nll;
+    uint32_t *chunk_tokens;
 } ppl_params;
 
 typedef struct {

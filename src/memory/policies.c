@@ -7,8 +7,15 @@
 static const struct {
     const char *name;
     const kv_policy *policy;
-} memories[] = {{"full", NULL},       {"window", &policy_window}, {"sink", &policy_sink},
-                {"h2o", &policy_h2o}, {"tova", &policy_tova},     {"tova-head", &policy_tova_head}};
+} memories[] = {{"full", NULL},
+                {"window", &policy_window},
+                {"sink", &policy_sink},
+                {"h2o", &policy_h2o},
+                {"tova", &policy_tova},
+                {"tova-head", &policy_tova_head},
+                {"merge", &policy_merge},
+                {"merge-var", &policy_merge_var},
+                {"merge-clusters", &policy_merge_clusters}};
 
 int kv_policy_find(const char *name, const kv_policy **policy) {
     for (size_t i = 0; i < sizeof memories / sizeof *memories; i++)
@@ -19,4 +26,6 @@ int kv_policy_find(const char *name, const kv_policy **policy) {
     return -1;
 }
 
-const char *kv_policy_names(void) { return "full, window, sink, h2o, tova, tova-head"; }
+const char *kv_policy_names(void) {
+    return "full, window, sink, h2o, tova, tova-head, merge, merge-var, merge-clusters";
+}

@@ -24,4 +24,4 @@ static int h2o_victim(const int64_t *pos, const float *score, int n, int budget,
     return v;
 }
 
-const struct kv_policy policy_h2o = {"h2o", 0, h2o_observe, h2o_victim};
+const struct kv_policy policy_h2o = {"h2o", 0, h2o_observe, h2o_victim, NULL};

@@ -2,7 +2,7 @@
  * evict the oldest entry. */
 #include "memory/kv_policy.h"
 
-static int sink_victim(const int64_t *pos, const float *score, int n, int budget, int n_sinks) {
+int policy_oldest_unpinned(const int64_t *pos, const float *score, int n, int budget, int n_sinks) {
     (void)score, (void)budget;
     int v = -1;
     for (int i = 0; i < n; i++)
@@ -10,4 +10,4 @@ static int sink_victim(const int64_t *pos, const float *score, int n, int budget
     return v; /* >= 0: the budget exceeds n_sinks (checked at setup) */
 }
 
-const struct kv_policy policy_sink = {"sink", 0, 0, sink_victim};
+const struct kv_policy policy_sink = {"sink", 0, 0, policy_oldest_unpinned, NULL};

@@ -27,5 +27,5 @@ int policy_lowest_score(const int64_t *pos, const float *score, int n, const uin
     return v;
 }
 
-const struct kv_policy policy_tova = {"tova", 0, tova_observe, tova_victim};
-const struct kv_policy policy_tova_head = {"tova-head", 1, tova_observe, tova_victim};
+const struct kv_policy policy_tova = {"tova", 0, tova_observe, tova_victim, NULL};
+const struct kv_policy policy_tova_head = {"tova-head", 1, tova_observe, tova_victim, NULL};

@@ -10,4 +10,4 @@ static int window_victim(const int64_t *pos, const float *score, int n, int budg
     return v;
 }
 
-const struct kv_policy policy_window = {"window", 0, 0, window_victim};
+const struct kv_policy policy_window = {"window", 0, 0, window_victim, NULL};

@@ -46,7 +46,7 @@ struct msrnn_session {
 };
 
 msrnn_session_params msrnn_session_default_params(void) {
-    msrnn_session_params p = {0, 0, 512, 0, "full", 0, 4, 1};
+    msrnn_session_params p = {0, 0, 512, 0, "full", 0, 4, 1, -1.0f, 4};
     return p;
 }
 
@@ -202,6 +202,15 @@ int msrnn_session_kept(const msrnn_session *s, int layer, int head, int64_t *pos
                        int cap) {
     const part_kind *mixer = s->model->arch->mixer;
     return mixer->kept ? mixer->kept(s->mixer_state, layer, head, pos, score, cap) : 0;
+}
+
+int msrnn_session_summary(const msrnn_session *s, int layer, int head, int64_t *merged,
+                          int64_t *counts, int cap) {
+    const part_kind *mixer = s->model->arch->mixer;
+    int64_t m = 0;
+    const int n = mixer->summary ? mixer->summary(s->mixer_state, layer, head, &m, counts, cap) : 0;
+    if (merged) *merged = m;
+    return n;
 }
 
 size_t msrnn_session_memory_bytes(const msrnn_session *s) {

@@ -100,6 +100,10 @@ typedef struct part_kind {
     /* Entries a cache holds in `layer` (kv head `head` for per-head sets): positions ascending and
      * their eviction scores; returns the count (NULL: the part keeps no entries). */
     int (*kept)(const void *state, int layer, int head, int64_t *pos, float *score, int cap);
+    /* A summary policy's (merge's) state in `layer`, kv head `head`: *merged = entries folded,
+     * counts[0..cap) = each summary column's count; returns the columns (NULL or 0: none). */
+    int (*summary)(const void *state, int layer, int head, int64_t *merged, int64_t *counts,
+                   int cap);
     /* Workspace floats for a batch of n_batch tokens, and the widest matmul input it uses. */
     size_t (*work_floats)(const hparams *hp, int n_batch);
     int (*max_in)(const hparams *hp);

@@ -1,7 +1,8 @@
 /* softmax.c — the softmax-attention token mixer: Llama's attention, everything about it in one
  * file. Parameters W_q, W_k, W_v, W_o; RoPE on q and k; GQA causal attention; the KV cache that
  * is its inference state, with an eviction policy for the bounded caches (window, sink, h2o,
- * tova, tova-head: src/memory/policy_*.c, one short file each); flash attention for training.
+ * tova, tova-head, merge: src/memory/policy_*.c, one short file each); flash attention for
+ * training.
  *
  * The KV cache, per layer: keys and values (H_kv, slots, d) in f32 or f16, one head's keys
  * contiguous for the score loop; and per kept set (one per layer, or one per kv head for per-head
@@ -9,7 +10,10 @@
  * slots: each token is appended, attended to together with everything held, and then — if the
  * layer is over budget — one entry is evicted (possibly the new one) and the last slot moves into
  * the freed one. Keys keep the RoPE of their original position, so relative distances to kept keys
- * equal the full model's (METHODS.md §1).
+ * equal the full model's (METHODS.md §1). A summary policy (merge and its variants) folds the
+ * evicted entry into its kv head's summary columns (counts and sums in double, policy_merge.c),
+ * which every query head then reads as more entries of the same softmax, and which take their
+ * entries of the budget while they are non-empty.
  *
  * Every cache attends token by token through attend_token(), the same arithmetic in the same
  * order, so a bounded cache that never evicts is bit-identical to the full one. The full cache can
@@ -35,7 +39,9 @@ typedef struct {
     int n_layers, n_heads, n_kv_heads, head_dim;
     int n_ctx;             /* the full cache: longest sequence */
     int kv_size;           /* bounded caches: entries kept per layer */
-    int kv_sinks;          /* sink: positions never evicted */
+    int kv_sinks;          /* sink, merge: positions never evicted */
+    float merge_bias;      /* merge: β of the summary's logit */
+    int summary_cols;      /* summary policies: most columns per kv head (merge-clusters: S) */
     int kv_f16;            /* store keys/values as f16 */
     int batched_attention; /* full cache: sgemm attention for prompt batches */
     int n_threads;         /* threads of the batched path (its scratch is per thread) */
@@ -51,27 +57,41 @@ typedef struct memory {
  *   count[n_layers][n_sets]        entries held per kept set
  *   pos[n_layers][n_sets][slots]   absolute positions (64-bit: a bounded cache runs for ever)
  *   score[n_layers][n_sets][slots] eviction scores
+ *   merged[n_layers], n_cols[n_layers], cols[n_layers][H_kv][S + 1][col]   summary policies:
+ *                                  entries folded, columns in use, the columns (doubles)
  *   probs[n_heads][ld]             the newest query's attention rows (one token step)
  *   kv[n_layers][2][H_kv][slots][d]
  *   scores for the batched path: [n_threads][block_rows][ld]                                   */
 typedef struct {
     int slots, n_sets, block_rows;
-    size_t ld, elem, off_pos, off_score, off_probs, off_kv, off_batch, layer_kv, total;
+    size_t ld, elem, off_pos, off_score, off_summ, off_probs, off_kv, off_batch, layer_kv, total;
 } layout;
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* one kv head's columns: room for S + 1 (merge-clusters adds one, then merges two) */
+static size_t head_cols_doubles(const kv_summary *sm, const memory_shape *s) {
+    return (size_t)(s->summary_cols + 1) * summary_col_doubles(sm, s->head_dim);
+}
+
+static size_t summ_bytes(const kv_summary *sm, const memory_shape *s) {
+    return 2 * align64((size_t)s->n_layers * sizeof(int64_t)) +
+           align64((size_t)s->n_layers * s->n_kv_heads * head_cols_doubles(sm, s) * sizeof(double));
+}
 
 static layout layout_of(const memory *m) {
     const memory_shape *s = &m->shape;
     layout L;
     L.slots = m->policy ? s->kv_size + 1 : s->n_ctx;
     L.n_sets = m->policy && m->policy->per_head ? s->n_kv_heads : 1;
-    L.ld = ((size_t)L.slots + 15) & ~(size_t)15;
+    const kv_summary *sm = m->policy ? m->policy->summary : NULL;
+    L.ld = ((size_t)L.slots + (sm ? s->summary_cols : 0) + 15) & ~(size_t)15; /* + summary's */
     L.elem = s->kv_f16 ? 2 : 4;
     const size_t sets = (size_t)s->n_layers * L.n_sets;
     L.off_pos = align64(sets * sizeof(int));
     L.off_score = L.off_pos + align64(sets * L.slots * sizeof(int64_t));
-    L.off_probs = L.off_score + align64(sets * L.slots * sizeof(float));
+    L.off_summ = L.off_score + align64(sets * L.slots * sizeof(float));
+    L.off_probs = L.off_summ + (sm ? summ_bytes(sm, s) : 0);
     L.off_kv = L.off_probs + align64((size_t)s->n_heads * L.ld * sizeof(float));
     L.layer_kv = 2 * (size_t)s->n_kv_heads * L.slots * s->head_dim * L.elem;
     L.off_batch = L.off_kv + align64(L.layer_kv * s->n_layers);
@@ -94,6 +114,19 @@ static float *score_of(const memory *m, const layout *L, int layer, int set) {
     return (float *)((uint8_t *)m->state + L->off_score) +
            ((size_t)layer * L->n_sets + set) * L->slots;
 }
+static int64_t *merged_of(const memory *m, const layout *L, int layer) {
+    return (int64_t *)((uint8_t *)m->state + L->off_summ) + layer;
+}
+static int64_t *n_cols_of(const memory *m, const layout *L, int layer) {
+    const size_t skip = align64((size_t)m->shape.n_layers * sizeof(int64_t));
+    return (int64_t *)((uint8_t *)m->state + L->off_summ + skip) + layer;
+}
+static double *cols_of(const memory *m, const layout *L, int layer, int g) {
+    const memory_shape *s = &m->shape;
+    double *base = (double *)((uint8_t *)m->state + L->off_summ +
+                              2 * align64((size_t)s->n_layers * sizeof(int64_t)));
+    return base + ((size_t)layer * s->n_kv_heads + g) * head_cols_doubles(m->policy->summary, s);
+}
 static void *kv_row(const memory *m, const layout *L, int layer, int is_v, int g, int slot) {
     uint8_t *base = (uint8_t *)m->state + L->off_kv + L->layer_kv * layer;
     size_t off =
@@ -103,7 +136,7 @@ static void *kv_row(const memory *m, const layout *L, int layer, int is_v, int g
 
 static void kv_reset(memory *m) {
     layout L = layout_of(m);
-    memset(m->state, 0, L.off_probs); /* counts, positions, scores */
+    memset(m->state, 0, L.off_probs); /* counts, positions, scores, summaries */
 }
 
 static void store_row(void *dst, const float *src, int d, int f16) {
@@ -117,6 +150,20 @@ static void copy_slot(const memory *m, const layout *L, int layer, int g, int to
     const size_t row = (size_t)m->shape.head_dim * L->elem;
     memcpy(kv_row(m, L, layer, 0, g, to), kv_row(m, L, layer, 0, g, from), row);
     memcpy(kv_row(m, L, layer, 1, g, to), kv_row(m, L, layer, 1, g, from), row);
+}
+
+/* A summary policy: fold the entry in `slot` of every kv head of the layer into that head's
+ * columns (every head ends with the same number of columns). */
+static void fold(const memory *m, const layout *L, int layer, int slot) {
+    const memory_shape *s = &m->shape;
+    int64_t *n_cols = n_cols_of(m, L, layer);
+    int cols = (int)*n_cols;
+    for (int g = 0; g < s->n_kv_heads; g++)
+        cols = summary_fold(m->policy->summary, cols_of(m, L, layer, g), (int)*n_cols,
+                            s->summary_cols, kv_row(m, L, layer, 0, g, slot),
+                            kv_row(m, L, layer, 1, g, slot), s->head_dim, s->kv_f16);
+    *n_cols = cols;
+    ++*merged_of(m, L, layer);
 }
 
 /* One token: append its k, v; every query head attends over its set's entries (probabilities kept
@@ -142,6 +189,8 @@ static void attend_token(memory *m, const layout *L, int layer, const float *q, 
     const vec_dot_fn dot = kernels_for(et)->dot_simd;
     const float scale = 1.0f / sqrtf((float)d);
     float *probs = (float *)((uint8_t *)m->state + L->off_probs);
+    const kv_summary *sm = pol ? pol->summary : NULL;
+    const int n_cols = sm ? (int)*n_cols_of(m, L, layer) : 0;
     const int64_t work = (int64_t)H * count[0] * d;
 #pragma omp parallel for if (work > 65536) num_threads(s->n_threads)
     for (int hq = 0; hq < H; hq++) {
@@ -153,16 +202,23 @@ static void attend_token(memory *m, const layout *L, int layer, const float *q, 
             TYPE_F32) { /* one head's keys and values are contiguous: two matrix-vector products */
             cblas_sgemv(CblasRowMajor, CblasNoTrans, n_keys, d, scale, kv_row(m, L, layer, 0, g, 0),
                         d, qh, 1, 0.0f, p, 1);
-            softmax(p, n_keys);
-            cblas_sgemv(CblasRowMajor, CblasTrans, n_keys, d, 1.0f, kv_row(m, L, layer, 1, g, 0), d,
-                        p, 1, 0.0f, o, 1);
         } else {
             for (int j = 0; j < n_keys; j++)
                 p[j] = dot(kv_row(m, L, layer, 0, g, j), qh, d) * scale;
-            softmax(p, n_keys);
+        }
+        /* the summary's columns are more entries of the softmax, after the cached ones */
+        if (n_cols > 0)
+            summary_logits(sm, cols_of(m, L, layer, g), n_cols, qh, d, scale, s->merge_bias,
+                           p + n_keys);
+        softmax(p, n_keys + n_cols);
+        if (et == TYPE_F32) {
+            cblas_sgemv(CblasRowMajor, CblasTrans, n_keys, d, 1.0f, kv_row(m, L, layer, 1, g, 0), d,
+                        p, 1, 0.0f, o, 1);
+        } else {
             memset(o, 0, (size_t)d * sizeof(float));
             for (int j = 0; j < n_keys; j++) axpy_row(et, o, p[j], kv_row(m, L, layer, 1, g, j), d);
         }
+        if (n_cols > 0) summary_read(sm, cols_of(m, L, layer, g), n_cols, p + n_keys, d, o);
     }
     if (!pol) return;
     for (int set = 0; set < L->n_sets; set++) {
@@ -170,15 +226,20 @@ static void attend_token(memory *m, const layout *L, int layer, const float *q, 
         int64_t *ps = pos_of(m, L, layer, set);
         float *sc = score_of(m, L, layer, set);
         if (pol->observe) pol->observe(sc, n, probs + (size_t)set * heads * L->ld, heads, L->ld);
-        if (n <= s->kv_size) continue;
-        const int victim = pol->victim(ps, sc, n, s->kv_size, s->kv_sinks), last = n - 1;
-        if (victim != last) {
-            ps[victim] = ps[last];
-            sc[victim] = sc[last];
-            for (int g = 0; g < Hkv; g++)
-                if (L->n_sets == 1 || g == set) copy_slot(m, L, layer, g, victim, last);
+        /* over budget: evict (a summary policy folds the victim into its columns, which take
+         * entries themselves, so a fold may be followed by more) */
+        while (count[set] + (sm ? sm->cost * (int)*n_cols_of(m, L, layer) : 0) > s->kv_size) {
+            const int last = count[set] - 1;
+            const int victim = pol->victim(ps, sc, count[set], s->kv_size, s->kv_sinks);
+            if (sm) fold(m, L, layer, victim);
+            if (victim != last) {
+                ps[victim] = ps[last];
+                sc[victim] = sc[last];
+                for (int g = 0; g < Hkv; g++)
+                    if (L->n_sets == 1 || g == set) copy_slot(m, L, layer, g, victim, last);
+            }
+            count[set] = last;
         }
-        count[set] = last;
     }
 }
 
@@ -268,22 +329,55 @@ static size_t kv_used_bytes(const memory *m) {
     const size_t per_entry =
         2 * (size_t)m->shape.head_dim * L.elem * (m->shape.n_kv_heads / L.n_sets) +
         sizeof(int64_t) + sizeof(float);
-    return entries * per_entry;
+    size_t summaries = 0; /* the columns in use, and the counters of a layer that has some */
+    const kv_summary *sm = m->policy ? m->policy->summary : NULL;
+    for (int l = 0; sm && l < m->shape.n_layers; l++) {
+        const size_t cols = (size_t)*n_cols_of(m, &L, l);
+        if (cols)
+            summaries += 2 * sizeof(int64_t) + cols * m->shape.n_kv_heads *
+                                                   summary_col_doubles(sm, m->shape.head_dim) *
+                                                   sizeof(double);
+    }
+    return entries * per_entry + summaries;
+}
+
+static int kv_summary_counts(const memory *m, int layer, int head, int64_t *merged, int64_t *counts,
+                             int cap) {
+    const layout L = layout_of(m);
+    const kv_summary *sm = m->policy ? m->policy->summary : NULL;
+    *merged = 0;
+    if (!sm || layer < 0 || layer >= m->shape.n_layers) return 0;
+    *merged = *merged_of(m, &L, layer);
+    const int n = (int)*n_cols_of(m, &L, layer), g = head < 0 ? 0 : head % m->shape.n_kv_heads;
+    const double *cols = cols_of(m, &L, layer, g);
+    for (int c = 0; counts && c < n && c < cap; c++)
+        counts[c] = (int64_t)cols[(size_t)c * summary_col_doubles(sm, m->shape.head_dim)];
+    return n;
 }
 
 /* ---- the part's session state: a memory header, then the cache ---------------------------- */
 
 #define HEADER_BYTES align64(sizeof(memory))
 
+/* kv_sinks: 0 is the default 4, a negative count none */
+static int sinks_of(const msrnn_session_params *p) {
+    return p->kv_sinks == 0 ? 4 : p->kv_sinks < 0 ? 0 : p->kv_sinks;
+}
+
+/* kv_clusters: 0 is the default 4 */
+static int clusters_of(const msrnn_session_params *p) {
+    return p->kv_clusters > 0 ? p->kv_clusters : 4;
+}
+
 static memory memory_of(const hparams *hp, const msrnn_session_params *p) {
     memory m;
     memset(&m, 0, sizeof m);
     kv_policy_find(p->memory ? p->memory : "full", &m.policy);
     const msrnn_model_info *in = &hp->info;
-    memory_shape s = {
-        in->n_layers, in->n_heads, in->n_kv_heads, in->head_dim,         p->n_ctx,
-        p->kv_size,   p->kv_sinks, p->kv_f16,      p->batched_attention, p->n_threads};
-    if (s.kv_sinks <= 0) s.kv_sinks = 4;
+    memory_shape s = {in->n_layers,   in->n_heads, in->n_kv_heads,       in->head_dim,
+                      p->n_ctx,       p->kv_size,  sinks_of(p),          p->kv_merge_bias,
+                      clusters_of(p), p->kv_f16,   p->batched_attention, p->n_threads};
+    if (!m.policy || !m.policy->summary || !m.policy->summary->clusters) s.summary_cols = 1;
     m.shape = s;
     return m;
 }
@@ -295,7 +389,7 @@ static msrnn_status sm_check(const hparams *hp, const msrnn_session_params *p) {
     if (kv_policy_find(name, &policy))
         return msrnn_fail(MSRNN_ERR_INVALID, "unknown memory '%s' (%s)", name, kv_policy_names());
     if (!policy) return MSRNN_OK;
-    const int sinks = p->kv_sinks > 0 ? p->kv_sinks : 4;
+    const int sinks = sinks_of(p);
     if (p->kv_size < 1 || p->kv_size > (1 << 24))
         return msrnn_fail(MSRNN_ERR_INVALID,
                           "memory '%s' needs a budget (kv_size) in [1, 2^24], got %d", name,
@@ -304,6 +398,21 @@ static msrnn_status sm_check(const hparams *hp, const msrnn_session_params *p) {
         return msrnn_fail(MSRNN_ERR_INVALID,
                           "memory 'sink': the budget %d must exceed the %d sink tokens", p->kv_size,
                           sinks);
+    const kv_summary *sm = policy->summary;
+    if (sm && sm->clusters && (p->kv_clusters < 0 || p->kv_clusters > 64))
+        return msrnn_fail(MSRNN_ERR_INVALID, "memory '%s': %d clusters, expected 1 to 64", name,
+                          p->kv_clusters);
+    const int summary_entries = sm ? sm->cost * (sm->clusters ? clusters_of(p) : 1) : 0;
+    if (sm && p->kv_size < sinks + summary_entries + 1)
+        return msrnn_fail(MSRNN_ERR_INVALID,
+                          "memory '%s': the budget %d must hold the %d sink tokens, the summary's "
+                          "%d entries and at least one recent token (>= %d)",
+                          name, p->kv_size, sinks, summary_entries, sinks + summary_entries + 1);
+    if (policy->summary && (isnan(p->kv_merge_bias) || p->kv_merge_bias > 1e4f))
+        return msrnn_fail(MSRNN_ERR_INVALID,
+                          "memory '%s': the summary's bias %g is not a number below 1e4 (-inf "
+                          "is allowed)",
+                          name, (double)p->kv_merge_bias);
     return MSRNN_OK;
 }
 
@@ -325,6 +434,10 @@ static int sm_bounded(const void *state) { return ((const memory *)state)->polic
 static size_t sm_used_bytes(const void *state) { return kv_used_bytes(state); }
 static int sm_kept(const void *state, int layer, int head, int64_t *pos, float *score, int cap) {
     return kv_kept(state, layer, head, pos, score, cap);
+}
+static int sm_summary(const void *state, int layer, int head, int64_t *merged, int64_t *counts,
+                      int cap) {
+    return kv_summary_counts(state, layer, head, merged, counts, cap);
 }
 
 /* ---- parameters ------------------------------------------------------------------------------ */
@@ -506,6 +619,7 @@ const part_kind part_softmax = {
     sm_bounded,
     sm_used_bytes,
     sm_kept,
+    sm_summary,
     sm_work_floats,
     sm_max_in,
     sm_prepare,

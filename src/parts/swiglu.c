@@ -107,6 +107,7 @@ const part_kind part_swiglu = {
     ffn_bounded,
     ffn_used_bytes,
     NULL,
+    NULL,
     ffn_work_floats,
     ffn_max_in,
     NULL,

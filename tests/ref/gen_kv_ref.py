@@ -1,7 +1,7 @@
 """gen_kv_ref — token-by-token float64 reference for the bounded KV caches (METHODS.md §1).
 
 Written from the specification (METHODS.md §0/§1 and the exact rules below), not from msrnn's C.
-Builds two random-weight GQA Llama models and, for each memory policy and budget k, runs the
+Builds random-weight Llama models (two GQA, one MHA) and, for each memory policy and budget k, runs the
 sequence one token at a time from an empty state, recording what every layer keeps after every step.
 
 Rules (per layer; keys stored after RoPE at their absolute position; token t has position t):
@@ -14,6 +14,19 @@ Rules (per layer; keys stored after RoPE at their absolute position; token t has
              only); evict the lowest score, ties -> smallest position.
   tova-head  a kept set per kv head; score = mean over that kv head's query group; each kv head
              evicts on its own.
+  merge      (msrnn's own) n_sinks sinks (positions < n_sinks) are never evicted. Each kv head g of
+             the layer has a summary column (Sk, Sv, n), empty while n = 0. In step (2) every
+             query head of the group attends in ONE softmax over the entries and, when n > 0, the
+             column, whose logit is q·(Sk/n)/sqrt(d) + ln n + beta and whose value is Sv/n. Step
+             (4) becomes: while entries + cost * columns > k, the smallest position that is not a
+             sink is removed and folded into every kv head's summary. merge: one column, cost 1.
+  merge-var  merge whose column also holds Sk2 = sum of k*k; its logit adds
+             0.5 * sum_i q_i^2 * var_i / d with var_i = Sk2_i/n - (Sk_i/n)^2; cost 2.
+  merge-clusters  up to S columns per kv head, cost 1 each: a folded token is appended as a new
+             column (n = 1); when a head has S + 1 columns, the pair i < j with the smallest
+             n_i*n_j/(n_i+n_j)*|Sk_i/n_i - Sk_j/n_j|^2 (first in row-major order) is merged into
+             column i and column j deleted (later columns move down).
+             Once a summary policy first evicts, a layer holds k - cost*columns entries.
   h2o        layer-wise: accumulated score = sum over all steps since the entry arrived (that step
              included) of the probabilities all H query heads gave it (summed, not averaged);
              r = k // 2 entries with the largest positions (the new one included) are protected;
@@ -27,32 +40,43 @@ Models: f32 weights, gut8k vocabulary (8192), untied output, llama.cpp tensor/ke
 sequence is BOS + text from shared/data/gutenberg/pg120.txt (T tokens in all).
 
 NAME.kvref, little-endian:
-  char magic[4] = "KVRF"; u32 version = 1; u32 n_layers; u32 n_heads; u32 n_kv_heads;
+  char magic[4] = "KVRF"; u32 version = 2; u32 n_layers; u32 n_heads; u32 n_kv_heads;
   u32 n_vocab; u32 n_tokens (T); u32 n_cases
   i32 tokens[T]                             tokens[0] = BOS
   then n_cases cases, the first being "full":
-    char policy[16]                         NUL-padded: full window sink h2o tova tova-head
+    char policy[16]                         NUL-padded: full window sink h2o tova tova-head merge
+                                            merge-var merge-clusters
     u32 k                                   entries kept per set (0 for full)
-    u32 n_sinks                             4 for sink, else 0
+    u32 n_sinks                             sink: 4; merge*: 0 or 4; else 0
     u32 n_sets                              kept sets: 0 for full; n_layers; n_layers*n_kv_heads
                                             for tova-head (set index = layer*n_kv_heads + kv head)
     f32 min_gap                             smallest relative gap (second - lowest)/second between
                                             the two lowest eviction scores over every eviction of
                                             every set (tova, tova-head, h2o; h2o among the
                                             unprotected entries); 0 for the others
+    f32 beta                                merge*: the summary's bias (may be -inf); else 0
+    u32 n_cols                              merge*: summary columns per kv head once folded (merge,
+                                            merge-var 1, merge-clusters S); else 0
+    u32 cost                                merge*: budget entries per column (merge-var 2); else 0
     f32 nll[T-1]                            nll[i] = -log p(tokens[i+1] | tokens[0..i])
     f32 last_logits[n_vocab]                logits after the last token
     for step t in 0..T-1, for set in 0..n_sets-1:
-      i16 pos[min(t+1, k)]                  kept positions after step t's eviction, ascending
+      i16 pos[n(t)]                         kept positions after step t's eviction, ascending;
+                                            n(t) = min(t+1, k), except merge*: t+1 while t+1 <= k,
+                                            then k - cost*n_cols (the rest are in the summary)
+      merge* only: i32 counts[n_kv_heads][c(t)]  each kv head's column counts after step t, in
+                                            column order; c(t) = 0 while t+1 <= k, then n_cols
     for set in 0..n_sets-1:
-      f32 score[min(T, k)]                  each kept entry's score after the last step, in the
+      f32 score[n(T-1)]                  each kept entry's score after the last step, in the
                                             order of pos (tova: mean probability at that step;
                                             h2o: accumulated sum; window/sink: 0)
 MANIFEST.tsv: '#' comment lines, then per model: name  n_tokens  n_cases  min_gap  description.
 
 Self-checks (fail the script): the step-by-step full cache equals a batched causal forward
 (1e-10); every policy with k >= T reproduces the full NLL exactly; window keeps the last k; sink
-keeps 0..n-1 plus the last k-n.
+keeps 0..n-1 plus the last k-n; merge* keep 0..n-1 plus the newest once they have evicted, and
+their column counts add up to the tokens not kept; merge with beta = -inf equals the same run with the
+summary never read (its weight is exactly 0; NLL within 1e-12, as the softmax sums in another order).
 """
 import os
 import struct
@@ -77,6 +101,13 @@ T = 320
 N_CTX = 512
 KS = [16, 32, 64]
 POLICIES = [("window", 0), ("sink", 4), ("h2o", 0), ("tova", 0), ("tova-head", 0)]  # (name, n_sinks)
+MERGE_BETA = -1.0
+# merge: every k with 0 and 4 sinks at the default beta, plus other betas at k = 32
+MERGE_CASES = [("merge", k, ns, MERGE_BETA, 1) for k in KS for ns in (0, 4)] + \
+    [("merge", 32, 4, 0.5, 1), ("merge", 32, 4, -np.inf, 1)] + \
+    [("merge-var", k, ns, MERGE_BETA, 1) for k in KS for ns in (0, 4)] + \
+    [("merge-clusters", k, ns, MERGE_BETA, S) for k in KS for ns in (0, 4) for S in (2, 4)]
+SUMMARY = {"merge": (1, 2), "merge-var": (2, 3), "merge-clusters": (1, 2)}  # (cost, moments)
 
 # q/k gain 1.8 (scores q·k/sqrt(d) of std ~3) makes the newest query's attention neither uniform
 # nor one-hot (full cache: mean normalised entropy 0.41-0.44, mean max probability 0.44-0.47;
@@ -89,6 +120,8 @@ MODELS = [
          rope_base=10000.0, eps=1e-5, seed=3113, qk_gain=1.8),
     dict(name="kv_h6x2_d64", dim=384, n_layers=2, n_heads=6, n_kv_heads=2, ffn=512,
          rope_base=10000.0, eps=1e-5, seed=3218, qk_gain=1.8),
+    dict(name="kv_h4x4_d16", dim=64, n_layers=2, n_heads=4, n_kv_heads=4, ffn=160,
+         rope_base=10000.0, eps=1e-5, seed=3301, qk_gain=1.8),
 ]
 
 
@@ -225,13 +258,65 @@ def lowest(score, pos):
     return int(order[0]), float(gap)
 
 
-def run_policy(model, tokens, policy, k, n_sinks):
+def kept_count(policy, t, k, n_cols=1):
+    """Entries a set holds after step t (t + 1 tokens seen)."""
+    if policy in SUMMARY:
+        return t + 1 if t + 1 <= k else k - SUMMARY[policy][0] * n_cols
+    return min(t + 1, k)
+
+
+def summary_fold(policy, cols, k, v, S):
+    """Fold one entry into one kv head's list of columns [n, Sk, Sv, Sk2]."""
+    col = [1.0, k.copy(), v.copy(), k * k]
+    if policy != "merge-clusters":
+        if not cols:
+            cols.append(col)
+        else:
+            c = cols[0]
+            c[0] += 1
+            c[1] += k
+            c[2] += v
+            c[3] += k * k
+        return
+    cols.append(col)
+    if len(cols) <= S:
+        return
+    best, bi, bj = np.inf, 0, 1
+    for i in range(len(cols)):
+        for j in range(i + 1, len(cols)):
+            a, b = cols[i], cols[j]
+            cost = a[0] * b[0] / (a[0] + b[0]) * np.sum((a[1] / a[0] - b[1] / b[0]) ** 2)
+            if cost < best:
+                best, bi, bj = cost, i, j
+    a, b = cols[bi], cols[bj]
+    cols[bi] = [a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3]]
+    del cols[bj]
+
+
+def summary_logits_values(policy, cols, q, beta, d):
+    """Logits [C] and values [C, d] of one kv head's columns for one query q [d]."""
+    lg, vals = [], []
+    for n, sk, sv, sk2 in cols:
+        mu = sk / n
+        x = q @ mu / np.sqrt(d) + np.log(n) + beta
+        if policy == "merge-var":
+            var = np.maximum(sk2 / n - mu * mu, 0.0)
+            x += 0.5 * np.sum(q * q * var) / d
+        lg.append(x)
+        vals.append(sv / n)
+    return np.asarray(lg), np.asarray(vals)
+
+
+def run_policy(model, tokens, policy, k, n_sinks, beta=MERGE_BETA, read_summary=True, n_clusters=1):
     """Returns (nll [T-1], last logits, kept [T][n_sets] arrays, final scores [n_sets], min_gap,
     attention stats)."""
     m = model
     per_head = policy == "tova-head"
     n_sets = m.Hkv if per_head else 1
     sets = [[KeptSet(1 if per_head else m.Hkv, m.d) for _ in range(n_sets)] for _ in range(m.L)]
+    # merge*: per layer, per kv head, the summary columns [n, Sk, Sv, Sk2]
+    summ = [[[] for _ in range(m.Hkv)] for _ in range(m.L)]
+    counts_log = []  # per step, per layer: [Hkv][columns] counts
     kept_log, xs = [], []
     min_gap = np.inf
     ent_sum, max_sum, n_att = 0.0, 0.0, 0
@@ -253,8 +338,20 @@ def run_policy(model, tokens, policy, k, n_sinks):
                     heads = np.arange(m.H)
                     Kh, Vh = S.K[:, hmap], S.V[:, hmap]
                 sc = np.einsum("hd,nhd->hn", q[heads], Kh) / sqd
-                p = softmax(sc)  # [heads, n]
-                o[heads] = np.einsum("hn,nhd->hd", p, Vh)
+                if policy in SUMMARY and summ[l][0]:
+                    # the columns: more entries of the same softmax, after the cached ones
+                    p = np.zeros_like(sc)
+                    o[heads] = 0
+                    for hi, h in enumerate(heads):
+                        lg, vals = summary_logits_values(policy, summ[l][hmap[h]], q[h], beta, m.d)
+                        if not read_summary:
+                            lg, vals = lg[:0], vals[:0]
+                        pa = softmax(np.concatenate([sc[hi], lg]))
+                        p[hi] = pa[:sc.shape[1]]
+                        o[h] = p[hi] @ Vh[:, hi] + pa[sc.shape[1]:] @ vals
+                else:
+                    p = softmax(sc)  # [heads, n]
+                    o[heads] = np.einsum("hn,nhd->hd", p, Vh)
                 n = p.shape[1]
                 if n > 1:
                     ent = -(p * np.log(np.maximum(p, 1e-300))).sum(axis=1) / np.log(n)
@@ -263,7 +360,15 @@ def run_policy(model, tokens, policy, k, n_sinks):
                     n_att += len(heads)
                 S.acc += p.sum(axis=0)
                 S.last = p.mean(axis=0)
-                if policy != "full" and len(S.pos) > k:
+                if policy in SUMMARY:
+                    cost = SUMMARY[policy][0]
+                    while len(S.pos) + cost * len(summ[l][0]) > k:
+                        cand = np.nonzero(S.pos >= n_sinks)[0]
+                        i = int(cand[np.argmin(S.pos[cand])])
+                        for g in range(m.Hkv):
+                            summary_fold(policy, summ[l][g], S.K[i, g], S.V[i, g], n_clusters)
+                        S.drop(i)
+                elif policy != "full" and len(S.pos) > k:
                     if policy == "window":
                         i = int(np.argmin(S.pos))
                     elif policy == "sink":
@@ -286,6 +391,7 @@ def run_policy(model, tokens, policy, k, n_sinks):
             x = m.post_attn(l, x, o)
         xs.append(x)
         kept_log.append(step_kept)
+        counts_log.append([[[int(c[0]) for c in summ[l][g]] for g in range(m.Hkv)] for l in range(m.L)])
     logits = m.logits(np.stack(xs))
     lse = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1)
     nll = lse[:-1] - logits[np.arange(len(tokens) - 1), tokens[1:]]
@@ -299,7 +405,8 @@ def run_policy(model, tokens, policy, k, n_sinks):
             else:
                 final_scores.append(np.zeros(len(S.pos)))
     stats = (ent_sum / max(n_att, 1), max_sum / max(n_att, 1))
-    return nll, logits[-1], kept_log, final_scores, (min_gap if np.isfinite(min_gap) else 0.0), stats
+    return (nll, logits[-1], kept_log, final_scores, (min_gap if np.isfinite(min_gap) else 0.0), stats,
+            counts_log)
 
 
 def batched_full_logits(model, tokens):
@@ -349,15 +456,20 @@ def text_tokens(sp):
     return [int(t) for t in ids[:T]]
 
 
-def write_case(f, policy, k, n_sinks, n_sets, min_gap, nll, last, kept, scores):
+def write_case(f, policy, k, n_sinks, n_sets, min_gap, beta, n_cols, nll, last, kept, scores, counts):
+    cost = SUMMARY[policy][0] if policy in SUMMARY else 0
     f.write(policy.encode().ljust(16, b"\0"))
-    f.write(struct.pack("<IIIf", k, n_sinks, n_sets, min_gap))
+    f.write(struct.pack("<IIIffII", k, n_sinks, n_sets, min_gap, beta, n_cols if cost else 0, cost))
     f.write(np.asarray(nll, dtype="<f4").tobytes())
     f.write(np.asarray(last, dtype="<f4").tobytes())
     for t, step in enumerate(kept):
-        for s in step:
-            assert len(s) == min(t + 1, k)
+        for si, s in enumerate(step):
+            assert len(s) == kept_count(policy, t, k, n_cols)
             f.write(np.asarray(s, dtype="<i2").tobytes())
+            if cost:  # layer-wise sets: set si is layer si
+                for g_counts in counts[t][si]:
+                    assert len(g_counts) == (0 if t + 1 <= k else n_cols)
+                    f.write(np.asarray(g_counts, dtype="<i4").tobytes())
     for s in scores:
         f.write(np.asarray(s, dtype="<f4").tobytes())
 
@@ -383,10 +495,10 @@ def main():
         assert np.abs(nll_b - full[0]).max() < 1e-10, "step loop != batched forward"
         assert np.abs(chk[-1] - full[1]).max() < 1e-10
         # Self-check: a budget covering the sequence evicts nothing, so equals full exactly.
-        for policy, ns in POLICIES:
-            r = run_policy(m, tokens, policy, T, ns)
+        for policy, ns in POLICIES + [("merge", 4), ("merge", 0), ("merge-var", 4), ("merge-clusters", 4)]:
+            r = run_policy(m, tokens, policy, T, ns, n_clusters=4)
             assert np.array_equal(r[0], full[0]), policy
-        cases = [("full", 0, 0, 0, full)]
+        cases = [("full", 0, 0, 0, 0.0, 0, full)]
         worst = np.inf
         ent, mx = full[5]
         print(f"{cfg['name']}: full mean NLL {full[0].mean():.3f}, attention normalised entropy "
@@ -407,12 +519,29 @@ def main():
                     worst = min(worst, r[4])
                 print(f"  {policy:9s} k={k:2d}: mean NLL {r[0].mean():.3f} (full {full[0].mean():.3f}), "
                       f"min gap {r[4]:.2e}, newest evicted {newest}x", flush=True)
-                cases.append((policy, k, ns, n_sets, r))
+                cases.append((policy, k, ns, n_sets, 0.0, 0, r))
+        for policy, k, ns, beta, S in MERGE_CASES:
+            r = run_policy(m, tokens, policy, k, ns, beta, n_clusters=S)
+            held = k - SUMMARY[policy][0] * S  # once it has folded
+            for t, step in enumerate(r[2]):
+                for li, s in enumerate(step):
+                    want = np.arange(t + 1) if t + 1 <= k else np.concatenate(
+                        [np.arange(ns), np.arange(t + 1 - (held - ns), t + 1)])
+                    assert np.array_equal(s, want), (policy, "structure", k, ns, t)
+                    for g_counts in r[6][t][li]:  # every token is kept or in a column
+                        assert sum(g_counts) == t + 1 - len(s), (policy, "counts", k, ns, t)
+            if beta == -np.inf:  # the summary's weight is exactly 0: as if never read
+                r2 = run_policy(m, tokens, policy, k, ns, beta, read_summary=False, n_clusters=S)
+                assert np.abs(r[0] - r2[0]).max() < 1e-12, "merge beta=-inf != summary unread"
+            print(f"  {policy:14s} k={k:2d} sinks {ns} beta {beta:g} S {S}: mean NLL {r[0].mean():.3f} "
+                  f"(full {full[0].mean():.3f})", flush=True)
+            cases.append((policy, k, ns, len(r[2][0]), beta, S, r))
         with open(os.path.join(out, cfg["name"] + ".kvref"), "wb") as f:
-            f.write(b"KVRF" + struct.pack("<IIIIIII", 1, m.L, m.H, m.Hkv, n_vocab, T, len(cases)))
+            f.write(b"KVRF" + struct.pack("<IIIIIII", 2, m.L, m.H, m.Hkv, n_vocab, T, len(cases)))
             f.write(np.asarray(tokens, dtype="<i4").tobytes())
-            for policy, k, ns, n_sets, r in cases:
-                write_case(f, policy, k, ns, n_sets, r[4], r[0], r[1], r[2] if k else [], r[3] if k else [])
+            for policy, k, ns, n_sets, beta, S, r in cases:
+                write_case(f, policy, k, ns, n_sets, r[4], beta, S, r[0], r[1], r[2] if k else [],
+                           r[3] if k else [], r[6])
         desc = (f"D{cfg['dim']} L{cfg['n_layers']} H{cfg['n_heads']}/{cfg['n_kv_heads']} "
                 f"d{cfg['dim'] // cfg['n_heads']} F{cfg['ffn']} V{n_vocab} seed{seed} qk{cfg['qk_gain']}")
         rows.append((cfg["name"], T, len(cases), worst, desc))
