@@ -27,7 +27,8 @@ MERGES = ("merge", "merge-var", "merge-clusters")
 
 
 def run(*args):
-    return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=600)
+    # errors="replace": generate may stop inside a multi-byte character (its pieces are bytes)
+    return subprocess.run([BIN, *args], capture_output=True, text=True, errors="replace", timeout=600)
 
 
 COMMANDS = {
