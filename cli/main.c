@@ -12,6 +12,7 @@ static const struct {
     {"generate", cmd_generate, "generate text from a prompt"},
     {"tokenize", cmd_tokenize, "show the token ids of a text"},
     {"perplexity", cmd_perplexity, "long-document perplexity under a memory policy (--sweep: all)"},
+    {"passkey", cmd_passkey, "passkey retrieval accuracy by length and depth under a memory"},
     {"bench", cmd_bench, "measure prompt-processing and generation speed"},
     {"info", cmd_info, "print a GGUF file's metadata and tensors"},
     {"init-model", cmd_init_model, "write a new model with freshly initialised weights"},

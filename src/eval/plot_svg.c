@@ -196,3 +196,83 @@ msrnn_status plot_svg_write(const char *path, const plot_params *p, const plot_s
     plot_svg_print(atomic_file_stream(af), p, series, n_series);
     return atomic_file_commit(af);
 }
+
+/* red (0) through yellow (0.5) to green (1) */
+static void heat_colour(double v, char *buf, size_t cap) {
+    if (!(v >= 0)) v = 0;
+    if (v > 1) v = 1;
+    const int r = v < 0.5 ? 215 : (int)lround(215 - (v - 0.5) * 2 * (215 - 26));
+    const int g = v < 0.5 ? (int)lround(48 + v * 2 * (190 - 48))
+                          : (int)lround(190 - (v - 0.5) * 2 * (190 - 150));
+    const int b = v < 0.5 ? 39 : (int)lround(39 + (v - 0.5) * 2 * (80 - 39));
+    snprintf(buf, cap, "#%02x%02x%02x", r, g, b);
+}
+
+void heatmap_svg_print(FILE *f, const heatmap_params *h) {
+    const int cw = 72, ch = 36, left = 110, top = 56;
+    const int width = left + h->nx * cw + 30, height = top + h->ny * ch + 70;
+    fprintf(f,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+            "viewBox=\"0 0 %d %d\" font-family=\"sans-serif\" font-size=\"13\">\n"
+            "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
+            width, height, width, height);
+    if (h->title) {
+        fprintf(f, "<text x=\"%d\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">", width / 2);
+        put_escaped(f, h->title);
+        fprintf(f, "</text>\n");
+    }
+    for (int y = 0; y < h->ny; y++) {
+        fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">", left - 8,
+                top + y * ch + ch / 2 + 5);
+        put_escaped(f, h->y_names[y]);
+        fprintf(f, "</text>\n");
+        for (int x = 0; x < h->nx; x++) {
+            const double v = h->values[(size_t)y * h->nx + x];
+            char col[16], pct[32];
+            if (isnan(v))
+                snprintf(col, sizeof col, "#d9d9d9"), snprintf(pct, sizeof pct, "n/a");
+            else
+                heat_colour(v, col, sizeof col), snprintf(pct, sizeof pct, "%.0f%%", 100 * v);
+            const char *text = h->cell_texts ? h->cell_texts[(size_t)y * h->nx + x] : pct;
+            fprintf(f,
+                    "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"%s\" "
+                    "stroke=\"white\"><title>",
+                    left + x * cw, top + y * ch, cw, ch, col);
+            put_escaped(f, h->x_names[x]);
+            fprintf(f, ", ");
+            put_escaped(f, h->y_names[y]);
+            fprintf(f, ": ");
+            put_escaped(f, text ? text : pct);
+            fprintf(f, "</title></rect>\n<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">",
+                    left + x * cw + cw / 2, top + y * ch + ch / 2 + 5);
+            put_escaped(f, text ? text : pct);
+            fprintf(f, "</text>\n");
+        }
+    }
+    for (int x = 0; x < h->nx; x++) {
+        fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">", left + x * cw + cw / 2,
+                top + h->ny * ch + 20);
+        put_escaped(f, h->x_names[x]);
+        fprintf(f, "</text>\n");
+    }
+    if (h->x_label) {
+        fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">", left + h->nx * cw / 2,
+                top + h->ny * ch + 48);
+        put_escaped(f, h->x_label);
+        fprintf(f, "</text>\n");
+    }
+    if (h->y_label) {
+        fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" font-size=\"12\">",
+                left / 2 - 10, top - 10);
+        put_escaped(f, h->y_label);
+        fprintf(f, "</text>\n");
+    }
+    fprintf(f, "</svg>\n");
+}
+
+msrnn_status heatmap_svg_write(const char *path, const heatmap_params *h) {
+    atomic_file *af;
+    MSRNN_TRY(atomic_file_open(path, &af));
+    heatmap_svg_print(atomic_file_stream(af), h);
+    return atomic_file_commit(af);
+}

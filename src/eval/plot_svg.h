@@ -43,4 +43,20 @@ void plot_svg_print(FILE *f, const plot_params *p, const plot_series *series, in
 msrnn_status plot_svg_write(const char *path, const plot_params *p, const plot_series *series,
                             int n_series);
 
+/* A heat map: ny rows × nx columns of cells, each coloured by its value in [0, 1] (red 0 through
+ * yellow to green 1; a NaN value is a grey "n/a" cell) and labelled with its text (NULL: the
+ * value as a percentage). Column labels under the grid, row labels on its left. */
+typedef struct {
+    const char *title, *x_label, *y_label; /* any may be NULL */
+    const char *const *x_names;            /* nx column labels */
+    const char *const *y_names;            /* ny row labels, top to bottom */
+    int nx, ny;
+    const double *values;          /* ny × nx, row-major */
+    const char *const *cell_texts; /* ny × nx, or NULL */
+} heatmap_params;
+
+void heatmap_svg_print(FILE *f, const heatmap_params *h);
+/* The same into a file, atomically. MSRNN_ERR_IO naming the path if it cannot be written. */
+msrnn_status heatmap_svg_write(const char *path, const heatmap_params *h);
+
 #endif
