@@ -120,16 +120,15 @@ static void memory_desc(const run_options *o, char *buf, size_t cap) {
         snprintf(buf, cap, "full");
         return;
     }
+    msrnn_memory_settings ms = {0, 0, 0};
+    msrnn_memory_settings_of(sp, &ms);
     int n = snprintf(buf, cap, "%s k=%d", mem, sp->kv_size);
     if ((!strcmp(mem, "sink") || !strncmp(mem, "merge", 5)) && n > 0 && (size_t)n < cap)
-        n += snprintf(buf + n, cap - (size_t)n, ", %d sinks",
-                      sp->kv_sinks == 0  ? 4
-                      : sp->kv_sinks < 0 ? 0
-                                         : sp->kv_sinks);
+        n += snprintf(buf + n, cap - (size_t)n, ", %d sinks", ms.sinks);
     if (!strncmp(mem, "merge", 5) && n > 0 && (size_t)n < cap)
         n += snprintf(buf + n, cap - (size_t)n, ", beta %g", (double)sp->kv_merge_bias);
     if (!strcmp(mem, "merge-clusters") && n > 0 && (size_t)n < cap)
-        snprintf(buf + n, cap - (size_t)n, ", S %d", sp->kv_clusters);
+        snprintf(buf + n, cap - (size_t)n, ", S %d", ms.clusters);
 }
 
 static void write_json(FILE *f, const run_options *o, const char *mem, const int64_t *lengths,
@@ -386,7 +385,9 @@ int cmd_passkey(int argc, char **argv) {
             printf(" %9s", cell);
         }
         printf("\n");
-        if (full) printf("(n/a: longer than the full cache's %d positions)\n", ctx);
+        int not_run = 0;
+        for (size_t k = 0; k < n_trials; k++) not_run += !t[k].run;
+        if (not_run) printf("(n/a: longer than the full cache's %d positions)\n", ctx);
     }
     if (!rc && json)
         write_json(stdout, &o, mem, lengths, nl, depths, nd, trials, seed, t, session_bytes,

@@ -428,11 +428,12 @@ static int perplexity(int argc, char **argv, const char **given) {
                     fprintf(f, "\"kv_merge_bias\": \"%s\", ", beta < 0 ? "-inf" : "inf");
                 else
                     fprintf(f, "\"kv_merge_bias\": %g, ", (double)beta);
-                fprintf(f, "\"kv_sinks\": %d, \"kv_clusters\": %d, \"files\": [",
-                        o.sp.kv_sinks == 0  ? 4
-                        : o.sp.kv_sinks < 0 ? 0
-                                            : o.sp.kv_sinks,
-                        o.sp.kv_clusters > 0 ? o.sp.kv_clusters : 4);
+                msrnn_session_params rp = o.sp; /* the resolved defaults (any memory) */
+                msrnn_memory_settings ms = {0, 0, 0};
+                rp.memory = "full";
+                msrnn_memory_settings_of(&rp, &ms);
+                fprintf(f, "\"kv_sinks\": %d, \"kv_clusters\": %d, \"files\": [", ms.sinks,
+                        ms.clusters);
                 for (int i = 0; i < n_files; i++) {
                     fprintf(f, "%s", i ? ", " : "");
                     json_string(f, files[i], strlen(files[i]));

@@ -446,12 +446,8 @@ int files_check_corpus(const char *cmd, const file_arg *in, size_t n_in, char **
 }
 
 int kv_size_min(const msrnn_session_params *sp, const char *memory) {
-    const int sinks = sp->kv_sinks == 0 ? 4 : sp->kv_sinks < 0 ? 0 : sp->kv_sinks;
-    const int clusters = sp->kv_clusters > 0 ? sp->kv_clusters : 4;
-    if (!memory) return 1;
-    if (!strcmp(memory, "sink")) return sinks + 1;
-    if (!strcmp(memory, "merge")) return sinks + 2;
-    if (!strcmp(memory, "merge-var")) return sinks + 3;
-    if (!strcmp(memory, "merge-clusters")) return sinks + clusters + 1;
-    return 1;
+    msrnn_session_params p = *sp;
+    msrnn_memory_settings ms;
+    p.memory = memory;
+    return msrnn_memory_settings_of(&p, &ms) == MSRNN_OK && ms.min_kv_size > 1 ? ms.min_kv_size : 1;
 }

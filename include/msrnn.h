@@ -99,6 +99,15 @@ typedef struct {
 } msrnn_session_params;
 
 msrnn_session_params msrnn_session_default_params(void);
+/* A memory's settings with their defaults resolved, as msrnn_session_open will use them: sinks
+ * (kv_sinks 0: 4, < 0: none; counted for sink and merge*), clusters (kv_clusters <= 0: 4; used by
+ * merge-clusters), and the smallest kv_size the memory accepts with them (full: 0, it has no
+ * budget; sink: sinks + 1; merge: sinks + 2; merge-var: sinks + 3; merge-clusters: sinks +
+ * clusters + 1; the others 1). MSRNN_ERR_INVALID for an unknown memory name. */
+typedef struct {
+    int sinks, clusters, min_kv_size;
+} msrnn_memory_settings;
+msrnn_status msrnn_memory_settings_of(const msrnn_session_params *p, msrnn_memory_settings *out);
 msrnn_status msrnn_session_open(msrnn_model *m, const msrnn_session_params *p, msrnn_session **out);
 void msrnn_session_close(msrnn_session *s);
 /* Forget every token seen: the next token is at position 0. */

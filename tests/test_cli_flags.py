@@ -36,6 +36,8 @@ COMMANDS = {
     "perplexity": ["perplexity", "-m", MODEL, "-f", BOOK, "--ctx", "32", "--max-chunks", "1", "-t",
                    "1"],
     "bench": ["bench", "-m", MODEL, "-p", "8", "-n", "2", "-r", "1", "-t", "1"],
+    "passkey": ["passkey", "-m", MODEL, "--lengths", "100", "--depths", "50", "--trials", "1", "-t",
+                "1"],
 }
 
 bad = []  # (args, flag that must be named)

@@ -23,7 +23,7 @@ BIN = os.environ["MSRNN_BIN"]
 SRC = os.environ["MSRNN_SOURCE_DIR"]
 MODEL = os.path.join(SRC, "models", "default.gguf")
 POSITIONAL = ("info", "tokenizer-train", "tokenize-corpus")  # these take FILE... arguments
-COMMANDS = ["generate", "perplexity", "bench", "tokenize", "info", "init-model", "tokenizer-train",
+COMMANDS = ["generate", "perplexity", "passkey", "bench", "tokenize", "info", "init-model", "tokenizer-train",
             "tokenize-corpus", "train"]
 
 

@@ -592,6 +592,59 @@ static void run_model(const char *dir, const char *name) {
         }
     free(pa);
     free(pb);
+
+    /* msrnn_memory_settings_of: the smallest budget it names opens, one less is refused, and its
+     * values are the documented ones (sinks 0 -> 4, < 0 -> 0; clusters 0 -> 4). */
+    {
+        static const char *mems[] = {"full",      "window", "sink",      "h2o",           "tova",
+                                     "tova-head", "merge",  "merge-var", "merge-clusters"};
+        int bad = 0, n_checked = 0;
+        for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
+            for (int sinks = -1; sinks <= 6; sinks += 3)
+                for (int clusters = 0; clusters <= 3; clusters += 3) {
+                    msrnn_session_params p = msrnn_session_default_params();
+                    p.memory = mems[i], p.kv_sinks = sinks, p.kv_clusters = clusters;
+                    p.n_ctx = 64;
+                    msrnn_memory_settings ms;
+                    if (msrnn_memory_settings_of(&p, &ms) != MSRNN_OK) {
+                        bad++;
+                        continue;
+                    }
+                    const int ws = sinks == 0 ? 4 : sinks < 0 ? 0 : sinks;
+                    const int wc = clusters > 0 ? clusters : 4;
+                    const char *mm = mems[i];
+                    const int want = !strcmp(mm, "full")             ? 0
+                                     : !strcmp(mm, "sink")           ? ws + 1
+                                     : !strcmp(mm, "merge")          ? ws + 2
+                                     : !strcmp(mm, "merge-var")      ? ws + 3
+                                     : !strcmp(mm, "merge-clusters") ? ws + wc + 1
+                                                                     : 1;
+                    if (ms.sinks != ws || ms.clusters != wc || ms.min_kv_size != want) {
+                        printf("    settings of %s sinks %d clusters %d: %d %d %d, want %d %d %d\n",
+                               mm, sinks, clusters, ms.sinks, ms.clusters, ms.min_kv_size, ws, wc,
+                               want);
+                        bad++;
+                    }
+                    if (want == 0) continue;
+                    msrnn_session *x = NULL;
+                    p.kv_size = want;
+                    if (msrnn_session_open(m, &p, &x) != MSRNN_OK) bad++;
+                    msrnn_session_close(x);
+                    x = NULL;
+                    p.kv_size = want - 1;
+                    if (want > 1 && msrnn_session_open(m, &p, &x) != MSRNN_ERR_INVALID) bad++;
+                    msrnn_session_close(x);
+                    n_checked++;
+                }
+        msrnn_session_params p = msrnn_session_default_params();
+        msrnn_memory_settings ms;
+        p.memory = "lru";
+        if (msrnn_memory_settings_of(&p, &ms) != MSRNN_ERR_INVALID) bad++;
+        snprintf(label, sizeof label, "%s msrnn_memory_settings_of", name);
+        snprintf(detail, sizeof detail, "%d settings opened at their minimum budget, refused below",
+                 n_checked);
+        verdict(!bad && n_checked > 0, label, detail);
+    }
     free(la);
     free(lb);
     free(lfull);

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "msrnn.h"
+
 typedef struct kv_policy kv_policy;
 
 /* A summary policy's columns (policy_merge.c): evicted entries are folded in instead of dropped. */
@@ -51,6 +53,16 @@ void summary_read(const kv_summary *sm, const double *cols, int n_cols, const fl
 int kv_policy_find(const char *name, const struct kv_policy **policy);
 /* "full, window, ..." for messages. */
 const char *kv_policy_names(void);
+
+/* The settings of a session's parameters with their defaults resolved, the one place they are:
+ * sinks (kv_sinks 0: 4, < 0: none), clusters (kv_clusters <= 0: 4). */
+int kv_params_sinks(const msrnn_session_params *p);
+int kv_params_clusters(const msrnn_session_params *p);
+/* Budget entries a summary policy's columns take once all are in use (0 for the others). */
+int kv_policy_summary_entries(const kv_policy *policy, const msrnn_session_params *p);
+/* The smallest budget the policy accepts: sink its sinks + 1; merge* its sinks, the summary's
+ * entries and one recent token; the others 1; the full cache (NULL) 0. */
+int kv_policy_min_size(const kv_policy *policy, const msrnn_session_params *p);
 
 /* The oldest entry whose position is >= n_sinks (sink's and merge's victim). */
 int policy_oldest_unpinned(const int64_t *pos, const float *score, int n, int budget, int n_sinks);

@@ -360,23 +360,23 @@ static int kv_summary_counts(const memory *m, int layer, int head, int64_t *merg
 #define HEADER_BYTES align64(sizeof(memory))
 
 /* kv_sinks: 0 is the default 4, a negative count none */
-static int sinks_of(const msrnn_session_params *p) {
-    return p->kv_sinks == 0 ? 4 : p->kv_sinks < 0 ? 0 : p->kv_sinks;
-}
-
-/* kv_clusters: 0 is the default 4 */
-static int clusters_of(const msrnn_session_params *p) {
-    return p->kv_clusters > 0 ? p->kv_clusters : 4;
-}
-
 static memory memory_of(const hparams *hp, const msrnn_session_params *p) {
     memory m;
     memset(&m, 0, sizeof m);
     kv_policy_find(p->memory ? p->memory : "full", &m.policy);
     const msrnn_model_info *in = &hp->info;
-    memory_shape s = {in->n_layers,   in->n_heads, in->n_kv_heads,       in->head_dim,
-                      p->n_ctx,       p->kv_size,  sinks_of(p),          p->kv_merge_bias,
-                      clusters_of(p), p->kv_f16,   p->batched_attention, p->n_threads};
+    memory_shape s = {in->n_layers,
+                      in->n_heads,
+                      in->n_kv_heads,
+                      in->head_dim,
+                      p->n_ctx,
+                      p->kv_size,
+                      kv_params_sinks(p),
+                      p->kv_merge_bias,
+                      kv_params_clusters(p),
+                      p->kv_f16,
+                      p->batched_attention,
+                      p->n_threads};
     if (!m.policy || !m.policy->summary || !m.policy->summary->clusters) s.summary_cols = 1;
     m.shape = s;
     return m;
@@ -389,12 +389,12 @@ static msrnn_status sm_check(const hparams *hp, const msrnn_session_params *p) {
     if (kv_policy_find(name, &policy))
         return msrnn_fail(MSRNN_ERR_INVALID, "unknown memory '%s' (%s)", name, kv_policy_names());
     if (!policy) return MSRNN_OK;
-    const int sinks = sinks_of(p);
+    const int sinks = kv_params_sinks(p);
     if (p->kv_size < 1 || p->kv_size > (1 << 24))
         return msrnn_fail(MSRNN_ERR_INVALID,
                           "memory '%s' needs a budget (kv_size) in [1, 2^24], got %d", name,
                           p->kv_size);
-    if (policy == &policy_sink && p->kv_size <= sinks)
+    if (policy == &policy_sink && p->kv_size < kv_policy_min_size(policy, p))
         return msrnn_fail(MSRNN_ERR_INVALID,
                           "memory 'sink': the budget %d must exceed the %d sink tokens", p->kv_size,
                           sinks);
@@ -402,8 +402,8 @@ static msrnn_status sm_check(const hparams *hp, const msrnn_session_params *p) {
     if (sm && sm->clusters && (p->kv_clusters < 0 || p->kv_clusters > 64))
         return msrnn_fail(MSRNN_ERR_INVALID, "memory '%s': %d clusters, expected 1 to 64", name,
                           p->kv_clusters);
-    const int summary_entries = sm ? sm->cost * (sm->clusters ? clusters_of(p) : 1) : 0;
-    if (sm && p->kv_size < sinks + summary_entries + 1)
+    const int summary_entries = kv_policy_summary_entries(policy, p);
+    if (sm && p->kv_size < kv_policy_min_size(policy, p))
         return msrnn_fail(MSRNN_ERR_INVALID,
                           "memory '%s': the budget %d must hold the %d sink tokens, the summary's "
                           "%d entries and at least one recent token (>= %d)",
