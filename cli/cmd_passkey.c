@@ -21,17 +21,20 @@
 static void usage(FILE *f) {
     fprintf(f, "usage: msrnn passkey -m FILE [--lengths L1,L2,...] [--depths D1,...] [options]\n%s",
             RUN_OPTIONS_HELP);
-    fprintf(f,
-            "  --lengths L1,L2,...   positions per trial: the prompt plus room for the answer;\n"
-            "                        suffixes K (1024) and M (1048576) (default 1K,2K,4K)\n"
-            "  --depths D1,D2,...    where the key goes, percent of the filler (default\n"
-            "                        0,25,50,75,100)\n"
-            "  --trials N            trials (random keys) per cell (default 5)\n"
-            "  --seed S              seed of the keys (default 1)\n"
-            "  --json                print one JSON object on stdout instead of the table\n"
-            "  --out OUT.json        write the JSON to a file too\n"
-            "  --plot OUT.svg        an SVG heat map of the accuracy\n"
-            "  --show-prompt         print the prompt of the first cell's first trial and stop\n");
+    fprintf(f, "  --lengths L1,L2,...   positions per trial: the prompt plus room for the answer;\n"
+               "                        suffixes K (1024) and M (1048576) (default 1K,2K,4K)\n"
+               "  --depths D1,D2,...    where the key goes, percent of the filler (default\n"
+               "                        0,25,50,75,100)\n"
+               "  --trials N            trials (random keys) per cell (default 5)\n"
+               "  --seed S              seed of the keys (default 1)\n"
+               "  --json                print one JSON object on stdout instead of the table\n"
+               "  --out OUT.json        write the JSON to a file too\n"
+               "  --plot OUT.svg        an SVG heat map of the accuracy\n"
+               "  --show-prompt         print the prompt of the first cell's first trial and stop\n"
+               "  --make-data OUT.bin   write passkey training data instead (a token shard for\n"
+               "                        msrnn train -c LENGTH): random keys at random depths\n"
+               "  --examples N          --make-data: examples (default 1000)\n"
+               "  --example-length N    --make-data: tokens per example (default 1024)\n");
 }
 
 /* "1K" -> 1024, "1M" -> 1048576, "5000" -> 5000 */
@@ -194,7 +197,8 @@ int cmd_passkey(int argc, char **argv) {
     int depths[MAX_DEPTHS] = {0, 25, 50, 75, 100};
     int nl = 3, nd = 5, trials = 5, json = 0, show_prompt = 0, rc = 0;
     uint64_t seed = 1;
-    const char *out_path = NULL, *plot_path = NULL;
+    const char *out_path = NULL, *plot_path = NULL, *data_path = NULL, *examples_flag = NULL;
+    int n_examples = 1000, example_length = 1024;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         if (run_options_parse(cmd, &o, argc, argv, &i, &rc)) {
@@ -227,6 +231,12 @@ int cmd_passkey(int argc, char **argv) {
             out_path = v;
         else if (!strcmp(a, "--plot"))
             plot_path = v;
+        else if (!strcmp(a, "--make-data"))
+            data_path = v;
+        else if (!strcmp(a, "--examples"))
+            rc = arg_int(cmd, a, v, 1, 1 << 24, &n_examples), examples_flag = a;
+        else if (!strcmp(a, "--example-length"))
+            rc = arg_int(cmd, a, v, 1, 1 << 20, &example_length), examples_flag = a;
         else {
             arg_unknown(cmd, a);
             return 2;
@@ -242,10 +252,23 @@ int cmd_passkey(int argc, char **argv) {
                 cmd, nl, nd, trials);
         return 2;
     }
+    if (examples_flag && !data_path) {
+        fprintf(stderr, "msrnn %s: %s applies to --make-data only\n", cmd, examples_flag);
+        return 2;
+    }
+    if (data_path && (out_path || plot_path || json || show_prompt)) {
+        fprintf(stderr, "msrnn %s: --make-data writes training data only: leave out %s\n", cmd,
+                out_path    ? "--out"
+                : plot_path ? "--plot"
+                : json      ? "--json"
+                            : "--show-prompt");
+        return 2;
+    }
     {
         const file_arg in[] = {{"-m", o.model_path}};
-        const file_arg outs[] = {{"--out", out_path}, {"--plot", plot_path}};
-        if ((rc = files_check(cmd, in, 1, outs, 2))) return rc;
+        const file_arg outs[] = {
+            {"--out", out_path}, {"--plot", plot_path}, {"--make-data", data_path}};
+        if ((rc = files_check(cmd, in, 1, outs, 3))) return rc;
     }
     msrnn_model *m = NULL;
     if ((rc = open_model(cmd, &o, &m))) return rc;
@@ -270,6 +293,22 @@ int cmd_passkey(int argc, char **argv) {
             msrnn_model_close(m);
             return 2;
         }
+    if (data_path) {
+        passkey_data_info di;
+        st = passkey_make_data(m, data_path, n_examples, example_length, seed, &di);
+        if (st != MSRNN_OK) {
+            fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
+            rc = exit_status(st);
+        } else {
+            fprintf(stderr,
+                    "msrnn %s: %s: %d examples of %d tokens (%lld tokens; answers %.1f tokens on "
+                    "average), seed %llu\n",
+                    cmd, data_path, n_examples, example_length, (long long)di.n_tokens,
+                    di.mean_answer_tokens, (unsigned long long)seed);
+        }
+        msrnn_model_close(m);
+        return rc;
+    }
     if (show_prompt) {
         rc = print_prompt(cmd, m, lengths[0], depths[0],
                           passkey_key(seed, lengths[0], depths[0], 0));

@@ -9,6 +9,8 @@
 
 #include "base/clock.h"
 #include "base/status.h"
+#include "model/model.h"
+#include "train/shard.h"
 
 static const char FILLER[] =
     "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.";
@@ -435,6 +437,94 @@ msrnn_status passkey_prompt(const msrnn_model *m, int64_t length, double depth, 
     else
         prompt_fill(&pr, 0, (int)pr.n, out), *n = (size_t)pr.n;
     free(k0.ids), free(k.ids);
+    texts_free(&x);
+    return st;
+}
+
+/* The answer as it follows the question: the tokens of QUESTION + " NNNNN." after QUESTION's. */
+static msrnn_status answer_tokens(const msrnn_model *m, const toks *question_alone, uint32_t key,
+                                  toks *out) {
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s %05u.", QUESTION, (unsigned)key);
+    toks all;
+    MSRNN_TRY(tokens_of(m, buf, &all));
+    if (all.n > question_alone->n &&
+        !memcmp(all.ids, question_alone->ids, (size_t)question_alone->n * sizeof *all.ids)) {
+        memmove(all.ids, all.ids + question_alone->n,
+                (size_t)(all.n - question_alone->n) * sizeof *all.ids);
+        all.n -= question_alone->n;
+        *out = all;
+        return MSRNN_OK;
+    }
+    free(all.ids);
+    snprintf(buf, sizeof buf, " %05u.", (unsigned)key);
+    return tokens_of(m, buf, out);
+}
+
+msrnn_status passkey_make_data(const msrnn_model *m, const char *path, int n_examples, int length,
+                               uint64_t seed, passkey_data_info *info) {
+    if (!m->tok) return msrnn_fail(MSRNN_ERR_FORMAT, "passkey: the model has no vocabulary");
+    if (n_examples < 1 || n_examples > (1 << 24))
+        return msrnn_fail(MSRNN_ERR_INVALID, "passkey: %d examples, expected 1 to 2^24",
+                          n_examples);
+    int64_t min_length;
+    MSRNN_TRY(passkey_min_length(m, &min_length));
+    if (length < min_length || length > (1 << 20))
+        return msrnn_fail(MSRNN_ERR_INVALID,
+                          "passkey: example length %d, expected %lld to 2^20 tokens", length,
+                          (long long)min_length);
+    texts x;
+    MSRNN_TRY(texts_open(m, &x));
+    toks q_alone = {0};
+    int32_t *ex = malloc((size_t)length * sizeof *ex);
+    msrnn_status st = ex ? tokens_of(m, QUESTION, &q_alone)
+                         : msrnn_fail(MSRNN_ERR_NOMEM, "passkey: out of memory");
+    const msrnn_model_info *in = msrnn_model_get_info(m);
+    token_shard_writer *w = NULL;
+    if (st == MSRNN_OK)
+        st = token_shard_writer_open(
+            path, (uint32_t)in->n_vocab, spm_vocab_hash(m->tok), (uint32_t)in->bos_id,
+            (uint64_t)n_examples * (uint64_t)length + 1, (uint64_t)n_examples + 1, 0, &w);
+    int64_t answer_tokens_sum = 0;
+    for (int i = 0; st == MSRNN_OK && i < n_examples; i++) {
+        /* key and depth from the seed and the example's index */
+        const uint64_t h = splitmix64(splitmix64(seed ^ 0x70a55e7da7aull) ^ (uint64_t)i);
+        const uint32_t key = 10000u + (uint32_t)(h % 90000u);
+        const double depth = (double)((h >> 20) % 10001u) / 10000.0;
+        toks k0 = {0}, k = {0}, ans = {0};
+        st = key_tokens(m, &x, key, &k0, &k);
+        if (st == MSRNN_OK) st = answer_tokens(m, &q_alone, key, &ans);
+        if (st == MSRNN_OK) {
+            /* the prompt leaves room for the answer; filler units after it fill up to length */
+            prompt pr;
+            prompt_plan(&pr, &x, &k0, &k, length - ans.n + (PASSKEY_MAX_GEN - 1), depth);
+            if (pr.n + ans.n > length) {
+                st = msrnn_fail(MSRNN_ERR_INVALID,
+                                "passkey: example length %d is too short for the answer", length);
+            } else {
+                prompt_fill(&pr, 0, (int)pr.n, ex);
+                memcpy(ex + pr.n, ans.ids, (size_t)ans.n * sizeof *ex);
+                for (int64_t j = pr.n + ans.n; j < length; j++)
+                    ex[j] = x.unit.ids[(j - pr.n - ans.n) % x.unit.n];
+                token_shard_writer_put(w, ex, (size_t)length);
+                answer_tokens_sum += ans.n;
+            }
+        }
+        free(k0.ids), free(k.ids), free(ans.ids);
+    }
+    if (w) {
+        if (st == MSRNN_OK) {
+            const int32_t bos = in->bos_id; /* the last window's last target */
+            token_shard_writer_put(w, &bos, 1);
+            st = token_shard_writer_commit(w);
+        } else
+            token_shard_writer_abort(w);
+    }
+    if (st == MSRNN_OK && info) {
+        info->n_tokens = (int64_t)n_examples * length + 1;
+        info->mean_answer_tokens = (double)answer_tokens_sum / n_examples;
+    }
+    free(ex), free(q_alone.ids);
     texts_free(&x);
     return st;
 }
