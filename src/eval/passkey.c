@@ -23,12 +23,15 @@ static uint64_t splitmix64(uint64_t x) {
     return x ^ (x >> 31);
 }
 
+/* A five-digit key from a hash. */
+static uint32_t key_of(uint64_t h) { return 10000u + (uint32_t)(h % 90000u); }
+
 uint32_t passkey_key(uint64_t seed, int64_t length, int depth_percent, int trial) {
     uint64_t h = splitmix64(seed);
     h = splitmix64(h ^ (uint64_t)length);
     h = splitmix64(h ^ (uint64_t)(uint32_t)depth_percent);
     h = splitmix64(h ^ (uint64_t)(uint32_t)trial);
-    return 10000u + (uint32_t)(h % 90000u);
+    return key_of(h);
 }
 
 /* A text's tokens (no BOS), allocated. */
@@ -56,13 +59,14 @@ static msrnn_status tokens_of(const msrnn_model *m, const char *text, toks *t) {
     return MSRNN_OK;
 }
 
-/* The tokens of text where it follows other text and a space: those of FILLER + " " + text after
- * FILLER's own (so they carry the word-initial space the way the tokenizer writes it inside a
- * text). Should the tokenizer merge across that boundary, the tokens of " " + text. */
-static msrnn_status tokens_after(const msrnn_model *m, const toks *lead, const char *text,
-                                 toks *t) {
+/* The tokens of text where it follows lead_text (whose own tokens are lead) and a space: those of
+ * lead_text + " " + text after lead's (so they carry the word-initial space the way the tokenizer
+ * writes it inside a text). Should the tokenizer merge across that boundary, the tokens of
+ * " " + text. */
+static msrnn_status tokens_after(const msrnn_model *m, const char *lead_text, const toks *lead,
+                                 const char *text, toks *t) {
     char buf[512];
-    snprintf(buf, sizeof buf, "%s %s", FILLER, text);
+    snprintf(buf, sizeof buf, "%s %s", lead_text, text);
     toks all;
     MSRNN_TRY(tokens_of(m, buf, &all));
     if (all.n > lead->n && !memcmp(all.ids, lead->ids, (size_t)lead->n * sizeof *all.ids)) {
@@ -94,8 +98,8 @@ static msrnn_status texts_open(const msrnn_model *m, texts *x) {
     memset(x, 0, sizeof *x);
     x->bos = msrnn_model_get_info(m)->bos_id;
     msrnn_status st = tokens_of(m, FILLER, &x->lead);
-    if (st == MSRNN_OK) st = tokens_after(m, &x->lead, FILLER, &x->unit);
-    if (st == MSRNN_OK) st = tokens_after(m, &x->lead, QUESTION, &x->question);
+    if (st == MSRNN_OK) st = tokens_after(m, FILLER, &x->lead, FILLER, &x->unit);
+    if (st == MSRNN_OK) st = tokens_after(m, FILLER, &x->lead, QUESTION, &x->question);
     if (st != MSRNN_OK) texts_free(x);
     return st;
 }
@@ -106,7 +110,7 @@ static msrnn_status key_tokens(const msrnn_model *m, const texts *x, uint32_t ke
     char kt[128];
     key_text(key, kt, sizeof kt);
     MSRNN_TRY(tokens_of(m, kt, first));
-    msrnn_status st = tokens_after(m, &x->lead, kt, inside);
+    msrnn_status st = tokens_after(m, FILLER, &x->lead, kt, inside);
     if (st != MSRNN_OK) free(first->ids), first->ids = NULL;
     return st;
 }
@@ -441,26 +445,6 @@ msrnn_status passkey_prompt(const msrnn_model *m, int64_t length, double depth, 
     return st;
 }
 
-/* The answer as it follows the question: the tokens of QUESTION + " NNNNN." after QUESTION's. */
-static msrnn_status answer_tokens(const msrnn_model *m, const toks *question_alone, uint32_t key,
-                                  toks *out) {
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s %05u.", QUESTION, (unsigned)key);
-    toks all;
-    MSRNN_TRY(tokens_of(m, buf, &all));
-    if (all.n > question_alone->n &&
-        !memcmp(all.ids, question_alone->ids, (size_t)question_alone->n * sizeof *all.ids)) {
-        memmove(all.ids, all.ids + question_alone->n,
-                (size_t)(all.n - question_alone->n) * sizeof *all.ids);
-        all.n -= question_alone->n;
-        *out = all;
-        return MSRNN_OK;
-    }
-    free(all.ids);
-    snprintf(buf, sizeof buf, " %05u.", (unsigned)key);
-    return tokens_of(m, buf, out);
-}
-
 msrnn_status passkey_make_data(const msrnn_model *m, const char *path, int n_examples, int length,
                                uint64_t seed, passkey_data_info *info) {
     if (!m->tok) return msrnn_fail(MSRNN_ERR_FORMAT, "passkey: the model has no vocabulary");
@@ -489,11 +473,13 @@ msrnn_status passkey_make_data(const msrnn_model *m, const char *path, int n_exa
     for (int i = 0; st == MSRNN_OK && i < n_examples; i++) {
         /* key and depth from the seed and the example's index */
         const uint64_t h = splitmix64(splitmix64(seed ^ 0x70a55e7da7aull) ^ (uint64_t)i);
-        const uint32_t key = 10000u + (uint32_t)(h % 90000u);
+        const uint32_t key = key_of(h);
         const double depth = (double)((h >> 20) % 10001u) / 10000.0;
         toks k0 = {0}, k = {0}, ans = {0};
         st = key_tokens(m, &x, key, &k0, &k);
-        if (st == MSRNN_OK) st = answer_tokens(m, &q_alone, key, &ans);
+        char answer[16]; /* as it follows the question */
+        snprintf(answer, sizeof answer, "%05u.", (unsigned)key);
+        if (st == MSRNN_OK) st = tokens_after(m, QUESTION, &q_alone, answer, &ans);
         if (st == MSRNN_OK) {
             /* the prompt leaves room for the answer; filler units after it fill up to length */
             prompt pr;
