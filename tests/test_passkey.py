@@ -12,6 +12,9 @@
   well-formed SVG with one cell per (depth, length);
 - the full cache marks lengths beyond its context as not run, and refuses a grid with none;
 - bounded memory at any length: peak RSS at 16K tokens within 10% (+4 MB) of the peak at 1K (sink);
+- --make-data: the shard's header and size (N examples of L tokens and a closing BOS), each example
+  decoded by SentencePiece is filler, key sentence, filler, question, the same key, filler; keys and
+  depths vary, the bytes are deterministic, msrnn train accepts the shard;
 - bad flags exit 2 naming the flag.
 
 Uses ../shared/models/gutenberg-ref.gguf and models/default.gguf (two tokenizers)."""
