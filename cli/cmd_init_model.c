@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "common.h"
 #include "model/init.h"
+#include "parts/part.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -15,6 +16,9 @@ static void usage(FILE *f) {
             "  --dim N (288)  --layers N (6)  --heads N (6)  --kv-heads N (= heads)\n"
             "  --ffn N (768)  --ctx N (1024)  --type f32|f16|bf16|q8_0|q4_0 (f32)\n"
             "  --tied         share the embedding as output head\n"
+            "  --arch A       llama (default) or infini (Infini-attention, METHODS.md §2)\n"
+            "  --segment N    infini: tokens per segment (2048)\n"
+            "  --rule R       infini: memory rule, linear (default) or delta\n"
             "  --std X        init standard deviation (0.02)\n"
             "  --seed N       (0)\n"
             "  --max-memory BYTES  refuse a model whose writing needs more memory (suffixes\n"
@@ -24,8 +28,10 @@ static void usage(FILE *f) {
 int cmd_init_model(int argc, char **argv) {
     arg_set_usage(usage);
     const char *cmd = "init-model", *vocab = NULL, *out = NULL;
-    model_init_params p = {288,   6, 6,        0,     768, 1024, 0,    10000.0f,
-                           1e-5f, 0, TYPE_F32, 0.02f, 0,   NULL, NULL, 0};
+    model_init_params p;
+    memset(&p, 0, sizeof p);
+    p.dim = 288, p.n_layers = 6, p.n_heads = 6, p.ffn_dim = 768, p.n_ctx = 1024;
+    p.rope_base = 10000.0f, p.norm_eps = 1e-5f, p.type = TYPE_F32, p.init_std = 0.02f;
     int rc = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -58,7 +64,15 @@ int cmd_init_model(int argc, char **argv) {
             rc = arg_float(cmd, a, v, 1e-6, 10, &p.init_std);
         else if (!strcmp(a, "--seed"))
             rc = arg_u64(cmd, a, v, &p.seed);
-        else if (!strcmp(a, "--max-memory"))
+        else if (!strcmp(a, "--arch"))
+            p.arch = v;
+        else if (!strcmp(a, "--segment"))
+            rc = arg_int(cmd, a, v, 1, 1 << 24, &p.segment);
+        else if (!strcmp(a, "--rule")) {
+            rc = strcmp(v, "linear") && strcmp(v, "delta") ? 2 : 0;
+            p.memory_rule = !strcmp(v, "delta") ? MEMORY_RULE_DELTA : MEMORY_RULE_LINEAR;
+            if (rc) fprintf(stderr, "msrnn %s: --rule expects linear or delta, got '%s'\n", cmd, v);
+        } else if (!strcmp(a, "--max-memory"))
             rc = max_memory_parse(cmd, a, v, &p.max_memory);
         else if (!strcmp(a, "--type")) {
             const char *names[] = {"f32", "f16", "bf16", "q8_0", "q4_0"};

@@ -335,8 +335,16 @@ int cmd_train(int argc, char **argv) {
     options o;
     memset(&o, 0, sizeof o);
     o.cfg = train_config_default();
-    o.shape = (model_init_params){256,   4, 4,        0,     704, 0,       0,    10000.0f,
-                                  1e-5f, 0, TYPE_F32, 0.02f, 1,   "msrnn", NULL, 0};
+    o.shape = (model_init_params){.dim = 256,
+                                  .n_layers = 4,
+                                  .n_heads = 4,
+                                  .ffn_dim = 704,
+                                  .rope_base = 10000.0f,
+                                  .norm_eps = 1e-5f,
+                                  .type = TYPE_F32,
+                                  .init_std = 0.02f,
+                                  .seed = 1,
+                                  .name = "msrnn"};
     /* the config file first, so that flags override it */
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--config")) {

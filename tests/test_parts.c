@@ -163,7 +163,7 @@ static void note(const char *part, const char *what, double err, double limit) {
 
 /* ---- a part with random parameters -------------------------------------------------------- */
 
-static hparams small_hparams(int n_rot) {
+static hparams small_hparams(int n_rot, int segment, int memory_rule) {
     hparams hp;
     memset(&hp, 0, sizeof hp);
     msrnn_model_info *in = &hp.info;
@@ -171,6 +171,7 @@ static hparams small_hparams(int n_rot) {
     in->head_dim = 8, in->ffn_dim = 48, in->n_ctx = 128, in->rope_base = 10000.0f;
     in->norm_eps = 1e-5f, in->tied_output = 1;
     hp.n_rot = n_rot;
+    hp.segment = segment, hp.memory_rule = memory_rule; /* read by the parts that have them */
     return hp;
 }
 
@@ -601,6 +602,7 @@ static void test_model(const arch_row *row, const char *vocab, int T, int tied) 
     p.rope_base = 10000.0f, p.norm_eps = 1e-5f, p.tied = tied, p.type = TYPE_F32;
     p.init_std = 0.2f, p.seed = 7 + (uint64_t)T + 100u * tied, p.name = "test_parts";
     p.arch = row->name;
+    p.segment = 5, p.memory_rule = tied; /* for the architectures with segments */
     REQUIRE_OK(model_write_init(&p, vocab, path));
 
     train_model *tm = NULL;
@@ -658,7 +660,10 @@ int main(void) {
     omp_set_num_threads(3); /* parts must run the threads they are told, not the default */
     if (getenv("MSRNN_SANITIZED")) fd_sample = 16;
     kernels_set_threads(N_THREADS);
-    static const int cases[][3] = {{2, 7, 8}, {2, 70, 8}, {1, 13, 4}}; /* B, T, n_rot */
+    /* B, T, n_rot, segment, memory rule (0 linear, 1 delta): every T spans several segments, the
+     * last one partial */
+    static const int cases[][5] = {
+        {2, 7, 8, 3, 1}, {2, 70, 8, 16, 0}, {2, 70, 8, 16, 1}, {1, 13, 4, 5, 0}};
     const part_kind *seen[MAX_PARTS];
     int n_seen = 0, n_rows = 0;
     for (int i = 0; arch_at(i); i++, n_rows++) {
@@ -672,15 +677,17 @@ int main(void) {
             seen[n_seen++] = parts[j];
             printf("part %s (of %s)\n", parts[j]->name, row->name);
             for (int c = 0; c < (int)(sizeof cases / sizeof *cases); c++) {
-                const hparams hp = small_hparams(cases[c][2]);
+                const hparams hp = small_hparams(cases[c][2], cases[c][3], cases[c][4]);
                 part_weights pw;
                 weights_open(&pw, parts[j], &hp);
                 const double t0 = omp_get_wtime();
                 test_backward(&pw, cases[c][0], cases[c][1]);
                 const double t1 = omp_get_wtime();
                 test_infer(&pw, cases[c][1]);
-                printf("  B=%d T=%d n_rot=%d: backward %.2f s, inference %.2f s\n", cases[c][0],
-                       cases[c][1], cases[c][2], t1 - t0, omp_get_wtime() - t1);
+                printf("  B=%d T=%d n_rot=%d segment=%d rule=%d: backward %.2f s, inference "
+                       "%.2f s\n",
+                       cases[c][0], cases[c][1], cases[c][2], cases[c][3], cases[c][4], t1 - t0,
+                       omp_get_wtime() - t1);
                 weights_free(&pw);
             }
         }

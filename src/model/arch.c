@@ -7,6 +7,7 @@
 
 static const arch_row arch_table[] = {
     {"llama", &part_softmax, &part_swiglu},
+    {"infini", &part_infini, &part_swiglu},
 };
 enum { N_ARCH = sizeof arch_table / sizeof *arch_table };
 
@@ -104,6 +105,8 @@ msrnn_status arch_read_hparams(const gguf_file *f, const arch_row **arch_out, hp
                           "%s: %s.vocab_size %d disagrees with token_embd.weight's %d rows",
                           f->path, a, nv, in->n_vocab);
     in->tied_output = gguf_find_tensor(f, "output.weight") == NULL;
+    if (arch->mixer->read_keys) MSRNN_TRY(arch->mixer->read_keys(f, a, hp));
+    if (arch->ffn->read_keys) MSRNN_TRY(arch->ffn->read_keys(f, a, hp));
     return MSRNN_OK;
 }
 

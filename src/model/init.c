@@ -83,6 +83,8 @@ msrnn_status model_write_init(const model_init_params *p, const char *vocab_path
     in->rope_base = p->rope_base > 0 ? p->rope_base : 10000.0f;
     in->norm_eps = p->norm_eps > 0 ? p->norm_eps : 1e-5f;
     hp.n_rot = in->head_dim;
+    hp.segment = p->segment > 0 ? p->segment : 2048;
+    hp.memory_rule = p->memory_rule;
     param_list pl;
     msrnn_status st = param_list_build(arch, &hp, &pl);
     if (st != MSRNN_OK) {
@@ -116,6 +118,8 @@ msrnn_status model_write_init(const model_init_params *p, const char *vocab_path
     if (st == MSRNN_OK)
         st = gguf_writer_set_f32(w, KEY("attention.layer_norm_rms_epsilon"), in->norm_eps);
 #undef KEY
+    if (st == MSRNN_OK && arch->mixer->write_keys) st = arch->mixer->write_keys(&hp, arch->name, w);
+    if (st == MSRNN_OK && arch->ffn->write_keys) st = arch->ffn->write_keys(&hp, arch->name, w);
     if (st == MSRNN_OK)
         st = gguf_writer_set_u32(w, "general.file_type",
                                  p->type == TYPE_F32    ? 0

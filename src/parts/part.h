@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "base/status.h"
+#include "io/gguf.h"
 #include "msrnn.h"
 #include "tensor/kernels.h"
 
@@ -33,7 +34,12 @@
 typedef struct {
     msrnn_model_info info;
     int n_rot; /* rotated dims per head ({arch}.rope.dimension_count; head_dim by default) */
+    /* A method's own keys, read and written by its part (read_keys, write_keys); 0 elsewhere. */
+    int segment;     /* infini.segment_length: tokens per segment (N) */
+    int memory_rule; /* infini.memory_rule: MEMORY_RULE_LINEAR or MEMORY_RULE_DELTA */
 } hparams;
+
+enum { MEMORY_RULE_LINEAR, MEMORY_RULE_DELTA };
 
 typedef enum {
     INIT_ONES,        /* norm weights */
@@ -83,6 +89,9 @@ typedef struct {
 
 typedef struct part_kind {
     const char *name;
+    /* ---- the method's own `{arch}.*` keys (NULL: none) */
+    msrnn_status (*read_keys)(const gguf_file *f, const char *arch, hparams *hp);
+    msrnn_status (*write_keys)(const hparams *hp, const char *arch, gguf_writer *w);
     /* ---- parameters */
     int (*params)(const hparams *hp, part_param out[PART_MAX_PARAMS]);
     /* ---- inference */
@@ -123,6 +132,6 @@ typedef struct part_kind {
     void (*train_backward)(const part_train *c, const float *xn, const float *dout, float *dxn);
 } part_kind;
 
-extern const part_kind part_softmax, part_swiglu;
+extern const part_kind part_softmax, part_swiglu, part_infini;
 
 #endif

@@ -611,6 +611,8 @@ static void sm_train_backward(const part_train *c, const float *xn, const float 
 
 const part_kind part_softmax = {
     "softmax",
+    NULL,
+    NULL,
     sm_params,
     sm_check,
     sm_state_bytes,

@@ -99,6 +99,8 @@ static void ffn_train_backward(const part_train *c, const float *xn, const float
 
 const part_kind part_swiglu = {
     "swiglu",
+    NULL,
+    NULL,
     ffn_params,
     ffn_check,
     ffn_state_bytes,
