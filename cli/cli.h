@@ -13,5 +13,6 @@ int cmd_tokenizer_train(int argc, char **argv);
 int cmd_tokenize_corpus(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_passkey(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
 
 #endif

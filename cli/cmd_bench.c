@@ -61,14 +61,18 @@ static int bench_depths(run_options *o, const int *depths, int n_depths, int n_g
         goto done;
     }
     random_tokens(tok, max_depth + n_gen * reps + 1, in->n_vocab, 7);
-    const char *mem = o->sp.memory ? o->sp.memory : "full";
+    /* a model whose architecture brings its own memory (infini) is named by it */
+    const char *mem = strcmp(in->architecture, "llama") ? in->architecture
+                      : o->sp.memory                    ? o->sp.memory
+                                                        : "full";
     if (json) {
         printf("{\"model\": ");
         json_string(stdout, o->model_path, strlen(o->model_path));
         printf(", \"memory\": \"%s\", \"kv_size\": %d, \"n_gen\": %d, \"depths\": [", mem,
                o->sp.kv_size, n_gen);
     } else
-        printf("| memory | depth | fill s | tg%d t/s | memory bytes |\n|---|---:|---:|---:|---:|\n",
+        printf("| memory | depth | fill s | tg%d t/s | memory bytes | session bytes |\n"
+               "|---|---:|---:|---:|---:|---:|\n",
                n_gen);
     for (int di = 0; di < n_depths; di++) {
         msrnn_session_reset(s);
@@ -87,11 +91,12 @@ static int bench_depths(run_options *o, const int *depths, int n_depths, int n_g
         mean_sd(tg, reps, &mean, &sd);
         if (json)
             printf("%s{\"depth\": %d, \"fill_s\": %.3f, \"tg_tps\": %.3f, \"tg_sd\": %.3f, "
-                   "\"memory_bytes\": %zu}",
-                   di ? ", " : "", depths[di], fill, mean, sd, bytes);
+                   "\"memory_bytes\": %zu, \"session_bytes\": %zu}",
+                   di ? ", " : "", depths[di], fill, mean, sd, bytes, msrnn_session_bytes(s));
         else
-            printf("| %s%s%.0d | %d | %.2f | %.2f ± %.2f | %zu |\n", mem,
-                   o->sp.kv_size ? " k=" : "", o->sp.kv_size, depths[di], fill, mean, sd, bytes);
+            printf("| %s%s%.0d | %d | %.2f | %.2f ± %.2f | %zu | %zu |\n", mem,
+                   o->sp.kv_size ? " k=" : "", o->sp.kv_size, depths[di], fill, mean, sd, bytes,
+                   msrnn_session_bytes(s));
         fflush(stdout);
     }
     if (json) printf("]}\n");

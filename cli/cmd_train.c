@@ -48,6 +48,8 @@ static void usage(FILE *f) {
            "  -c, --ctx N (512)  --batch N (8)  --accum N (1)  --steps N (1000)  --warmup N (100)\n"
            "  --lr X (1e-3)  --lr-min X (1e-4)  --wd X (0.1)  --clip X (1.0, 0: off)\n"
            "  --beta1 X (0.9)  --beta2 X (0.95)  --seed N (1: data order)\n"
+           "  --own-lr-scale X   learning-rate multiplier of the tensors a method gives one of\n"
+           "                     their own (infini's gates beta: 10, no weight decay)\n"
            "  --eval-every N (100)  --eval-batches N (8)  --ckpt-every N (100)\n"
            "  --stop-after N     stop (with a checkpoint) after N steps of this run\n"
            "  -t, --threads N (all cores)  --json (print a JSON summary at the end)\n"
@@ -105,6 +107,7 @@ static int set_option(const char *cmd, options *o, const char *a, const char *v,
     if (!strcmp(a, "--lr-min")) return arg_float(cmd, a, v, 0, 10, &c->lr_min);
     if (!strcmp(a, "--wd")) return arg_float(cmd, a, v, 0, 10, &c->weight_decay);
     if (!strcmp(a, "--clip")) return arg_float(cmd, a, v, 0, 1e9, &c->clip);
+    if (!strcmp(a, "--own-lr-scale")) return arg_float(cmd, a, v, 1e-6, 1e4, &c->own_lr_scale);
     if (!strcmp(a, "--beta1")) return arg_float(cmd, a, v, 0, 0.9999999, &c->beta1);
     if (!strcmp(a, "--beta2")) return arg_float(cmd, a, v, 0, 0.9999999, &c->beta2);
     if (!strcmp(a, "--seed")) return arg_u64(cmd, a, v, &c->seed);

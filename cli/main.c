@@ -15,6 +15,7 @@ static const struct {
     {"passkey", cmd_passkey, "passkey retrieval accuracy by length and depth under a memory"},
     {"bench", cmd_bench, "measure prompt-processing and generation speed"},
     {"info", cmd_info, "print a GGUF file's metadata and tensors"},
+    {"convert", cmd_convert, "turn a llama model into another architecture (--to infini)"},
     {"init-model", cmd_init_model, "write a new model with freshly initialised weights"},
     {"tokenizer-train", cmd_tokenizer_train,
      "learn a SentencePiece-style BPE vocabulary from text"},

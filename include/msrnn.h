@@ -48,7 +48,8 @@ typedef struct {
     int tied_output; /* 1 when the output head reuses token_embd */
     int bos_id, eos_id;
     uint64_t n_params;
-    uint64_t weight_bytes; /* bytes of tensor data in the file */
+    uint64_t weight_bytes;    /* bytes of tensor data in the file */
+    const char *architecture; /* general.architecture: "llama", "infini" (a static string) */
 } msrnn_model_info;
 
 msrnn_status msrnn_model_open(const char *path, msrnn_model **out);

@@ -96,6 +96,7 @@ msrnn_status msrnn_model_open(const char *path, msrnn_model **out) {
         return st;
     }
     msrnn_model_info *info = &m->hp.info;
+    info->architecture = m->arch->name;
     info->bos_id = 1;
     info->eos_id = 2;
     uint32_t bos = 1, eos = 2;

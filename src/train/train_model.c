@@ -192,6 +192,11 @@ const struct msrnn_model *train_model_source(const train_model *m) { return m->s
 int train_model_threads(const train_model *m) { return m->n_threads; }
 const param_list *train_model_params_list(const train_model *m) { return m->pl; }
 size_t train_model_n_params(const train_model *m) { return m->pl->n_floats; }
+void train_model_set_own_lr_scale(train_model *m, float s) {
+    param_list *pl = &m->src->params; /* m->pl, which the model owns */
+    for (int i = 0; i < pl->n; i++)
+        if (pl->p[i].lr_scale != 1.0f) pl->p[i].lr_scale = s;
+}
 float *train_model_params(train_model *m) { return m->params; }
 float *train_model_grads(train_model *m) { return m->grads; }
 size_t train_model_bytes(const train_model *m) {

@@ -32,6 +32,9 @@ int train_model_threads(const train_model *m); /* the OpenMP threads every op ru
 /* The tensors (offsets into the parameter, gradient and moment slabs). */
 const param_list *train_model_params_list(const train_model *m);
 size_t train_model_n_params(const train_model *m);
+/* Give every tensor that its part marks with a learning-rate multiplier of its own (lr_scale ≠ 1,
+ * e.g. infini's gates) the multiplier s instead. */
+void train_model_set_own_lr_scale(train_model *m, float s);
 float *train_model_params(train_model *m); /* all parameters, n_params floats */
 float *train_model_grads(train_model *m);  /* their gradients, same layout */
 /* Bytes of the parameter, gradient and activation slabs (the optimizer adds 2 × params). */

@@ -71,6 +71,7 @@ static msrnn_status ckpt_extra(void *vctx, gguf_writer *w) {
     U32("eval_every", g->eval_every);
     U32("eval_batches", g->eval_batches);
     U32("ckpt_every", g->ckpt_every);
+    F32("own_lr_scale", g->own_lr_scale);
     char name[80];
     const param_list *pl = train_model_params_list(c->model);
     for (int i = 0; st == MSRNN_OK && i < pl->n; i++) {
@@ -137,6 +138,8 @@ static msrnn_status ckpt_read(const char *path, train_config *g, int *step, load
         TRY(get_int(f, "msrnn.train.eval_every", &g->eval_every));
         TRY(get_int(f, "msrnn.train.eval_batches", &g->eval_batches));
         TRY(get_int(f, "msrnn.train.ckpt_every", &g->ckpt_every));
+        g->own_lr_scale = 0; /* absent in older checkpoints */
+        TRY(gguf_get_f32(f, "msrnn.train.own_lr_scale", 0, &g->own_lr_scale));
     } else {
         char name[80];
         const param_list *pl = train_model_params_list(model);
@@ -172,11 +175,13 @@ static msrnn_status validate(const train_config *c) {
                           c->eval_batches, c->ckpt_every);
     if (!(c->lr > 0) || !(c->lr_min >= 0) || !(c->lr_min <= c->lr) || !(c->weight_decay >= 0) ||
         !(c->beta1 >= 0 && c->beta1 < 1) || !(c->beta2 >= 0 && c->beta2 < 1) || !(c->eps > 0) ||
-        !(c->clip >= 0) || !isfinite(c->lr))
+        !(c->clip >= 0) || !isfinite(c->lr) || !(c->own_lr_scale >= 0 && c->own_lr_scale <= 1e4))
         return msrnn_fail(MSRNN_ERR_INVALID,
-                          "train: lr %g, lr-min %g, wd %g, betas %g/%g, eps %g, clip %g: need "
-                          "0 <= lr-min <= lr, 0 <= beta < 1, eps > 0, wd and clip >= 0",
-                          c->lr, c->lr_min, c->weight_decay, c->beta1, c->beta2, c->eps, c->clip);
+                          "train: lr %g, lr-min %g, wd %g, betas %g/%g, eps %g, clip %g, own "
+                          "lr scale %g: need 0 <= lr-min <= lr, 0 <= beta < 1, eps > 0, wd and "
+                          "clip >= 0, 0 <= own lr scale <= 1e4",
+                          c->lr, c->lr_min, c->weight_decay, c->beta1, c->beta2, c->eps, c->clip,
+                          c->own_lr_scale);
     return MSRNN_OK;
 }
 
@@ -236,6 +241,8 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
     }
     if (st == MSRNN_OK && paths->resume)
         st = ckpt_read(paths->ckpt_path, &cfg, &step, &ls, &ck_tokens, model, m, v);
+    if (st == MSRNN_OK && cfg.own_lr_scale > 0)
+        train_model_set_own_lr_scale(model, cfg.own_lr_scale);
     const uint64_t val_windows = vl ? data_loader_n_windows(vl) : 0;
     uint64_t n_val = (uint64_t)cfg.eval_batches * cfg.batch;
     if (n_val > val_windows) n_val = val_windows - val_windows % cfg.batch;

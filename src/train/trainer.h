@@ -23,10 +23,12 @@ typedef struct {
     int steps;  /* optimizer steps in the whole run */
     int warmup; /* warm-up steps */
     float lr, lr_min, weight_decay, clip, beta1, beta2, eps;
-    uint64_t seed;    /* data order */
-    int eval_every;   /* validation every N steps (0: only at the end) */
-    int eval_batches; /* micro-batches of validation windows */
-    int ckpt_every;   /* checkpoint every N steps (0: only on stop and at the end) */
+    uint64_t seed;      /* data order */
+    int eval_every;     /* validation every N steps (0: only at the end) */
+    int eval_batches;   /* micro-batches of validation windows */
+    int ckpt_every;     /* checkpoint every N steps (0: only on stop and at the end) */
+    float own_lr_scale; /* the learning-rate multiplier of the tensors a part gives one of their own
+                           (infini's gates: 10 by default); 0: the part's */
 } train_config;
 
 train_config train_config_default(void);

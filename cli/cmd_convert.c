@@ -1,0 +1,71 @@
+/* cmd_convert.c — `msrnn convert`: a trained llama model as the starting point of another
+ * architecture (src/model/convert.h). */
+#include <stdio.h>
+#include <string.h>
+
+#include "args.h"
+#include "cli.h"
+#include "common.h"
+#include "model/convert.h"
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: msrnn convert --to ARCH -m LLAMA.gguf -o OUT.gguf [options]\n"
+               "  copies every weight of a llama model and adds what ARCH needs\n"
+               "  --to infini     Infini-attention (METHODS.md §2): segment attention plus a\n"
+               "                  compressive memory per kv head, gates beta = 0\n"
+               "    --segment N   tokens per segment (2048)\n"
+               "    --rule R      memory rule: linear (default) or delta\n");
+}
+
+int cmd_convert(int argc, char **argv) {
+    arg_set_usage(usage);
+    const char *cmd = "convert", *in = NULL, *out = NULL, *to = NULL;
+    hparams method;
+    memset(&method, 0, sizeof method);
+    method.segment = 2048;
+    int rc = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!(v = arg_value(cmd, argc, argv, i++))) return 2;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model"))
+            in = v;
+        else if (!strcmp(a, "-o") || !strcmp(a, "--output"))
+            out = v;
+        else if (!strcmp(a, "--to"))
+            to = v;
+        else if (!strcmp(a, "--segment"))
+            rc = arg_int(cmd, a, v, 1, 1 << 24, &method.segment);
+        else if (!strcmp(a, "--rule")) {
+            rc = strcmp(v, "linear") && strcmp(v, "delta") ? 2 : 0;
+            method.memory_rule = !strcmp(v, "delta") ? MEMORY_RULE_DELTA : MEMORY_RULE_LINEAR;
+            if (rc) fprintf(stderr, "msrnn %s: --rule expects linear or delta, got '%s'\n", cmd, v);
+        } else {
+            arg_unknown(cmd, a);
+            return 2;
+        }
+        if (rc) return rc;
+    }
+    if (!in || !out || !to) {
+        fprintf(stderr, "msrnn %s: needs --to ARCH, -m LLAMA.gguf and -o OUT.gguf\n", cmd);
+        return 2;
+    }
+    if (strcmp(to, "infini")) {
+        fprintf(stderr, "msrnn %s: --to expects infini, got '%s'\n", cmd, to);
+        return 2;
+    }
+    const file_arg ins[] = {{"-m", in}}, outs[] = {{"-o", out}};
+    const int frc = files_check(cmd, ins, 1, outs, 1);
+    if (frc) return frc;
+    const msrnn_status st = model_convert(in, to, &method, out);
+    if (st != MSRNN_OK) {
+        fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
+        return exit_status(st);
+    }
+    fprintf(stderr, "msrnn %s: wrote %s (%s, segment %d, %s rule)\n", cmd, out, to, method.segment,
+            method.memory_rule == MEMORY_RULE_DELTA ? "delta" : "linear");
+    return 0;
+}
