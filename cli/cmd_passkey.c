@@ -32,7 +32,8 @@ static void usage(FILE *f) {
                "  --plot OUT.svg        an SVG heat map of the accuracy\n"
                "  --show-prompt         print the prompt of the first cell's first trial and stop\n"
                "  --make-data OUT.bin   write passkey training data instead (a token shard for\n"
-               "                        msrnn train -c LENGTH): random keys at random depths\n"
+               "                        msrnn train -c LENGTH): random keys at random depths,\n"
+               "                        each example ending with its answer (train --loss-last)\n"
                "  --examples N          --make-data: examples (default 1000)\n"
                "  --example-length N    --make-data: tokens per example (default 1024)\n");
 }
@@ -302,9 +303,10 @@ int cmd_passkey(int argc, char **argv) {
         } else {
             fprintf(stderr,
                     "msrnn %s: %s: %d examples of %d tokens (%lld tokens; answers %.1f tokens on "
-                    "average), seed %llu\n",
+                    "average, at most %d: train --loss-last %d scores them alone), seed %llu\n",
                     cmd, data_path, n_examples, example_length, (long long)di.n_tokens,
-                    di.mean_answer_tokens, (unsigned long long)seed);
+                    di.mean_answer_tokens, di.max_answer_tokens, di.max_answer_tokens,
+                    (unsigned long long)seed);
         }
         msrnn_model_close(m);
         return rc;

@@ -50,6 +50,8 @@ static void usage(FILE *f) {
            "  --beta1 X (0.9)  --beta2 X (0.95)  --seed N (1: data order)\n"
            "  --own-lr-scale X   learning-rate multiplier of the tensors a method gives one of\n"
            "                     their own (infini's gates beta: 10, no weight decay)\n"
+           "  --loss-last N      the loss covers only the last N targets of each window (e.g. the\n"
+           "                     answer of passkey --make-data examples; default: all)\n"
            "  --eval-every N (100)  --eval-batches N (8)  --ckpt-every N (100)\n"
            "  --stop-after N     stop (with a checkpoint) after N steps of this run\n"
            "  -t, --threads N (all cores)  --json (print a JSON summary at the end)\n"
@@ -108,6 +110,7 @@ static int set_option(const char *cmd, options *o, const char *a, const char *v,
     if (!strcmp(a, "--wd")) return arg_float(cmd, a, v, 0, 10, &c->weight_decay);
     if (!strcmp(a, "--clip")) return arg_float(cmd, a, v, 0, 1e9, &c->clip);
     if (!strcmp(a, "--own-lr-scale")) return arg_float(cmd, a, v, 1e-6, 1e4, &c->own_lr_scale);
+    if (!strcmp(a, "--loss-last")) return arg_int(cmd, a, v, 1, 1 << 20, &c->loss_last);
     if (!strcmp(a, "--beta1")) return arg_float(cmd, a, v, 0, 0.9999999, &c->beta1);
     if (!strcmp(a, "--beta2")) return arg_float(cmd, a, v, 0, 0.9999999, &c->beta2);
     if (!strcmp(a, "--seed")) return arg_u64(cmd, a, v, &c->seed);

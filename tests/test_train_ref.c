@@ -408,6 +408,84 @@ done:
     return ok;
 }
 
+/* ---- 2b. a loss over the last n targets (train --loss-last) ---------------------------------- */
+
+/* With train_model_set_loss_last(n): the loss is the mean cross-entropy of the last n targets of
+ * each sequence, computed here in double from train_model_logits (which does not go through the
+ * loss); its gradient matches a central difference of train_model_loss along a random direction;
+ * n = T gives the plain step bit for bit. */
+#define LAST_LOSS_TOL 1e-5
+#define LAST_FD_TOL 2e-2
+
+static int check_loss_last(const train_ref *r, train_model *m, double *loss_err, double *fd_err) {
+    const size_t np = r->n_params;
+    const int T = r->T, B = r->B, V = r->n_vocab, n = T / 3 > 0 ? T / 3 : 1;
+    const int32_t *tok = batch(r, 0);
+    float *g = train_model_grads(m), *w = train_model_params(m);
+    float *gall = malloc(np * sizeof *gall), *lg = malloc((size_t)T * V * sizeof *lg);
+    float *u = malloc(np * sizeof *u), *w0 = malloc(np * sizeof *w0);
+    int ok = 0;
+    float lall = 0, ln = 0, lp = 0, lm = 0, lt = 0;
+    if (!gall || !lg || !u || !w0) goto done;
+    train_model_zero_grad(m);
+    if (step(m, tok, 1.0f, &lall) != MSRNN_OK) goto done;
+    memcpy(gall, g, np * sizeof *g);
+    train_model_set_loss_last(m, T); /* all of them: the plain step */
+    train_model_zero_grad(m);
+    if (step(m, tok, 1.0f, &lt) != MSRNN_OK) goto done;
+    CHECK(lt == lall && memcmp(g, gall, np * sizeof *g) == 0,
+          "loss_last = T: loss %.9g vs %.9g, or other gradients", (double)lt, (double)lall);
+
+    train_model_set_loss_last(m, n);
+    CHECK(train_model_loss_last(m) == n, "train_model_loss_last %d, set %d",
+          train_model_loss_last(m), n);
+    train_model_zero_grad(m);
+    if (step(m, tok, 1.0f, &ln) != MSRNN_OK) goto done;
+    double ref = 0;
+    for (int b = 0; b < B; b++) {
+        if (train_model_logits(m, tok, b, lg) != MSRNN_OK) goto done;
+        for (int t = T - n; t < T; t++) {
+            const float *z = lg + (size_t)t * V;
+            double mx = z[0], se = 0;
+            for (int v = 1; v < V; v++) mx = z[v] > mx ? z[v] : mx;
+            for (int v = 0; v < V; v++) se += exp(z[v] - mx);
+            ref += mx + log(se) - z[tok[(size_t)b * (T + 1) + t + 1]];
+        }
+    }
+    ref /= (double)B * n;
+    *loss_err = rel(ln, ref);
+    CHECK(*loss_err <= LAST_LOSS_TOL, "loss over the last %d targets %.9g, from the logits %.9g", n,
+          (double)ln, ref);
+
+    /* d/dh loss(w + h u) at 0 against <g, u>: u of the gradient's sign pattern scaled by |w| + 0.01
+     * so that every tensor moves a little and the directional derivative is far from zero */
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    double gu = 0;
+    for (size_t i = 0; i < np; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        u[i] = (float)((x >> 11) * 0x1.0p-53 - 0.5) * (fabsf(w[i]) + 0.01f);
+        gu += (double)g[i] * u[i];
+    }
+    memcpy(w0, w, np * sizeof *w);
+    const double h = 1e-2;
+    for (size_t i = 0; i < np; i++) w[i] = w0[i] + (float)h * u[i];
+    if (train_model_loss(m, tok, &lp) != MSRNN_OK) goto done;
+    for (size_t i = 0; i < np; i++) w[i] = w0[i] - (float)h * u[i];
+    if (train_model_loss(m, tok, &lm) != MSRNN_OK) goto done;
+    memcpy(w, w0, np * sizeof *w);
+    const double fd = ((double)lp - lm) / (2 * h);
+    *fd_err = fabs(fd - gu) / fmax(fabs(gu), 1e-12);
+    CHECK(*fd_err <= LAST_FD_TOL,
+          "loss over the last %d targets: <g, u> %.6g, central difference "
+          "%.6g (error %.3g)",
+          n, gu, fd, *fd_err);
+    ok = 1;
+done:
+    train_model_set_loss_last(m, 0);
+    free(gall), free(lg), free(u), free(w0);
+    return ok;
+}
+
 /* ---- 3. the AdamW trajectory --------------------------------------------------------------- */
 
 typedef struct {
@@ -553,6 +631,8 @@ static int test_config(const char *dir, const char *name, const char *sims) {
     int ok = off && open_model(path, &r, N_THREADS, &m) == MSRNN_OK;
     if (ok) ok = check_structure(m, &r, off);
     if (ok) ok = check_gradients(path, &r, off, m, &gr);
+    double last_loss = 0, last_fd = 0;
+    if (ok) ok = check_loss_last(&r, m, &last_loss, &last_fd);
     train_model_free(m);
     if (ok) ok = check_trajectory(path, &r, off, &tr);
     ok = ok && failures == failures0;
@@ -560,12 +640,14 @@ static int test_config(const char *dir, const char *name, const char *sims) {
     printf("%-16s %s: loss %.1e (tol %.0e); grads worst %.1e %s (tol %.0e); scale 0.5 %s %.1e; "
            "accum %.1e; 1 vs %d threads %s; trajectory: lr %.1e, losses %.1e (tol %.0e), norms "
            "%.1e (tol %.0e), final params max %.1e %s (tol %.0e), |Δ|/|update| %.1e %s (tol "
-           "%.0e); adamw formula %.1e at %s (tol %.0e), norm vs own %.1e [f32 sim: %s]\n",
+           "%.0e); adamw formula %.1e at %s (tol %.0e), norm vs own %.1e; loss-last %.1e (tol "
+           "%.0e), its gradient vs central difference %.1e (tol %.0e) [f32 sim: %s]\n",
            name, ok ? "ok  " : "FAIL", gr.loss, LOSS_TOL, gr.grad.err, gr.grad.where, GRAD_TOL,
            gr.half_exact ? "exact" : "inexact", gr.half, gr.accum, N_THREADS,
            gr.threads_same ? "bit-identical" : "DIFFER", tr.lr, tr.loss, TRAJ_LOSS_TOL, tr.norm,
            TRAJ_NORM_TOL, tr.pmax.err, tr.pmax.where, TRAJ_MAX_TOL, tr.pupd.err, tr.pupd.where,
-           TRAJ_UPD_TOL, tr.formula.err, tr.formula.where, ADAMW_TOL, tr.norm_self, sims);
+           TRAJ_UPD_TOL, tr.formula.err, tr.formula.where, ADAMW_TOL, tr.norm_self, last_loss,
+           LAST_LOSS_TOL, last_fd, LAST_FD_TOL, sims);
     free(off);
     ref_free(&r);
     return ok;

@@ -470,6 +470,7 @@ msrnn_status passkey_make_data(const msrnn_model *m, const char *path, int n_exa
             path, (uint32_t)in->n_vocab, spm_vocab_hash(m->tok), (uint32_t)in->bos_id,
             (uint64_t)n_examples * (uint64_t)length + 1, (uint64_t)n_examples + 1, 0, &w);
     int64_t answer_tokens_sum = 0;
+    int max_answer = 0;
     for (int i = 0; st == MSRNN_OK && i < n_examples; i++) {
         /* key and depth from the seed and the example's index */
         const uint64_t h = splitmix64(splitmix64(seed ^ 0x70a55e7da7aull) ^ (uint64_t)i);
@@ -488,12 +489,18 @@ msrnn_status passkey_make_data(const msrnn_model *m, const char *path, int n_exa
                 st = msrnn_fail(MSRNN_ERR_INVALID,
                                 "passkey: example length %d is too short for the answer", length);
             } else {
-                prompt_fill(&pr, 0, (int)pr.n, ex);
-                memcpy(ex + pr.n, ans.ids, (size_t)ans.n * sizeof *ex);
-                for (int64_t j = pr.n + ans.n; j < length; j++)
-                    ex[j] = x.unit.ids[(j - pr.n - ans.n) % x.unit.n];
+                /* BOS, the slack as the tail of filler units (so that the text goes on into the
+                 * prompt), the prompt, the answer: each example ends with its answer, which is
+                 * what train --loss-last scores */
+                const int slack = length - (int)pr.n - ans.n;
+                prompt_fill(&pr, 0, 1, ex);
+                for (int j = 0; j < slack; j++)
+                    ex[1 + j] = x.unit.ids[(x.unit.n - slack % x.unit.n + j) % x.unit.n];
+                prompt_fill(&pr, 1, (int)pr.n - 1, ex + 1 + slack);
+                memcpy(ex + length - ans.n, ans.ids, (size_t)ans.n * sizeof *ex);
                 token_shard_writer_put(w, ex, (size_t)length);
                 answer_tokens_sum += ans.n;
+                if (ans.n > max_answer) max_answer = ans.n;
             }
         }
         free(k0.ids), free(k.ids), free(ans.ids);
@@ -509,6 +516,7 @@ msrnn_status passkey_make_data(const msrnn_model *m, const char *path, int n_exa
     if (st == MSRNN_OK && info) {
         info->n_tokens = (int64_t)n_examples * length + 1;
         info->mean_answer_tokens = (double)answer_tokens_sum / n_examples;
+        info->max_answer_tokens = max_answer;
     }
     free(ex), free(q_alone.ids);
     texts_free(&x);

@@ -90,15 +90,18 @@ msrnn_status passkey_run(msrnn_model *m, const passkey_params *p, passkey_trial 
 
 /* Passkey training data (the paper's fine-tuning, METHODS.md §2): a token shard (train/shard.h,
  * the model's vocabulary hash) of n_examples documents of exactly `length` tokens each, so that
- * `msrnn train -c length` windows hold one example apiece: a prompt as passkey_run makes it (key
- * and depth drawn from seed and the example's index, depth uniform in 0..1), the answer (" NNNNN."
- * tokenized as it follows the question), then filler units up to the length; one BOS after the
+ * `msrnn train -c length` windows hold one example apiece: BOS, the tail of filler units that pads
+ * the example to its length (fewer tokens than a unit), the rest of a prompt as passkey_run makes
+ * it (key and depth drawn from seed and the example's index, depth uniform in 0..1), and the
+ * answer (" NNNNN." tokenized as it follows the question) as the example's last tokens, so that
+ * `msrnn train --loss-last max_answer_tokens` scores the answer alone; one BOS after the
  * last example (the target of the last window's last input, so that every example is a window).
  * Written atomically;
  * MSRNN_ERR_INVALID for a count outside 1..2^24 or a length below passkey_min_length. */
 typedef struct {
     int64_t n_tokens;
     double mean_answer_tokens;
+    int max_answer_tokens;
 } passkey_data_info;
 msrnn_status passkey_make_data(const msrnn_model *m, const char *path, int n_examples, int length,
                                uint64_t seed, passkey_data_info *info);

@@ -34,6 +34,7 @@ struct train_model {
     hparams hp;
     const arch_row *arch;
     int B, T, n_threads;
+    int loss_last;    /* the loss covers the last loss_last targets of each sequence (T: all) */
     msrnn_model *src; /* the file the weights came from (metadata for saving) */
     const param_list *pl;
     float *params, *grads;
@@ -85,7 +86,7 @@ msrnn_status train_model_open(const char *path, int B, int T, int n_threads, uin
     m->hp = m->src->hp;
     m->arch = m->src->arch;
     m->pl = &m->src->params;
-    m->B = B, m->T = T;
+    m->B = B, m->T = T, m->loss_last = T;
     m->n_threads = n_threads > 0 ? n_threads : omp_get_num_procs();
     const hparams *hp = &m->hp;
     if (T > hp->info.n_ctx)
@@ -197,6 +198,10 @@ void train_model_set_own_lr_scale(train_model *m, float s) {
     for (int i = 0; i < pl->n; i++)
         if (pl->p[i].lr_scale != 1.0f) pl->p[i].lr_scale = s;
 }
+void train_model_set_loss_last(train_model *m, int n) {
+    m->loss_last = n > 0 && n < m->T ? n : m->T;
+}
+int train_model_loss_last(const train_model *m) { return m->loss_last; }
 float *train_model_params(train_model *m) { return m->params; }
 float *train_model_grads(train_model *m) { return m->grads; }
 size_t train_model_bytes(const train_model *m) {
@@ -260,22 +265,30 @@ static void forward(train_model *m) {
 
 /* The head, chunk by chunk: logits, losses, and (when dloss != 0) the gradient into dxn and
  * dw_out, the logits buffer reused for its own gradient. */
-static double head(train_model *m, float dloss) {
-    const int N = m->B * m->T, C = m->hp.info.dim, V = m->hp.info.n_vocab;
+/* The logits of the B·T rows and the mean loss over the targets the loss covers (the last
+ * loss_last of each sequence); with grad_scale ≠ 0 also the gradient of grad_scale × that mean
+ * into dxn and the head's gradient (rows outside the loss get none). */
+static double head(train_model *m, float grad_scale) {
+    const int T = m->T, N = m->B * T, C = m->hp.info.dim, V = m->hp.info.n_vocab;
+    const int skip = T - m->loss_last; /* rows t < skip of each sequence are outside the loss */
+    const float dloss = grad_scale / ((float)m->B * (float)m->loss_last);
     double sum = 0;
     for (int r0 = 0; r0 < N; r0 += HEAD_ROWS) {
         const int n = N - r0 < HEAD_ROWS ? N - r0 : HEAD_ROWS;
         matmul_forward(m->logits, m->xnf + (size_t)r0 * C, m->pw[m->pl->output], n, C, V,
                        m->n_threads);
         crossentropy_forward(m->losses + r0, m->logits, m->tgt + r0, n, V, m->n_threads);
-        if (dloss != 0) {
+        if (grad_scale != 0) {
             crossentropy_backward(m->logits, m->logits, m->tgt + r0, dloss, n, V, m->n_threads);
+            for (int i = 0; skip > 0 && i < n; i++)
+                if ((r0 + i) % T < skip) memset(m->logits + (size_t)i * V, 0, V * sizeof(float));
             matmul_backward(m->dxn + (size_t)r0 * C, m->pg[m->pl->output], m->logits,
                             m->xnf + (size_t)r0 * C, m->pw[m->pl->output], n, C, V, m->n_threads);
         }
     }
-    for (int i = 0; i < N; i++) sum += m->losses[i];
-    return sum / N;
+    for (int i = 0; i < N; i++)
+        if (i % T >= skip) sum += m->losses[i];
+    return sum / ((double)m->B * m->loss_last);
 }
 
 msrnn_status train_model_loss(train_model *m, const int32_t *tokens, float *loss) {
@@ -306,7 +319,7 @@ msrnn_status train_model_step(train_model *m, const int32_t *tokens, float grad_
     const int N = m->B * m->T, C = m->hp.info.dim;
     const size_t NC = (size_t)N * C;
     zero(m->dxn, NC);
-    *loss = (float)head(m, grad_scale / N);
+    *loss = (float)head(m, grad_scale);
     zero(m->dx, NC);
     rmsnorm_backward(m->dx, m->pg[pl->out_norm], m->dxn, m->xf, m->pw[pl->out_norm], m->rstdf, N, C,
                      m->n_threads);

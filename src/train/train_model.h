@@ -35,6 +35,10 @@ size_t train_model_n_params(const train_model *m);
 /* Give every tensor that its part marks with a learning-rate multiplier of its own (lr_scale ≠ 1,
  * e.g. infini's gates) the multiplier s instead. */
 void train_model_set_own_lr_scale(train_model *m, float s);
+/* Let the loss (training and validation) cover only the last n targets of each sequence, e.g. the
+ * answer at the end of a passkey example; n <= 0 or n >= T: all T (the default). */
+void train_model_set_loss_last(train_model *m, int n);
+int train_model_loss_last(const train_model *m);
 float *train_model_params(train_model *m); /* all parameters, n_params floats */
 float *train_model_grads(train_model *m);  /* their gradients, same layout */
 /* Bytes of the parameter, gradient and activation slabs (the optimizer adds 2 × params). */
@@ -43,9 +47,10 @@ size_t train_model_bytes(const train_model *m);
 void train_model_zero_grad(train_model *m);
 /* tokens: B rows of T + 1 ids (inputs are the first T, targets the last T). Runs forward and
  * backward, ACCUMULATING into the gradients the gradient of grad_scale × (mean loss over the B·T
- * targets); *loss receives that mean loss (unscaled). Use grad_scale = 1 / accumulation steps. */
+ * targets, or the B·n of train_model_set_loss_last); *loss receives that mean loss (unscaled).
+ * Use grad_scale = 1 / accumulation steps. */
 msrnn_status train_model_step(train_model *m, const int32_t *tokens, float grad_scale, float *loss);
-/* Forward only: the mean loss over the B·T targets (validation). */
+/* Forward only: the mean loss over the targets the loss covers (validation). */
 msrnn_status train_model_loss(train_model *m, const int32_t *tokens, float *loss);
 /* Forward only, the logits of sequence b (T × V) — to compare with inference. */
 msrnn_status train_model_logits(train_model *m, const int32_t *tokens, int b, float *logits);

@@ -72,6 +72,7 @@ static msrnn_status ckpt_extra(void *vctx, gguf_writer *w) {
     U32("eval_batches", g->eval_batches);
     U32("ckpt_every", g->ckpt_every);
     F32("own_lr_scale", g->own_lr_scale);
+    U32("loss_last", g->loss_last);
     char name[80];
     const param_list *pl = train_model_params_list(c->model);
     for (int i = 0; st == MSRNN_OK && i < pl->n; i++) {
@@ -140,6 +141,10 @@ static msrnn_status ckpt_read(const char *path, train_config *g, int *step, load
         TRY(get_int(f, "msrnn.train.ckpt_every", &g->ckpt_every));
         g->own_lr_scale = 0; /* absent in older checkpoints */
         TRY(gguf_get_f32(f, "msrnn.train.own_lr_scale", 0, &g->own_lr_scale));
+        g->loss_last = 0; /* absent in older checkpoints */
+        if (gguf_find_kv(f, "msrnn.train.loss_last")) {
+            TRY(get_int(f, "msrnn.train.loss_last", &g->loss_last));
+        }
     } else {
         char name[80];
         const param_list *pl = train_model_params_list(model);
@@ -167,12 +172,14 @@ static msrnn_status ckpt_read(const char *path, train_config *g, int *step, load
 
 static msrnn_status validate(const train_config *c) {
     if (c->batch < 1 || c->ctx < 2 || c->accum < 1 || c->steps < 1 || c->warmup < 0 ||
-        c->eval_every < 0 || c->eval_batches < 0 || c->ckpt_every < 0)
+        c->eval_every < 0 || c->eval_batches < 0 || c->ckpt_every < 0 || c->loss_last < 0 ||
+        c->loss_last > c->ctx)
         return msrnn_fail(MSRNN_ERR_INVALID,
                           "train: batch %d, ctx %d, accum %d, steps %d, warmup %d, eval-every %d, "
-                          "eval-batches %d, ckpt-every %d: sizes must be positive",
+                          "eval-batches %d, ckpt-every %d, loss-last %d: sizes must be positive "
+                          "(loss-last at most ctx)",
                           c->batch, c->ctx, c->accum, c->steps, c->warmup, c->eval_every,
-                          c->eval_batches, c->ckpt_every);
+                          c->eval_batches, c->ckpt_every, c->loss_last);
     if (!(c->lr > 0) || !(c->lr_min >= 0) || !(c->lr_min <= c->lr) || !(c->weight_decay >= 0) ||
         !(c->beta1 >= 0 && c->beta1 < 1) || !(c->beta2 >= 0 && c->beta2 < 1) || !(c->eps > 0) ||
         !(c->clip >= 0) || !isfinite(c->lr) || !(c->own_lr_scale >= 0 && c->own_lr_scale <= 1e4))
@@ -243,6 +250,7 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
         st = ckpt_read(paths->ckpt_path, &cfg, &step, &ls, &ck_tokens, model, m, v);
     if (st == MSRNN_OK && cfg.own_lr_scale > 0)
         train_model_set_own_lr_scale(model, cfg.own_lr_scale);
+    if (st == MSRNN_OK) train_model_set_loss_last(model, cfg.loss_last);
     const uint64_t val_windows = vl ? data_loader_n_windows(vl) : 0;
     uint64_t n_val = (uint64_t)cfg.eval_batches * cfg.batch;
     if (n_val > val_windows) n_val = val_windows - val_windows % cfg.batch;

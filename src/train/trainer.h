@@ -29,6 +29,7 @@ typedef struct {
     int ckpt_every;     /* checkpoint every N steps (0: only on stop and at the end) */
     float own_lr_scale; /* the learning-rate multiplier of the tensors a part gives one of their own
                            (infini's gates: 10 by default); 0: the part's */
+    int loss_last;      /* the loss covers the last N targets of each window (0: all) */
 } train_config;
 
 train_config train_config_default(void);
