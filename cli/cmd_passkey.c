@@ -13,6 +13,7 @@
 #include "common.h"
 #include "eval/passkey.h"
 #include "eval/plot_svg.h"
+#include "model/model.h"
 
 #define MAX_LENGTHS 32
 #define MAX_DEPTHS 101
@@ -117,11 +118,15 @@ static void show_progress(void *user, const passkey_progress *p) {
             (double)(p->total - p->done) / (tps > 0 ? tps : 1e-9));
 }
 
-static void memory_desc(const run_options *o, char *buf, size_t cap) {
+/* own: the architecture when its own memory is bounded (infini), else NULL */
+static void memory_desc(const run_options *o, const char *own, char *buf, size_t cap) {
     const msrnn_session_params *sp = &o->sp;
     const char *mem = sp->memory ? sp->memory : "full";
     if (!strcmp(mem, "full")) {
-        snprintf(buf, cap, "full");
+        if (own)
+            snprintf(buf, cap, "%s's own", own);
+        else
+            snprintf(buf, cap, "full");
         return;
     }
     msrnn_memory_settings ms = {0, 0, 0};
@@ -135,9 +140,10 @@ static void memory_desc(const run_options *o, char *buf, size_t cap) {
         snprintf(buf + n, cap - (size_t)n, ", S %d", ms.clusters);
 }
 
-static void write_json(FILE *f, const run_options *o, const char *mem, const int64_t *lengths,
-                       int nl, const int *depths, int nd, int trials, uint64_t seed,
-                       const passkey_trial *t, size_t session_bytes, double seconds) {
+static void write_json(FILE *f, const run_options *o, const char *own, const char *mem,
+                       const int64_t *lengths, int nl, const int *depths, int nd, int trials,
+                       uint64_t seed, const passkey_trial *t, size_t session_bytes,
+                       double seconds) {
     const msrnn_session_params *sp = &o->sp;
     fprintf(f, "{\"task\": \"passkey\", \"model\": ");
     json_string(f, o->model_path, strlen(o->model_path));
@@ -145,7 +151,7 @@ static void write_json(FILE *f, const run_options *o, const char *mem, const int
     json_string(f, mem, strlen(mem));
     fprintf(f, ", \"description\": ");
     char desc[160];
-    memory_desc(o, desc, sizeof desc);
+    memory_desc(o, own, desc, sizeof desc);
     json_string(f, desc, strlen(desc));
     fprintf(
         f,
@@ -275,7 +281,10 @@ int cmd_passkey(int argc, char **argv) {
     if ((rc = open_model(cmd, &o, &m))) return rc;
     const msrnn_model_info *in = msrnn_model_get_info(m);
     const char *mem = o.sp.memory ? o.sp.memory : "full";
-    const int full = !strcmp(mem, "full");
+    /* an architecture whose own memory is bounded (infini) runs any length with "full" */
+    const char *own =
+        !strcmp(mem, "full") && model_memory_bounded(m, &o.sp) ? in->architecture : NULL;
+    const int full = !strcmp(mem, "full") && !own;
     int64_t min_len = 0, max_len = 0;
     for (int i = 0; i < nl; i++) max_len = lengths[i] > max_len ? lengths[i] : max_len;
     msrnn_status st = passkey_min_length(m, &min_len);
@@ -368,7 +377,7 @@ int cmd_passkey(int argc, char **argv) {
         goto done;
     }
     char desc[160];
-    memory_desc(&o, desc, sizeof desc);
+    memory_desc(&o, own, desc, sizeof desc);
     fprintf(stderr, "msrnn %s: %s, memory %s, %zu trials on %d worker%s, %zu bytes each\n", cmd,
             o.model_path, desc, n_trials, workers, workers == 1 ? "" : "s", session_bytes);
     const double t0 = now_seconds();
@@ -431,13 +440,13 @@ int cmd_passkey(int argc, char **argv) {
         if (not_run) printf("(n/a: longer than the full cache's %d positions)\n", ctx);
     }
     if (!rc && json)
-        write_json(stdout, &o, mem, lengths, nl, depths, nd, trials, seed, t, session_bytes,
+        write_json(stdout, &o, own, mem, lengths, nl, depths, nd, trials, seed, t, session_bytes,
                    seconds);
     if (!rc && out_path) {
         atomic_file *f;
         if ((rc = output_open(cmd, out_path, &f)) == 0) {
-            write_json(atomic_file_stream(f), &o, mem, lengths, nl, depths, nd, trials, seed, t,
-                       session_bytes, seconds);
+            write_json(atomic_file_stream(f), &o, own, mem, lengths, nl, depths, nd, trials, seed,
+                       t, session_bytes, seconds);
             rc = output_commit(cmd, f);
         }
     }

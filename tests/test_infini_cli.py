@@ -13,8 +13,9 @@ by `convert --to infini --segment 4`:
 3. Broken infini files (gguf_tiny copies of the good one) exit 1 in generate with a message naming
    what is wrong: blk.0.attn_mem_gate missing, or of the wrong shape; infini.segment_length 0 or
    missing; infini.memory_rule unknown.
-4. The infini model runs in generate, perplexity (a text of several segments, its context far
-   beyond the model's 64 tokens) and bench --depth, whose state bytes are the same at every depth;
+4. The infini model runs in generate, passkey (1K tokens: its memory is bounded; the llama refuses),
+   perplexity (a text of several segments, its context far beyond the model's 64 tokens) and
+   bench --depth, whose state bytes are the same at every depth;
    a bounded-cache flag (--kv window) on it exits 2 naming the memory.
 5. `train --init` from the infini file keeps it infini; the gates move by about lr × 10 in AdamW's first
    step, and by lr × 1000 with --own-lr-scale 1000.
@@ -152,6 +153,15 @@ with tempfile.TemporaryDirectory() as tmp:
     check(json.loads(r.stdout)["memory"] == "infini" if rows else False, "bench names the memory infini")
     r = run("generate", "-m", P("inf.gguf"), "--kv", "window", "--kv-size", "8", *gen)
     check(r.returncode == 2 and "memory" in r.stderr, f"--kv window on infini: exit {r.returncode}: {tail(r)}")
+    # passkey: infini's own memory is bounded, so lengths far beyond its 64-token context run (the
+    # llama it came from, with the full cache, refuses them)
+    r = run("passkey", "-m", P("inf.gguf"), "--lengths", "1K", "--depths", "0,100", "--trials", "1", "--json",
+            "-t", "2")
+    pk = json.loads(r.stdout) if r.returncode == 0 else {}
+    check(r.returncode == 0 and pk.get("description") == "infini's own",
+          f"passkey on infini at 1K (context 64): exit {r.returncode}, {pk.get('description')}: {tail(r)}")
+    r = run("passkey", "-m", P("llama.gguf"), "--lengths", "1K", "--depths", "0", "--trials", "1", "-t", "2")
+    check(r.returncode == 2 and "full cache holds 64" in r.stderr, f"passkey on llama at 1K: {tail(r)}")
 
     # 5. training from the infini file: the gates' own learning-rate multiplier (default 10, no decay)
     r = run("tokenize-corpus", "-m", P("llama.gguf"), "-o", P("train.bin"), P("text.txt"), "-t", "1")

@@ -194,7 +194,7 @@ msrnn_status passkey_min_length(const msrnn_model *m, int64_t *min_length) {
 }
 
 int passkey_fits(const msrnn_model *m, const msrnn_session_params *sp, int64_t n_tokens) {
-    if (!is_full(sp)) return 1;
+    if (!is_full(sp) || model_memory_bounded(m, sp)) return 1; /* e.g. infini's own memory */
     const int ctx = sp->n_ctx > 0 ? sp->n_ctx : msrnn_model_get_info(m)->n_ctx;
     return n_tokens + PASSKEY_MAX_GEN - 1 <= (int64_t)ctx;
 }

@@ -69,7 +69,8 @@ uint32_t passkey_key(uint64_t seed, int64_t length, int depth_percent, int trial
 msrnn_status passkey_min_length(const msrnn_model *m, int64_t *min_length);
 
 /* Whether the session's memory can hold a prompt of n_tokens plus the answer: 1 for bounded
- * memories, n_tokens + PASSKEY_MAX_GEN - 1 <= the context for the full cache. */
+ * memories (the bounded caches, and architectures whose own memory is bounded, such as infini),
+ * n_tokens + PASSKEY_MAX_GEN - 1 <= the context for the full cache. */
 int passkey_fits(const msrnn_model *m, const msrnn_session_params *sp, int64_t n_tokens);
 
 /* The bytes passkey_run will allocate (sessions and buffers) and its number of workers. */

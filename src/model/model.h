@@ -24,4 +24,9 @@ struct msrnn_model {
     int n_unused;
 };
 
+/* 1 when a session of m opened with p would hold a bounded memory whatever the input length (its
+ * parts' own answer on an empty state of a 64-token context), so that no context limits it; 0 when
+ * it grows with the input or p is refused. */
+int model_memory_bounded(const msrnn_model *m, const msrnn_session_params *p);
+
 #endif

@@ -136,6 +136,24 @@ static msrnn_status session_plan(const msrnn_model *m, const msrnn_session_param
     return MSRNN_OK;
 }
 
+int model_memory_bounded(const msrnn_model *m, const msrnn_session_params *pp) {
+    msrnn_session_params p = pp ? *pp : msrnn_session_default_params(), q;
+    p.n_ctx = 64, p.n_batch = 64, p.n_threads = 1;
+    size_t sizes[3], total;
+    if (session_plan(m, &p, &q, sizes, &total) != MSRNN_OK) return 0;
+    const part_kind *part[2] = {m->arch->mixer, m->arch->ffn};
+    int bounded = 1;
+    for (int i = 0; i < 2 && bounded; i++) {
+        void *state = aligned_alloc(64, align64(sizes[i]) ? align64(sizes[i]) : 64);
+        if (!state) return 0;
+        memset(state, 0, align64(sizes[i]));
+        part[i]->state_init(state, &m->hp, &q);
+        bounded = part[i]->bounded(state);
+        free(state);
+    }
+    return bounded;
+}
+
 msrnn_status msrnn_session_bytes_needed(const msrnn_model *m, const msrnn_session_params *p,
                                         size_t *bytes) {
     msrnn_session_params q;
