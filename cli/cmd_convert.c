@@ -14,7 +14,14 @@ static void usage(FILE *f) {
                "  --to infini     Infini-attention (METHODS.md §2): segment attention plus a\n"
                "                  compressive memory per kv head, gates beta = 0\n"
                "    --segment N   tokens per segment (2048)\n"
-               "    --rule R      memory rule: linear (default) or delta\n");
+               "    --rule R      memory rule: linear (default) or delta\n"
+               "  --to dijiang    DiJiang (METHODS.md §3): linear attention through a DCT feature\n"
+               "                  map P with a decay per head; W_G Xavier-uniform (gain 2^-2.5),\n"
+               "                  GroupNorm weight 1 and bias 0\n"
+               "    --features M  features per head, the columns of P (head dim)\n"
+               "    --sampler S   P's weights: halton (default, quasi-Monte Carlo) or random\n"
+               "                  (seeded uniform numbers, the official code's choice)\n"
+               "    --seed N      seed of the random sampler and of W_G (1)\n");
 }
 
 int cmd_convert(int argc, char **argv) {
@@ -23,6 +30,7 @@ int cmd_convert(int argc, char **argv) {
     hparams method;
     memset(&method, 0, sizeof method);
     method.segment = 2048;
+    method.seed = 1;
     int rc = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -39,7 +47,16 @@ int cmd_convert(int argc, char **argv) {
             to = v;
         else if (!strcmp(a, "--segment"))
             rc = arg_int(cmd, a, v, 1, 1 << 24, &method.segment);
-        else if (!strcmp(a, "--rule")) {
+        else if (!strcmp(a, "--features"))
+            rc = arg_int(cmd, a, v, 1, 65536, &method.features);
+        else if (!strcmp(a, "--seed"))
+            rc = arg_u64(cmd, a, v, &method.seed);
+        else if (!strcmp(a, "--sampler")) {
+            rc = strcmp(v, "halton") && strcmp(v, "random") ? 2 : 0;
+            method.sampler = !strcmp(v, "random") ? FEATURE_SAMPLER_RANDOM : FEATURE_SAMPLER_HALTON;
+            if (rc)
+                fprintf(stderr, "msrnn %s: --sampler expects halton or random, got '%s'\n", cmd, v);
+        } else if (!strcmp(a, "--rule")) {
             rc = strcmp(v, "linear") && strcmp(v, "delta") ? 2 : 0;
             method.memory_rule = !strcmp(v, "delta") ? MEMORY_RULE_DELTA : MEMORY_RULE_LINEAR;
             if (rc) fprintf(stderr, "msrnn %s: --rule expects linear or delta, got '%s'\n", cmd, v);
@@ -53,8 +70,8 @@ int cmd_convert(int argc, char **argv) {
         fprintf(stderr, "msrnn %s: needs --to ARCH, -m LLAMA.gguf and -o OUT.gguf\n", cmd);
         return 2;
     }
-    if (strcmp(to, "infini")) {
-        fprintf(stderr, "msrnn %s: --to expects infini, got '%s'\n", cmd, to);
+    if (strcmp(to, "infini") && strcmp(to, "dijiang")) {
+        fprintf(stderr, "msrnn %s: --to expects infini or dijiang, got '%s'\n", cmd, to);
         return 2;
     }
     const file_arg ins[] = {{"-m", in}}, outs[] = {{"-o", out}};
@@ -65,7 +82,11 @@ int cmd_convert(int argc, char **argv) {
         fprintf(stderr, "msrnn %s: %s\n", cmd, msrnn_last_error());
         return exit_status(st);
     }
-    fprintf(stderr, "msrnn %s: wrote %s (%s, segment %d, %s rule)\n", cmd, out, to, method.segment,
-            method.memory_rule == MEMORY_RULE_DELTA ? "delta" : "linear");
+    if (!strcmp(to, "dijiang"))
+        fprintf(stderr, "msrnn %s: wrote %s (dijiang, %s sampler)\n", cmd, out,
+                method.sampler ? "random" : "halton");
+    else
+        fprintf(stderr, "msrnn %s: wrote %s (%s, segment %d, %s rule)\n", cmd, out, to,
+                method.segment, method.memory_rule == MEMORY_RULE_DELTA ? "delta" : "linear");
     return 0;
 }

@@ -16,9 +16,11 @@ static void usage(FILE *f) {
             "  --dim N (288)  --layers N (6)  --heads N (6)  --kv-heads N (= heads)\n"
             "  --ffn N (768)  --ctx N (1024)  --type f32|f16|bf16|q8_0|q4_0 (f32)\n"
             "  --tied         share the embedding as output head\n"
-            "  --arch A       llama (default) or infini (Infini-attention, METHODS.md §2)\n"
+            "  --arch A       llama (default), infini (Infini-attention, METHODS.md §2) or\n"
+            "                 dijiang (DCT-feature linear attention, METHODS.md §3)\n"
             "  --segment N    infini: tokens per segment (2048)\n"
             "  --rule R       infini: memory rule, linear (default) or delta\n"
+            "  --features M   dijiang: features per head (head dim)\n"
             "  --std X        init standard deviation (0.02)\n"
             "  --seed N       (0)\n"
             "  --max-memory BYTES  refuse a model whose writing needs more memory (suffixes\n"
@@ -68,6 +70,8 @@ int cmd_init_model(int argc, char **argv) {
             p.arch = v;
         else if (!strcmp(a, "--segment"))
             rc = arg_int(cmd, a, v, 1, 1 << 24, &p.segment);
+        else if (!strcmp(a, "--features"))
+            rc = arg_int(cmd, a, v, 1, 65536, &p.features);
         else if (!strcmp(a, "--rule")) {
             rc = strcmp(v, "linear") && strcmp(v, "delta") ? 2 : 0;
             p.memory_rule = !strcmp(v, "delta") ? MEMORY_RULE_DELTA : MEMORY_RULE_LINEAR;

@@ -52,6 +52,9 @@ static void usage(FILE *f) {
            "                     their own (infini's gates beta: 10, no weight decay)\n"
            "  --loss-last N      the loss covers only the last N targets of each window (e.g. the\n"
            "                     answer of passkey --make-data examples; default: all)\n"
+           "  --teacher FILE     distil: the loss is KL(teacher || model) on each window, the\n"
+           "                     teacher's logits computed on the same tokens (same vocabulary;\n"
+           "                     validation stays the next-token loss)\n"
            "  --eval-every N (100)  --eval-batches N (8)  --ckpt-every N (100)\n"
            "  --stop-after N     stop (with a checkpoint) after N steps of this run\n"
            "  -t, --threads N (all cores)  --json (print a JSON summary at the end)\n"
@@ -87,6 +90,7 @@ static int set_option(const char *cmd, options *o, const char *a, const char *v,
     if (!strcmp(a, "--train")) return p->train_path = v, 0;
     if (!strcmp(a, "--val")) return p->val_path = v, 0;
     if (!strcmp(a, "--init")) return p->init_path = v, 0;
+    if (!strcmp(a, "--teacher")) return p->teacher_path = v, 0;
     if (!strcmp(a, "--tokenizer")) return o->tokenizer = v, 0;
     if (!strcmp(a, "-o") || !strcmp(a, "--output")) return p->out_path = v, 0;
     if (!strcmp(a, "--ckpt")) return p->ckpt_path = v, 0;
@@ -405,14 +409,12 @@ int cmd_train(int argc, char **argv) {
     /* no output may replace an input or another output, and every output's folder must take a
      * file now, not at the first checkpoint an hour later (with --resume the checkpoint is read
      * and rewritten by design, so it is an output only) */
-    const file_arg ins[] = {{"--train", p->train_path},
-                            {"--val", p->val_path},
-                            {"--init", p->init_path},
-                            {"--tokenizer", o.tokenizer},
-                            {"--config", o.config}};
+    const file_arg ins[] = {{"--train", p->train_path}, {"--val", p->val_path},
+                            {"--init", p->init_path},   {"--tokenizer", o.tokenizer},
+                            {"--config", o.config},     {"--teacher", p->teacher_path}};
     const file_arg outs[] = {
         {"-o", p->out_path}, {"--ckpt", p->ckpt_path}, {"--log", o.log}, {"--plot", o.plot}};
-    int frc = files_check(cmd, ins, 5, outs, 4);
+    int frc = files_check(cmd, ins, 6, outs, 4);
     if (frc) return frc;
     if (!p->resume && o.tokenizer) {
         model_init_params *s = &o.shape;

@@ -6,8 +6,9 @@
  * head, or 4 for a partial rotation) and random f32 parameters laid out from its params() list:
  * matrices uniform in ±3/sqrt(ne0), so that every projection of an input uniform in ±1 has unit rms
  * (attention scores of order 1, not a flat softmax), vectors near their init (ones: 1 ± 0.25,
- * zeros: ±0.25, so that no gate is shut). Cases (B, T, n_rot): (2, 7, 8), (2, 70, 8) — T is never a
- * multiple of the attention tile (64) and 70 spans two tiles — and (1, 13, 4).
+ * zeros: ±0.25, so that no gate is shut), and frozen values a part computes itself (INIT_PART:
+ * DiJiang's P and decays) as its fill makes them. Cases (B, T, n_rot): (2, 7, 8), (2, 70, 8) — T is
+ * never a multiple of the attention tile (64) and 70 spans two tiles — and (1, 13, 4).
  *
  * 1. Backward. J = Σ r ⊙ train_forward(xn), r and xn random (so dout = r), J summed in double.
  *    train_backward's dxn and every dw (frozen tensors excepted) are compared with central
@@ -172,6 +173,7 @@ static hparams small_hparams(int n_rot, int segment, int memory_rule) {
     in->norm_eps = 1e-5f, in->tied_output = 1;
     hp.n_rot = n_rot;
     hp.segment = segment, hp.memory_rule = memory_rule; /* read by the parts that have them */
+    hp.gn_eps = 1e-5f;
     return hp;
 }
 
@@ -201,6 +203,8 @@ static void weights_open(part_weights *pw, const part_kind *k, const hparams *hp
                    : p->init == INIT_ZEROS ? 0.25f * u
                                            : 3.0f / sqrtf((float)p->ne0) * u;
         }
+        /* a fixed matrix a part computes itself (DiJiang's P, its decays γ): its own values */
+        if (p->init == INIT_PART && p->frozen && k->fill) k->fill(hp, 0, i, w);
         pw->w[i] = w;
     }
 }

@@ -8,6 +8,7 @@
 static const arch_row arch_table[] = {
     {"llama", &part_softmax, &part_swiglu},
     {"infini", &part_infini, &part_swiglu},
+    {"dijiang", &part_dijiang, &part_swiglu},
 };
 enum { N_ARCH = sizeof arch_table / sizeof *arch_table };
 
@@ -170,4 +171,17 @@ void param_list_free(param_list *pl) {
     if (!pl) return;
     free(pl->p);
     memset(pl, 0, sizeof *pl);
+}
+
+int param_fill(const arch_row *arch, const hparams *hp, const param_list *pl, int i, float *out) {
+    if (i < 0 || i >= pl->n || pl->p[i].init != INIT_PART || pl->per_layer <= 0 || i < 1) return 0;
+    const int l = (i - 1) / pl->per_layer;
+    if (l >= hp->info.n_layers) return 0;
+    const int jm = i - param_mixer(pl, l), jf = i - param_ffn(pl, l);
+    const part_kind *part = jm >= 0 && jm < pl->n_mixer ? arch->mixer
+                            : jf >= 0 && jf < pl->n_ffn ? arch->ffn
+                                                        : NULL;
+    if (!part || !part->fill) return 0;
+    part->fill(hp, l, part == arch->mixer ? jm : jf, out);
+    return 1;
 }

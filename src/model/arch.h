@@ -65,5 +65,7 @@ static inline int param_ffn(const param_list *pl, int l) { return param_ffn_norm
 
 msrnn_status param_list_build(const arch_row *arch, const hparams *hp, param_list *out);
 void param_list_free(param_list *pl);
+/* The values of parameter i when it is an INIT_PART one (its part's fill); 0 when it is not. */
+int param_fill(const arch_row *arch, const hparams *hp, const param_list *pl, int i, float *out);
 
 #endif

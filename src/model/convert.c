@@ -46,6 +46,8 @@ msrnn_status model_convert(const char *in_path, const char *arch_name, const hpa
     MSRNN_TRY(msrnn_model_open(in_path, &m));
     hparams hp = m->hp;
     hp.segment = method->segment, hp.memory_rule = method->memory_rule;
+    hp.features = method->features, hp.gn_eps = method->gn_eps;
+    hp.sampler = method->sampler, hp.seed = method->seed;
     param_list pl;
     st = param_list_build(target, &hp, &pl);
     if (st != MSRNN_OK) {
@@ -55,9 +57,10 @@ msrnn_status model_convert(const char *in_path, const char *arch_name, const hpa
     size_t fresh = 1; /* the largest new tensor: one buffer of zeros and one of ones serve all */
     for (int i = 0; i < pl.n; i++)
         if (!gguf_find_tensor(m->file, pl.p[i].name) && pl.p[i].n > fresh) fresh = pl.p[i].n;
-    float *zeros = calloc(fresh, sizeof(float)), *ones = malloc(fresh * sizeof(float));
+    float *zeros = calloc(fresh, sizeof(float)), *ones = malloc(fresh * sizeof(float)),
+          *buf = malloc(fresh * sizeof(float));
     gguf_writer *w = gguf_writer_new();
-    if (!zeros || !ones || !w) st = msrnn_fail(MSRNN_ERR_NOMEM, "convert: out of memory");
+    if (!zeros || !ones || !buf || !w) st = msrnn_fail(MSRNN_ERR_NOMEM, "convert: out of memory");
     for (size_t i = 0; ones && i < fresh; i++) ones[i] = 1.0f;
     if (st == MSRNN_OK) st = copy_keys(m->file, target->name, w);
     if (st == MSRNN_OK && target->mixer->write_keys)
@@ -71,13 +74,17 @@ msrnn_status model_convert(const char *in_path, const char *arch_name, const hpa
             st = gguf_writer_add_tensor_ref(w, d->name, t->type, t->n_dims, t->ne, t->data);
             continue;
         }
+        const uint64_t ne[2] = {(uint64_t)d->ne[0], (uint64_t)d->ne[1]};
+        if (param_fill(target, &hp, &pl, i, buf)) { /* a value the part computes: copied now */
+            st = gguf_writer_add_tensor(w, d->name, TYPE_F32, (uint32_t)d->n_dims, ne, buf);
+            continue;
+        }
         if (d->matrix || (d->init != INIT_ZEROS && d->init != INIT_ONES)) {
             st = msrnn_fail(MSRNN_ERR_INVALID,
                             "convert: '%s' needs tensor %s, which has no fixed initial value",
                             target->name, d->name);
             break;
         }
-        const uint64_t ne[2] = {(uint64_t)d->ne[0], (uint64_t)d->ne[1]};
         st = gguf_writer_add_tensor_ref(w, d->name, TYPE_F32, (uint32_t)d->n_dims, ne,
                                         d->init == INIT_ONES ? ones : zeros);
     }
@@ -85,6 +92,7 @@ msrnn_status model_convert(const char *in_path, const char *arch_name, const hpa
     gguf_writer_free(w);
     free(zeros);
     free(ones);
+    free(buf);
     param_list_free(&pl);
     msrnn_model_close(m);
     return st;

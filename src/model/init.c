@@ -23,11 +23,12 @@ static float normal(uint64_t *x) { /* Box-Muller */
     return (float)(sqrt(-2 * log(u1)) * cos(2 * M_PI * u2));
 }
 
-/* Add a (rows × cols) matrix of N(0, std²) values (or all `fill` when std == 0) as type t. */
+/* Add a (rows × cols) matrix of N(0, std²) values (or all `fill` when std == 0, or buf as it is
+ * when std < 0) as type t. */
 static msrnn_status add_matrix(gguf_writer *w, const char *name, int rows, int cols, tensor_type t,
                                float std, float fill, uint64_t *rng, float *buf, void *qbuf) {
     size_t n = (size_t)rows * cols;
-    for (size_t i = 0; i < n; i++) buf[i] = std > 0 ? std * normal(rng) : fill;
+    for (size_t i = 0; i < n && std >= 0; i++) buf[i] = std > 0 ? std * normal(rng) : fill;
     if (t != TYPE_F32) quantize_row(t, buf, qbuf, (int64_t)n);
     uint64_t ne[2] = {(uint64_t)cols, (uint64_t)rows};
     return gguf_writer_add_tensor(w, name, t, rows == 1 ? 1 : 2, ne,
@@ -85,6 +86,7 @@ msrnn_status model_write_init(const model_init_params *p, const char *vocab_path
     hp.n_rot = in->head_dim;
     hp.segment = p->segment > 0 ? p->segment : 2048;
     hp.memory_rule = p->memory_rule;
+    hp.features = p->features, hp.seed = p->seed;
     param_list pl;
     msrnn_status st = param_list_build(arch, &hp, &pl);
     if (st != MSRNN_OK) {
@@ -153,7 +155,8 @@ msrnn_status model_write_init(const model_init_params *p, const char *vocab_path
                 out_std = std / sqrtf(2.0f * p->n_layers);
     for (int i = 0; st == MSRNN_OK && i < pl.n; i++) {
         const param_desc *d = &pl.p[i];
-        const float s = d->init == INIT_NORMAL ? std : d->init == INIT_NORMAL_RESID ? out_std : 0;
+        float s = d->init == INIT_NORMAL ? std : d->init == INIT_NORMAL_RESID ? out_std : 0;
+        if (param_fill(arch, &hp, &pl, i, buf)) s = -1; /* the part's own values */
         const float fill = d->init == INIT_ONES ? 1.0f : 0.0f;
         st = add_matrix(w, d->name, (int)d->ne[1], (int)d->ne[0], d->matrix ? p->type : TYPE_F32, s,
                         fill, &rng, buf, qbuf);

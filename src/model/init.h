@@ -21,6 +21,7 @@ typedef struct {
     const char *arch;    /* general.architecture (NULL: "llama") */
     int segment;         /* infini: tokens per segment (0: 2048) */
     int memory_rule;     /* infini: MEMORY_RULE_LINEAR (0) or MEMORY_RULE_DELTA */
+    int features;        /* dijiang: feature count m (0: head dim) */
     uint64_t max_memory; /* refuse (MSRNN_ERR_NOMEM) a model whose writing needs more (0: no
                             limit besides the machine's available memory) */
 } model_init_params;

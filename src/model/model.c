@@ -13,6 +13,14 @@ static msrnn_status bind(const gguf_file *f, const param_desc *d, weight *w) {
     const gguf_tensor *t = gguf_find_tensor(f, d->name);
     if (!t) return msrnn_fail(MSRNN_ERR_FORMAT, "%s: tensor '%s' is missing", f->path, d->name);
     if (!d->matrix) {
+        if (d->n_dims == 2 &&
+            (t->n_dims != 2 || t->ne[0] != (uint64_t)d->ne[0] || t->ne[1] != (uint64_t)d->ne[1]))
+            return msrnn_fail(MSRNN_ERR_FORMAT,
+                              "%s: tensor '%s' has shape [%llu, %llu] (%u dims), expected "
+                              "[%lld, %lld] from the hyper-parameters",
+                              f->path, d->name, (unsigned long long)t->ne[0],
+                              (unsigned long long)(t->n_dims > 1 ? t->ne[1] : 1), t->n_dims,
+                              (long long)d->ne[0], (long long)d->ne[1]);
         if (t->n_elements != (uint64_t)d->n || t->ne[0] != (uint64_t)d->ne[0])
             return msrnn_fail(MSRNN_ERR_FORMAT, "%s: tensor '%s' has %llu elements, expected %zu",
                               f->path, d->name, (unsigned long long)t->n_elements, d->n);

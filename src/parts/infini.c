@@ -682,4 +682,5 @@ const part_kind part_infini = {
     in_train_init,
     in_train_forward,
     in_train_backward,
+    NULL,
 };

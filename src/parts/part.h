@@ -37,15 +37,22 @@ typedef struct {
     /* A method's own keys, read and written by its part (read_keys, write_keys); 0 elsewhere. */
     int segment;     /* infini.segment_length: tokens per segment (N) */
     int memory_rule; /* infini.memory_rule: MEMORY_RULE_LINEAR or MEMORY_RULE_DELTA */
+    int features;    /* dijiang.feature_count: m (0: head_dim) */
+    float gn_eps;    /* dijiang.attention.group_norm_epsilon (0: 1e-5) */
+    /* How a part's fixed values are made (convert, init-model); not stored in files. */
+    int sampler;   /* dijiang's P: FEATURE_SAMPLER_HALTON or FEATURE_SAMPLER_RANDOM */
+    uint64_t seed; /* the seed of P (random) and of W_G's initialisation */
 } hparams;
 
 enum { MEMORY_RULE_LINEAR, MEMORY_RULE_DELTA };
+enum { FEATURE_SAMPLER_HALTON, FEATURE_SAMPLER_RANDOM };
 
 typedef enum {
-    INIT_ONES,        /* norm weights */
-    INIT_ZEROS,       /* biases, gates */
-    INIT_NORMAL,      /* N(0, std²) */
-    INIT_NORMAL_RESID /* N(0, (std / sqrt(2 L))²): projections that write the residual stream */
+    INIT_ONES,         /* norm weights */
+    INIT_ZEROS,        /* biases, gates */
+    INIT_NORMAL,       /* N(0, std²) */
+    INIT_NORMAL_RESID, /* N(0, (std / sqrt(2 L))²): projections that write the residual stream */
+    INIT_PART          /* values the part computes itself (part_kind.fill), e.g. fixed matrices */
 } param_init;
 
 /* One tensor of one layer. Its file name is `blk.L.<suffix>`. */
@@ -130,8 +137,11 @@ typedef struct part_kind {
     void (*train_forward)(const part_train *c, const float *xn, float *out);
     /* dxn += ∂/∂xn, c->dw += ∂/∂w, given dout = ∂loss/∂out. */
     void (*train_backward)(const part_train *c, const float *xn, const float *dout, float *dxn);
+    /* ---- values of the INIT_PART parameters: parameter `index` (the params order) of `layer`,
+     * its ne0 · ne1 floats into out; deterministic for the hparams (seed, sampler). NULL: none. */
+    void (*fill)(const hparams *hp, int layer, int index, float *out);
 } part_kind;
 
-extern const part_kind part_softmax, part_swiglu, part_infini;
+extern const part_kind part_softmax, part_swiglu, part_infini, part_dijiang;
 
 #endif

@@ -632,4 +632,5 @@ const part_kind part_softmax = {
     sm_train_init,
     sm_train_forward,
     sm_train_backward,
+    NULL,
 };

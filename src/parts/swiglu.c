@@ -120,4 +120,5 @@ const part_kind part_swiglu = {
     ffn_train_init,
     ffn_train_forward,
     ffn_train_backward,
+    NULL,
 };

@@ -34,8 +34,9 @@ struct train_model {
     hparams hp;
     const arch_row *arch;
     int B, T, n_threads;
-    int loss_last;    /* the loss covers the last loss_last targets of each sequence (T: all) */
-    msrnn_model *src; /* the file the weights came from (metadata for saving) */
+    int loss_last;        /* the loss covers the last loss_last targets of each sequence (T: all) */
+    const float *teacher; /* (B·T, V) a teacher's logits: train_model_step's loss is the KL */
+    msrnn_model *src;     /* the file the weights came from (metadata for saving) */
     const param_list *pl;
     float *params, *grads;
     const float **pw; /* (pl->n) each tensor's parameters */
@@ -202,6 +203,7 @@ void train_model_set_loss_last(train_model *m, int n) {
     m->loss_last = n > 0 && n < m->T ? n : m->T;
 }
 int train_model_loss_last(const train_model *m) { return m->loss_last; }
+void train_model_set_teacher(train_model *m, const float *logits) { m->teacher = logits; }
 float *train_model_params(train_model *m) { return m->params; }
 float *train_model_grads(train_model *m) { return m->grads; }
 size_t train_model_bytes(const train_model *m) {
@@ -268,7 +270,30 @@ static void forward(train_model *m) {
 /* The logits of the B·T rows and the mean loss over the targets the loss covers (the last
  * loss_last of each sequence); with grad_scale ≠ 0 also the gradient of grad_scale × that mean
  * into dxn and the head's gradient (rows outside the loss get none). */
-static double head(train_model *m, float grad_scale) {
+/* KL(p_t ‖ p_s) per row of n, p_t = softmax(teacher), p_s = softmax(logits); with dloss ≠ 0 the
+ * logits become dloss · (p_s − p_t), their gradient. Doubles for the sums. */
+static void kl_rows(float *losses, float *logits, const float *teacher, int n, int V, float dloss,
+                    int n_threads) {
+#pragma omp parallel for schedule(static) num_threads(n_threads)
+    for (int r = 0; r < n; r++) {
+        float *ls = logits + (size_t)r * V;
+        const float *lt = teacher + (size_t)r * V;
+        float ms = ls[0], mt = lt[0];
+        for (int i = 1; i < V; i++) ms = ls[i] > ms ? ls[i] : ms, mt = lt[i] > mt ? lt[i] : mt;
+        double zs = 0, zt = 0;
+        for (int i = 0; i < V; i++) zs += exp((double)ls[i] - ms), zt += exp((double)lt[i] - mt);
+        const double lzs = ms + log(zs), lzt = mt + log(zt);
+        double kl = 0;
+        for (int i = 0; i < V; i++) {
+            const double lpt = lt[i] - lzt, lps = ls[i] - lzs, pt = exp(lpt);
+            kl += pt * (lpt - lps);
+            if (dloss != 0) ls[i] = (float)(dloss * (exp(lps) - pt));
+        }
+        losses[r] = (float)kl;
+    }
+}
+
+static double head(train_model *m, float grad_scale, const float *teacher) {
     const int T = m->T, N = m->B * T, C = m->hp.info.dim, V = m->hp.info.n_vocab;
     const int skip = T - m->loss_last; /* rows t < skip of each sequence are outside the loss */
     const float dloss = grad_scale / ((float)m->B * (float)m->loss_last);
@@ -277,9 +302,14 @@ static double head(train_model *m, float grad_scale) {
         const int n = N - r0 < HEAD_ROWS ? N - r0 : HEAD_ROWS;
         matmul_forward(m->logits, m->xnf + (size_t)r0 * C, m->pw[m->pl->output], n, C, V,
                        m->n_threads);
-        crossentropy_forward(m->losses + r0, m->logits, m->tgt + r0, n, V, m->n_threads);
+        if (teacher)
+            kl_rows(m->losses + r0, m->logits, teacher + (size_t)r0 * V, n, V,
+                    grad_scale != 0 ? dloss : 0.0f, m->n_threads);
+        else
+            crossentropy_forward(m->losses + r0, m->logits, m->tgt + r0, n, V, m->n_threads);
         if (grad_scale != 0) {
-            crossentropy_backward(m->logits, m->logits, m->tgt + r0, dloss, n, V, m->n_threads);
+            if (!teacher)
+                crossentropy_backward(m->logits, m->logits, m->tgt + r0, dloss, n, V, m->n_threads);
             for (int i = 0; skip > 0 && i < n; i++)
                 if ((r0 + i) % T < skip) memset(m->logits + (size_t)i * V, 0, V * sizeof(float));
             matmul_backward(m->dxn + (size_t)r0 * C, m->pg[m->pl->output], m->logits,
@@ -294,7 +324,7 @@ static double head(train_model *m, float grad_scale) {
 msrnn_status train_model_loss(train_model *m, const int32_t *tokens, float *loss) {
     MSRNN_TRY(split_tokens(m, tokens));
     forward(m);
-    *loss = (float)head(m, 0);
+    *loss = (float)head(m, 0, NULL);
     return MSRNN_OK;
 }
 
@@ -319,7 +349,7 @@ msrnn_status train_model_step(train_model *m, const int32_t *tokens, float grad_
     const int N = m->B * m->T, C = m->hp.info.dim;
     const size_t NC = (size_t)N * C;
     zero(m->dxn, NC);
-    *loss = (float)head(m, grad_scale);
+    *loss = (float)head(m, grad_scale, m->teacher);
     zero(m->dx, NC);
     rmsnorm_backward(m->dx, m->pg[pl->out_norm], m->dxn, m->xf, m->pw[pl->out_norm], m->rstdf, N, C,
                      m->n_threads);

@@ -39,6 +39,12 @@ void train_model_set_own_lr_scale(train_model *m, float s);
  * answer at the end of a passkey example; n <= 0 or n >= T: all T (the default). */
 void train_model_set_loss_last(train_model *m, int n);
 int train_model_loss_last(const train_model *m);
+/* Distillation: with logits non-NULL ((B·T) × V floats, row b·T + t for input t of sequence b,
+ * e.g. a teacher model's on the same tokens), train_model_step's loss is the mean over the
+ * targets it covers of KL(softmax(teacher) ‖ softmax(student)), its gradient p_s − p_t; the
+ * targets themselves are not used. train_model_loss (validation) stays the cross-entropy. The
+ * buffer must hold the current batch's logits at each step; NULL: back to cross-entropy. */
+void train_model_set_teacher(train_model *m, const float *logits);
 float *train_model_params(train_model *m); /* all parameters, n_params floats */
 float *train_model_grads(train_model *m);  /* their gradients, same layout */
 /* Bytes of the parameter, gradient and activation slabs (the optimizer adds 2 × params). */

@@ -37,6 +37,7 @@ typedef struct {
     int step;
     loader_state ls;
     uint64_t train_tokens;
+    const char *teacher; /* the distillation teacher's path, or NULL */
 } ckpt_ctx;
 
 #define U32(key, val)                                                                              \
@@ -72,6 +73,8 @@ static msrnn_status ckpt_extra(void *vctx, gguf_writer *w) {
     U32("eval_batches", g->eval_batches);
     U32("ckpt_every", g->ckpt_every);
     F32("own_lr_scale", g->own_lr_scale);
+    if (st == MSRNN_OK && c->teacher)
+        st = gguf_writer_set_str(w, "msrnn.train.teacher", c->teacher);
     U32("loss_last", g->loss_last);
     char name[80];
     const param_list *pl = train_model_params_list(c->model);
@@ -192,6 +195,46 @@ static msrnn_status validate(const train_config *c) {
     return MSRNN_OK;
 }
 
+/* The teacher a checkpoint was distilled from (msrnn.train.teacher), "" when none. */
+static msrnn_status ckpt_teacher(const char *path, char out[4096]) {
+    gguf_file *f = NULL;
+    MSRNN_TRY(gguf_open(path, &f));
+    gguf_str t = {"", 0};
+    msrnn_status st = gguf_get_str(f, "msrnn.train.teacher", 0, &t);
+    if (st == MSRNN_OK && t.len >= 4096)
+        st = msrnn_fail(MSRNN_ERR_FORMAT, "%s: msrnn.train.teacher is too long", path);
+    if (st == MSRNN_OK) memcpy(out, t.ptr, t.len), out[t.len] = 0;
+    gguf_close(f);
+    return st;
+}
+
+/* The teacher model, a full-memory session over one training sequence, and its logits for a
+ * micro-batch (B · T × V). Its vocabulary must be the student's. */
+static msrnn_status teacher_open(const char *path, train_model *student, const train_config *cfg,
+                                 int n_threads, msrnn_model **mo, msrnn_session **so, float **lo) {
+    MSRNN_TRY(msrnn_model_open(path, mo));
+    const msrnn_model_info *ti = msrnn_model_get_info(*mo);
+    const hparams *sh = train_model_hparams(student);
+    if (ti->n_vocab != sh->info.n_vocab)
+        return msrnn_fail(MSRNN_ERR_INVALID,
+                          "train: the teacher %s has %d tokens, the student %d: distillation "
+                          "needs one vocabulary",
+                          path, ti->n_vocab, sh->info.n_vocab);
+    msrnn_session_params p = msrnn_session_default_params();
+    p.n_ctx = cfg->ctx, p.n_threads = n_threads;
+    if (!model_memory_bounded(*mo, &p) && cfg->ctx > ti->n_ctx)
+        return msrnn_fail(MSRNN_ERR_INVALID,
+                          "train: --ctx %d is beyond the teacher's context of %d tokens", cfg->ctx,
+                          ti->n_ctx);
+    MSRNN_TRY(msrnn_session_open(*mo, &p, so));
+    *lo = malloc((size_t)cfg->batch * cfg->ctx * ti->n_vocab * sizeof(float));
+    if (!*lo)
+        return msrnn_fail(MSRNN_ERR_NOMEM,
+                          "train: out of memory for the teacher's logits (%.1f MB)",
+                          (double)cfg->batch * cfg->ctx * ti->n_vocab * 4 / 1e6);
+    return MSRNN_OK;
+}
+
 msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
                        const train_callbacks *cb, volatile sig_atomic_t *stop, int *stopped) {
     *stopped = 0;
@@ -251,6 +294,27 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
     if (st == MSRNN_OK && cfg.own_lr_scale > 0)
         train_model_set_own_lr_scale(model, cfg.own_lr_scale);
     if (st == MSRNN_OK) train_model_set_loss_last(model, cfg.loss_last);
+    /* distillation: the teacher named now, or the one a resumed checkpoint was trained against */
+    char ck_teacher[4096] = "";
+    if (st == MSRNN_OK && paths->resume) st = ckpt_teacher(paths->ckpt_path, ck_teacher);
+    const char *teacher_path = paths->teacher_path ? paths->teacher_path
+                               : ck_teacher[0]     ? ck_teacher
+                                                   : NULL;
+    if (st == MSRNN_OK && paths->resume && paths->teacher_path && ck_teacher[0] &&
+        strcmp(paths->teacher_path, ck_teacher))
+        st = msrnn_fail(MSRNN_ERR_INVALID, "train: %s was trained against the teacher %s, not %s",
+                        paths->ckpt_path, ck_teacher, paths->teacher_path);
+    if (st == MSRNN_OK && paths->resume && paths->teacher_path && !ck_teacher[0])
+        st = msrnn_fail(MSRNN_ERR_INVALID,
+                        "train: %s was trained on the plain loss; a resumed run cannot add a "
+                        "teacher",
+                        paths->ckpt_path);
+    msrnn_model *teacher = NULL;
+    msrnn_session *tsess = NULL;
+    float *tlogits = NULL;
+    if (st == MSRNN_OK && teacher_path)
+        st = teacher_open(teacher_path, model, &cfg, paths->n_threads, &teacher, &tsess, &tlogits);
+    if (st == MSRNN_OK) train_model_set_teacher(model, tlogits);
     const uint64_t val_windows = vl ? data_loader_n_windows(vl) : 0;
     uint64_t n_val = (uint64_t)cfg.eval_batches * cfg.batch;
     if (n_val > val_windows) n_val = val_windows - val_windows % cfg.batch;
@@ -273,12 +337,20 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
     ap.weight_decay = cfg.weight_decay, ap.clip = cfg.clip;
     const double t0 = now_s();
     const int step0 = step;
-    ckpt_ctx cc = {&cfg, model, m, v, 0, {0}, train ? token_shard_n_tokens(train) : 0};
+    ckpt_ctx cc = {&cfg,        model, m, v, 0, {0}, train ? token_shard_n_tokens(train) : 0,
+                   teacher_path};
     while (st == MSRNN_OK && step < cfg.steps) {
         train_model_zero_grad(model);
         double loss_sum = 0;
         for (int a = 0; st == MSRNN_OK && a < cfg.accum; a++) {
             data_loader_next(dl, cfg.batch, tokens);
+            for (int b = 0; st == MSRNN_OK && tsess && b < cfg.batch; b++) {
+                msrnn_session_reset(tsess);
+                const size_t V = (size_t)msrnn_model_get_info(teacher)->n_vocab;
+                st = msrnn_session_eval(tsess, tokens + (size_t)b * (cfg.ctx + 1), cfg.ctx,
+                                        tlogits + (size_t)b * cfg.ctx * V);
+            }
+            if (st != MSRNN_OK) break;
             float l = 0;
             st = train_model_step(model, tokens, 1.0f / cfg.accum, &l);
             loss_sum += l;
@@ -338,6 +410,9 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
     free(tokens);
     free(m);
     free(v);
+    free(tlogits);
+    msrnn_session_close(tsess);
+    msrnn_model_close(teacher);
     train_model_free(model);
     data_loader_free(vl);
     data_loader_free(dl);

@@ -43,6 +43,8 @@ typedef struct {
     int out_f16;            /* write the final model's matrices as f16 */
     int resume;             /* continue from ckpt_path (its configuration wins) */
     const char *vocab_from; /* names the model's vocabulary in messages (NULL: the model's path) */
+    const char *teacher_path; /* distil: the loss is KL to this model's logits (NULL: plain
+                                 next-token loss; a resumed run uses its checkpoint's teacher) */
     int n_threads;
     uint64_t max_memory; /* refuse a plan (parameters, gradients, moments, activations) above this
                             many bytes before allocating it (0: only the machine's MemAvailable) */
