@@ -19,6 +19,8 @@
  *      pre-clip gradient norm at every step, the final parameters; and at every step adamw_step's
  *      result against adamw.h's formulas evaluated here in double from the state it started from
  *      (this pins the optimizer tightly where the trajectory cannot: see TRAJ_* below);
+ *   2b. train --loss-last: the loss over the last n targets, and its gradient (check_loss_last);
+ *   2c. train --teacher: the KL to a teacher's logits, and its gradient (check_teacher);
  * and that train_model_open refuses a missing file and a file with a tensor one row short, with a
  * message. Prints one line per config and "test_train_ref: N passed, M failed"; exits 1 on failure.
  *
@@ -486,6 +488,94 @@ done:
     return ok;
 }
 
+/* ---- 2c. distillation (train --teacher) -------------------------------------------------------
+ */
+
+/* With train_model_set_teacher(z): the step's loss is the mean over the B·T rows of
+ * KL(softmax(z_row) ‖ softmax(logits_row)), computed here in double from train_model_logits; its
+ * gradient matches a central difference of that double KL along a random direction; the
+ * validation loss (train_model_loss) stays the cross-entropy; NULL gives the plain step back bit
+ * for bit. The teacher's logits are random, of std 2. */
+static double kl_of(train_model *m, const int32_t *tok, const float *z, int B, int T, int V,
+                    float *lg) {
+    double kl = 0;
+    for (int b = 0; b < B; b++) {
+        if (train_model_logits(m, tok, b, lg) != MSRNN_OK) return NAN;
+        for (int t = 0; t < T; t++) {
+            const float *ls = lg + (size_t)t * V, *lt = z + ((size_t)b * T + t) * V;
+            double ms = ls[0], mt = lt[0], zs = 0, zt = 0;
+            for (int v = 1; v < V; v++) ms = fmax(ms, ls[v]), mt = fmax(mt, lt[v]);
+            for (int v = 0; v < V; v++) zs += exp(ls[v] - ms), zt += exp(lt[v] - mt);
+            for (int v = 0; v < V; v++) {
+                const double lpt = lt[v] - mt - log(zt), lps = ls[v] - ms - log(zs);
+                kl += exp(lpt) * (lpt - lps);
+            }
+        }
+    }
+    return kl / ((double)B * T);
+}
+
+static int check_teacher(const train_ref *r, train_model *m, double *loss_err, double *fd_err) {
+    const size_t np = r->n_params;
+    const int T = r->T, B = r->B, V = r->n_vocab;
+    const int32_t *tok = batch(r, 0);
+    float *g = train_model_grads(m), *w = train_model_params(m);
+    float *z = malloc((size_t)B * T * V * sizeof *z), *lg = malloc((size_t)T * V * sizeof *lg);
+    float *u = malloc(np * sizeof *u), *w0 = malloc(np * sizeof *w0),
+          *gce = malloc(np * sizeof *gce);
+    int ok = 0;
+    float lk = 0, lce = 0, lval = 0, lplain = 0;
+    if (!z || !lg || !u || !w0 || !gce) goto done;
+    uint64_t x = 0x2545f4914f6cdd1dull;
+    for (size_t i = 0; i < (size_t)B * T * V; i++) { /* N(0, 4) by Box-Muller */
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        const double u1 = ((x >> 11) + 1.0) * 0x1.0p-53;
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        const double u2 = (x >> 11) * 0x1.0p-53;
+        z[i] = (float)(2 * sqrt(-2 * log(u1)) * cos(2 * M_PI * u2));
+    }
+    train_model_zero_grad(m);
+    if (step(m, tok, 1.0f, &lce) != MSRNN_OK) goto done;
+    memcpy(gce, g, np * sizeof *g);
+    train_model_set_teacher(m, z);
+    train_model_zero_grad(m);
+    if (step(m, tok, 1.0f, &lk) != MSRNN_OK) goto done;
+    const double ref = kl_of(m, tok, z, B, T, V, lg);
+    *loss_err = rel(lk, ref);
+    CHECK(*loss_err <= LAST_LOSS_TOL, "distillation loss %.9g, KL from the logits %.9g", (double)lk,
+          ref);
+    if (train_model_loss(m, tok, &lval) != MSRNN_OK) goto done;
+    CHECK(lval == lce, "validation with a teacher set: %.9g, the cross-entropy is %.9g",
+          (double)lval, (double)lce);
+    double gu = 0;
+    for (size_t i = 0; i < np; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        u[i] = (float)((x >> 11) * 0x1.0p-53 - 0.5) * (fabsf(w[i]) + 0.01f);
+        gu += (double)g[i] * u[i];
+    }
+    memcpy(w0, w, np * sizeof *w);
+    const double h = 1e-2;
+    for (size_t i = 0; i < np; i++) w[i] = w0[i] + (float)h * u[i];
+    const double kp = kl_of(m, tok, z, B, T, V, lg);
+    for (size_t i = 0; i < np; i++) w[i] = w0[i] - (float)h * u[i];
+    const double km = kl_of(m, tok, z, B, T, V, lg);
+    memcpy(w, w0, np * sizeof *w);
+    const double fd = (kp - km) / (2 * h);
+    *fd_err = fabs(fd - gu) / fmax(fabs(gu), 1e-12);
+    CHECK(*fd_err <= LAST_FD_TOL, "distillation: <g, u> %.6g, central difference %.6g (error %.3g)",
+          gu, fd, *fd_err);
+    train_model_set_teacher(m, NULL);
+    train_model_zero_grad(m);
+    if (step(m, tok, 1.0f, &lplain) != MSRNN_OK) goto done;
+    CHECK(lplain == lce && memcmp(g, gce, np * sizeof *g) == 0,
+          "teacher unset: loss %.9g vs %.9g, or other gradients", (double)lplain, (double)lce);
+    ok = 1;
+done:
+    train_model_set_teacher(m, NULL);
+    free(z), free(lg), free(u), free(w0), free(gce);
+    return ok;
+}
+
 /* ---- 3. the AdamW trajectory --------------------------------------------------------------- */
 
 typedef struct {
@@ -633,6 +723,8 @@ static int test_config(const char *dir, const char *name, const char *sims) {
     if (ok) ok = check_gradients(path, &r, off, m, &gr);
     double last_loss = 0, last_fd = 0;
     if (ok) ok = check_loss_last(&r, m, &last_loss, &last_fd);
+    double kl_loss = 0, kl_fd = 0;
+    if (ok) ok = check_teacher(&r, m, &kl_loss, &kl_fd);
     train_model_free(m);
     if (ok) ok = check_trajectory(path, &r, off, &tr);
     ok = ok && failures == failures0;
@@ -641,13 +733,14 @@ static int test_config(const char *dir, const char *name, const char *sims) {
            "accum %.1e; 1 vs %d threads %s; trajectory: lr %.1e, losses %.1e (tol %.0e), norms "
            "%.1e (tol %.0e), final params max %.1e %s (tol %.0e), |Δ|/|update| %.1e %s (tol "
            "%.0e); adamw formula %.1e at %s (tol %.0e), norm vs own %.1e; loss-last %.1e (tol "
-           "%.0e), its gradient vs central difference %.1e (tol %.0e) [f32 sim: %s]\n",
+           "%.0e), its gradient vs central difference %.1e (tol %.0e); distillation KL %.1e, its "
+           "gradient vs central difference %.1e [f32 sim: %s]\n",
            name, ok ? "ok  " : "FAIL", gr.loss, LOSS_TOL, gr.grad.err, gr.grad.where, GRAD_TOL,
            gr.half_exact ? "exact" : "inexact", gr.half, gr.accum, N_THREADS,
            gr.threads_same ? "bit-identical" : "DIFFER", tr.lr, tr.loss, TRAJ_LOSS_TOL, tr.norm,
            TRAJ_NORM_TOL, tr.pmax.err, tr.pmax.where, TRAJ_MAX_TOL, tr.pupd.err, tr.pupd.where,
            TRAJ_UPD_TOL, tr.formula.err, tr.formula.where, ADAMW_TOL, tr.norm_self, last_loss,
-           LAST_LOSS_TOL, last_fd, LAST_FD_TOL, sims);
+           LAST_LOSS_TOL, last_fd, LAST_FD_TOL, kl_loss, kl_fd, sims);
     free(off);
     ref_free(&r);
     return ok;
