@@ -121,13 +121,20 @@ static int run_config(const char *cmd, msrnn_model *m, const run_options *o, con
     return 0;
 }
 
-static void print_result_json(FILE *f, const result *res) {
+/* What a result is called: the policy, or the architecture whose own memory it is (infini,
+ * dijiang: "full" is what such a session is opened with). */
+static const char *shown(const msrnn_model *m, const char *policy) {
+    const char *arch = msrnn_model_get_info(m)->architecture;
+    return !strcmp(policy, "full") && strcmp(arch, "llama") ? arch : policy;
+}
+
+static void print_result_json(FILE *f, const msrnn_model *m, const result *res) {
     const ppl_result *r = &res->r;
     fprintf(f,
             "{\"policy\": \"%s\", \"kv_size\": %d, \"ppl\": %.6f, \"nll_mean\": %.8f, "
             "\"bits_per_byte\": %.6f, \"n_tokens\": %zu, \"tps\": %.2f, \"kv_bytes\": %zu, "
             "\"allocated_bytes\": %zu, \"chunk_nll\": [",
-            res->policy, res->kv_size, r->ppl, r->nll_mean, r->bits_per_byte, r->n_scored,
+            shown(m, res->policy), res->kv_size, r->ppl, r->nll_mean, r->bits_per_byte, r->n_scored,
             r->tokens_per_s, r->memory_bytes, r->allocated_bytes);
     for (size_t c = 0; c < res->n_chunks; c++)
         fprintf(f, "%s%.6f", c ? ", " : "", res->chunk_nll[c]);
@@ -386,13 +393,13 @@ static int perplexity(int argc, char **argv, const char **given) {
     if (!rc && n_sizes == 0) {
         rc = run_config(cmd, m, &o, texts, n_files, ctx, max_chunks, &single);
         if (!rc && json) {
-            print_result_json(stdout, &single);
+            print_result_json(stdout, m, &single);
             printf("\n");
         } else if (!rc) {
             printf("%s%s%.0d: ppl %.4f  nll %.5f  bits/byte %.4f  (%zu tokens, %.0f tok/s, memory "
                    "%zu bytes held of %zu allocated)\n",
-                   single.policy, single.kv_size ? " k=" : "", single.kv_size, single.r.ppl,
-                   single.r.nll_mean, single.r.bits_per_byte, single.r.n_scored,
+                   shown(m, single.policy), single.kv_size ? " k=" : "", single.kv_size,
+                   single.r.ppl, single.r.nll_mean, single.r.bits_per_byte, single.r.n_scored,
                    single.r.tokens_per_s, single.r.memory_bytes, single.r.allocated_bytes);
         }
     } else if (!rc) {
@@ -439,11 +446,11 @@ static int perplexity(int argc, char **argv, const char **given) {
                     json_string(f, files[i], strlen(files[i]));
                 }
                 fprintf(f, "], \"full\": ");
-                print_result_json(f, &full);
+                print_result_json(f, m, &full);
                 fprintf(f, ", \"results\": [");
                 for (int i = 0; i < n_res; i++) {
                     fprintf(f, "%s", i ? ", " : "");
-                    print_result_json(f, &res[i]);
+                    print_result_json(f, m, &res[i]);
                 }
                 fprintf(f, "]}\n");
             }
