@@ -311,10 +311,15 @@ static void chunk_forward(float *o, int ldo, float *S, const float *fq, int ldq,
                           int ldk, const float *v, int ldv, float gamma, int c, int m, int d,
                           float *scratch) {
     if (c == 1) { /* the recurrence itself: S = γ S + φ(k)ᵀ v, o = φ(q) S */
+        /* S += φ(k)ᵀv − (1 − γ) S: the small net change first, rounded onto S once. γ S for γ
+         * near 1 (1 − 1e-6 moves S by ~8 of its ulps) rounds with a bias of one sign for thousands
+         * of tokens: written so, one token per call drifted from the float64 recurrence by 2.6e-4
+         * of the logit scale over 2^20 tokens; written this way, 4e-6 (tests/test_dijiang_ref.c) */
+        const float decay = 1.0f - gamma;
         memset(o, 0, (size_t)d * sizeof(float));
         for (int a = 0; a < m; a++) {
             float *row = S + (size_t)a * d;
-            for (int e = 0; e < d; e++) row[e] = gamma * row[e] + fk[a] * v[e];
+            for (int e = 0; e < d; e++) row[e] += fk[a] * v[e] - decay * row[e];
             axpy_f32(o, fq[a], row, d);
         }
         return;
