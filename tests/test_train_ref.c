@@ -410,6 +410,18 @@ done:
     return ok;
 }
 
+/* A direction for a central difference: u_i uniform in ±½ scaled by |w_i| + 0.01, so that every
+ * tensor moves a little; returns <g, u>. x: the generator's state (xorshift64). */
+static double random_direction(float *u, const float *w, const float *g, size_t np, uint64_t *x) {
+    double gu = 0;
+    for (size_t i = 0; i < np; i++) {
+        *x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
+        u[i] = (float)((*x >> 11) * 0x1.0p-53 - 0.5) * (fabsf(w[i]) + 0.01f);
+        gu += (double)g[i] * u[i];
+    }
+    return gu;
+}
+
 /* ---- 2b. a loss over the last n targets (train --loss-last) ---------------------------------- */
 
 /* With train_model_set_loss_last(n): the loss is the mean cross-entropy of the last n targets of
@@ -462,12 +474,7 @@ static int check_loss_last(const train_ref *r, train_model *m, double *loss_err,
     /* d/dh loss(w + h u) at 0 against <g, u>: u of the gradient's sign pattern scaled by |w| + 0.01
      * so that every tensor moves a little and the directional derivative is far from zero */
     uint64_t x = 0x9e3779b97f4a7c15ull;
-    double gu = 0;
-    for (size_t i = 0; i < np; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        u[i] = (float)((x >> 11) * 0x1.0p-53 - 0.5) * (fabsf(w[i]) + 0.01f);
-        gu += (double)g[i] * u[i];
-    }
+    const double gu = random_direction(u, w, g, np, &x);
     memcpy(w0, w, np * sizeof *w);
     const double h = 1e-2;
     for (size_t i = 0; i < np; i++) w[i] = w0[i] + (float)h * u[i];
@@ -547,12 +554,7 @@ static int check_teacher(const train_ref *r, train_model *m, double *loss_err, d
     if (train_model_loss(m, tok, &lval) != MSRNN_OK) goto done;
     CHECK(lval == lce, "validation with a teacher set: %.9g, the cross-entropy is %.9g",
           (double)lval, (double)lce);
-    double gu = 0;
-    for (size_t i = 0; i < np; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        u[i] = (float)((x >> 11) * 0x1.0p-53 - 0.5) * (fabsf(w[i]) + 0.01f);
-        gu += (double)g[i] * u[i];
-    }
+    const double gu = random_direction(u, w, g, np, &x);
     memcpy(w0, w, np * sizeof *w);
     const double h = 1e-2;
     for (size_t i = 0; i < np; i++) w[i] = w0[i] + (float)h * u[i];

@@ -462,29 +462,31 @@ typedef struct {
     float *v, *fq, *fk, *o, *mean, *rstd, *gpre, *y, *states;
 } dj_acts;
 
-static dj_acts acts_of(const part_train *c) {
-    const hparams *hp = c->hp;
-    const size_t N = (size_t)c->B * c->T, H = hp->info.n_heads, QD = H * hp->info.head_dim,
+/* The layout of a layer's saved activations from base (NULL: only its size, returned). */
+static size_t acts_layout(const hparams *hp, int B, int T, float *base, dj_acts *a) {
+    const size_t N = (size_t)B * T, H = hp->info.n_heads, QD = H * hp->info.head_dim,
                  KD = (size_t)hp->info.n_kv_heads * hp->info.head_dim, m = n_features(hp);
-    float *p = c->act;
+    const size_t sizes[] = {N * KD, N * H * m, N * hp->info.n_kv_heads * m,
+                            N * QD, N * H,     N * H,
+                            N * QD, N * QD,    (size_t)B * n_chunks(T) * H * m * hp->info.head_dim};
+    float **at[] = {&a->v, &a->fq, &a->fk, &a->o, &a->mean, &a->rstd, &a->gpre, &a->y, &a->states};
+    size_t off = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        if (base) *at[i] = base + off;
+        off += sizes[i];
+    }
+    return off;
+}
+
+static dj_acts acts_of(const part_train *c) {
     dj_acts a;
-    a.v = p, p += N * KD;
-    a.fq = p, p += N * H * m;
-    a.fk = p, p += N * hp->info.n_kv_heads * m;
-    a.o = p, p += N * QD;
-    a.mean = p, p += N * H;
-    a.rstd = p, p += N * H;
-    a.gpre = p, p += N * QD;
-    a.y = p, p += N * QD;
-    a.states = p;
+    acts_layout(c->hp, c->B, c->T, c->act, &a);
     return a;
 }
 
 static size_t dj_train_act_floats(const hparams *hp, int B, int T) {
-    const size_t N = (size_t)B * T, H = hp->info.n_heads, QD = H * hp->info.head_dim,
-                 KD = (size_t)hp->info.n_kv_heads * hp->info.head_dim, m = n_features(hp);
-    return N * (KD + (H + hp->info.n_kv_heads) * m + 3 * QD + 2 * H) +
-           (size_t)B * n_chunks(T) * H * m * hp->info.head_dim;
+    dj_acts a;
+    return acts_layout(hp, B, T, NULL, &a);
 }
 
 static size_t dj_train_shared_floats(const hparams *hp, int B, int T) {
@@ -497,12 +499,12 @@ static void dj_train_init(const hparams *hp, int B, int T, float *shared) {
     rope_table_init(shared, T, hp->n_rot, hp->info.rope_base);
 }
 
-/* per thread of the chunk jobs: S or G (m × d), A and dA (C × C), Kd (C × m), pw (C + 1), and two
- * (C × max(m, d)) temporaries */
+/* per thread of the chunk jobs: S or G (m × d), A and dA (C × C), Kd (C × m), pw (C + 1), and a
+ * (C × max(m, d)) temporary */
 static size_t job_floats(const hparams *hp) {
     const size_t m = n_features(hp), d = hp->info.head_dim, w = m > d ? m : d;
     return align16(m * d) + 2 * align16((size_t)CHUNK * CHUNK) + align16((size_t)CHUNK * m) +
-           align16(CHUNK + 1) + 2 * align16((size_t)CHUNK * w);
+           align16(CHUNK + 1) + align16((size_t)CHUNK * w);
 }
 
 /* scratch: post-RoPE q and k, then their gradients (same buffers), GroupNorm's output, ∂/∂y,
@@ -511,31 +513,35 @@ typedef struct {
     float *qr, *kr, *gn, *dy, *dO, *dfq, *dfk, *dv, *dq, *dk, *dg, *job;
 } dj_scratch;
 
-static size_t dj_train_scratch_floats(const hparams *hp, int B, int T, int n_threads) {
+/* The layout of the shared scratch from base (NULL: only its size, returned). */
+static size_t scratch_layout(const hparams *hp, int B, int T, int n_threads, float *base,
+                             dj_scratch *s) {
     const size_t N = (size_t)B * T, H = hp->info.n_heads, QD = H * hp->info.head_dim,
                  KD = (size_t)hp->info.n_kv_heads * hp->info.head_dim, m = n_features(hp);
-    return N * (2 * QD + 2 * KD) + N * (4 * QD) + N * (H + hp->info.n_kv_heads) * m + N * KD +
-           (size_t)n_threads * job_floats(hp);
+    const size_t sizes[] = {N * QD,    N * KD,
+                            N * QD,    N * KD,
+                            N * QD,    N * QD,
+                            N * QD,    N * QD,
+                            N * H * m, N * hp->info.n_kv_heads * m,
+                            N * KD,    (size_t)n_threads * job_floats(hp)};
+    float **at[] = {&s->qr, &s->kr, &s->dq,  &s->dk,  &s->gn, &s->dy,
+                    &s->dO, &s->dg, &s->dfq, &s->dfk, &s->dv, &s->job};
+    size_t off = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        if (base) *at[i] = base + off;
+        off += sizes[i];
+    }
+    return off;
+}
+
+static size_t dj_train_scratch_floats(const hparams *hp, int B, int T, int n_threads) {
+    dj_scratch s;
+    return scratch_layout(hp, B, T, n_threads, NULL, &s);
 }
 
 static dj_scratch scratch_of(const part_train *c) {
-    const hparams *hp = c->hp;
-    const size_t N = (size_t)c->B * c->T, H = hp->info.n_heads, QD = H * hp->info.head_dim,
-                 KD = (size_t)hp->info.n_kv_heads * hp->info.head_dim, m = n_features(hp);
-    float *p = c->scratch;
     dj_scratch s;
-    s.qr = p, p += N * QD;
-    s.kr = p, p += N * KD;
-    s.dq = p, p += N * QD;
-    s.dk = p, p += N * KD;
-    s.gn = p, p += N * QD;
-    s.dy = p, p += N * QD;
-    s.dO = p, p += N * QD;
-    s.dg = p, p += N * QD;
-    s.dfq = p, p += N * H * m;
-    s.dfk = p, p += N * hp->info.n_kv_heads * m;
-    s.dv = p, p += N * KD;
-    s.job = p;
+    scratch_layout(c->hp, c->B, c->T, c->n_threads, c->scratch, &s);
     return s;
 }
 
@@ -589,11 +595,9 @@ static void recurrence_backward(const part_train *c, const dj_acts *a, const dj_
     const hparams *hp = c->hp;
     const int T = c->T, H = hp->info.n_heads, Hk = hp->info.n_kv_heads, d = hp->info.head_dim;
     const int m = n_features(hp), QD = H * d, KD = Hk * d, group = H / Hk, NC = n_chunks(T);
-    const int w = m > d ? m : d;
     float *G = job, *A = G + align16((size_t)m * d), *dA = A + align16((size_t)CHUNK * CHUNK);
     float *Kd = dA + align16((size_t)CHUNK * CHUNK), *pw = Kd + align16((size_t)CHUNK * m);
-    float *tmp = pw + align16(CHUNK + 1), *tmp2 = tmp + align16((size_t)CHUNK * w);
-    (void)tmp2;
+    float *tmp = pw + align16(CHUNK + 1);
     for (int h = g * group; h < (g + 1) * group; h++) {
         const float gamma = c->w[W_DECAY][h];
         memset(G, 0, (size_t)m * d * sizeof(float));

@@ -315,6 +315,7 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
     if (st == MSRNN_OK && teacher_path)
         st = teacher_open(teacher_path, model, &cfg, paths->n_threads, &teacher, &tsess, &tlogits);
     if (st == MSRNN_OK) train_model_set_teacher(model, tlogits);
+    const size_t teacher_vocab = teacher ? (size_t)msrnn_model_get_info(teacher)->n_vocab : 0;
     const uint64_t val_windows = vl ? data_loader_n_windows(vl) : 0;
     uint64_t n_val = (uint64_t)cfg.eval_batches * cfg.batch;
     if (n_val > val_windows) n_val = val_windows - val_windows % cfg.batch;
@@ -346,9 +347,8 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
             data_loader_next(dl, cfg.batch, tokens);
             for (int b = 0; st == MSRNN_OK && tsess && b < cfg.batch; b++) {
                 msrnn_session_reset(tsess);
-                const size_t V = (size_t)msrnn_model_get_info(teacher)->n_vocab;
                 st = msrnn_session_eval(tsess, tokens + (size_t)b * (cfg.ctx + 1), cfg.ctx,
-                                        tlogits + (size_t)b * cfg.ctx * V);
+                                        tlogits + (size_t)b * cfg.ctx * teacher_vocab);
             }
             if (st != MSRNN_OK) break;
             float l = 0;
