@@ -55,6 +55,9 @@ static void usage(FILE *f) {
            "  --teacher FILE     distil: the loss is KL(teacher || model) on each window, the\n"
            "                     teacher's logits computed on the same tokens (same vocabulary;\n"
            "                     validation stays the next-token loss)\n"
+           "  --unfreeze LIST    also train these tensors a method keeps fixed by default\n"
+           "                     (comma-separated blk.L suffixes: dijiang's attn_decay, its\n"
+           "                     decay gamma, kept in (0, 1), learning rate x0.1)\n"
            "  --eval-every N (100)  --eval-batches N (8)  --ckpt-every N (100)\n"
            "  --stop-after N     stop (with a checkpoint) after N steps of this run\n"
            "  -t, --threads N (all cores)  --json (print a JSON summary at the end)\n"
@@ -91,6 +94,16 @@ static int set_option(const char *cmd, options *o, const char *a, const char *v,
     if (!strcmp(a, "--val")) return p->val_path = v, 0;
     if (!strcmp(a, "--init")) return p->init_path = v, 0;
     if (!strcmp(a, "--teacher")) return p->teacher_path = v, 0;
+    if (!strcmp(a, "--unfreeze")) {
+        if (!*v || strlen(v) >= 4096 || v[0] == ',' || v[strlen(v) - 1] == ',' || strstr(v, ",,")) {
+            fprintf(stderr,
+                    "msrnn %s: %s--unfreeze \"%s\": need tensor suffixes separated by "
+                    "commas (e.g. attn_decay)\n",
+                    cmd, arg_where(), v);
+            return 2;
+        }
+        return p->unfreeze = v, 0;
+    }
     if (!strcmp(a, "--tokenizer")) return o->tokenizer = v, 0;
     if (!strcmp(a, "-o") || !strcmp(a, "--output")) return p->out_path = v, 0;
     if (!strcmp(a, "--ckpt")) return p->ckpt_path = v, 0;

@@ -32,6 +32,14 @@ one-layer q8_0 llama (D = d = 32), converted:
    (more for m = 24 than m = 16); --kv window --kv-size 64 exits 2 naming the memory.
 5. train --init from the dijiang file for 2 steps: still dijiang, attn_feat and attn_decay bit for
    bit unchanged (fixed), attn_gate changed.
+6. train --unfreeze attn_decay: γ trained, inside (0, 1) (one step at lr 10: on its bounds), P still
+   fixed, the model runs; --unfreeze attn_feat (fixed), a misspelt name (the message lists
+   attn_decay), "" and stray commas refused, nothing written; the checkpoint records the list, a
+   resumed run equals the uninterrupted one bit for bit, resuming with another list refused.
+7. train --teacher LLAMA: the weights differ from the plain loss's; the checkpoint records the
+   teacher; resumed = uninterrupted bit for bit; resuming with another teacher, or adding one to a
+   plain run, refused; a teacher with another vocabulary (gutenberg-ref, 32000) or a missing file
+   refused, nothing written.
 """
 import json
 import math
@@ -444,5 +452,92 @@ with tempfile.TemporaryDirectory() as tmp:
             if n in t:
                 moved = float(np.max(np.abs(f32s(t[n]) - f32s(d0[n])))) if t[n]["ne"] == d0[n]["ne"] else 0
                 check(moved > 0, f"train: {n} trained (moved {moved:.3g})")
+
+    # 6. train --unfreeze attn_decay: γ trained and kept in (0, 1), P still fixed; refusals; the
+    #    checkpoint remembers it, and a resumed run equals an uninterrupted one bit for bit
+    base = ["--init", P("dj.gguf"), "--train", P("train.bin"), "-c", "32", "--batch", "2", "--steps", "4",
+            "--warmup", "0", "--lr", "2e-2", "--lr-min", "2e-2", "-t", "1", "--ckpt-every", "1"]
+
+    def weights(path):
+        return {n: f32s(x) for n, x in tensors(gguf_tiny.read(path)).items()}
+
+    r = run("train", *base, "--unfreeze", "attn_decay", "-o", P("unf.gguf"))
+    check(r.returncode == 0, f"train --unfreeze attn_decay: {tail(r)}")
+    if r.returncode == 0:
+        w, w0 = weights(P("unf.gguf")), weights(P("dj.gguf"))
+        for L in range(LAYERS):
+            g, g0 = w[f"blk.{L}.attn_decay"], w0[f"blk.{L}.attn_decay"]
+            check(np.all(g > 0) and np.all(g < 1) and np.any(g != g0),
+                  f"--unfreeze: blk.{L}.attn_decay trained and inside (0, 1): {g0} -> {g}")
+            check(np.array_equal(w[f"blk.{L}.attn_feat"], w0[f"blk.{L}.attn_feat"]),
+                  f"--unfreeze attn_decay: blk.{L}.attn_feat still fixed")
+        r = run("generate", "-m", P("unf.gguf"), "-p", "The", "-n", "8", "-t", "1")
+        check(r.returncode == 0, f"the model with trained decays runs: {tail(r)}")
+    # one step at the largest learning rate: AdamW's first step moves γ by lr·0.1 = 1 against the
+    # sign of its gradient, so every γ must land on a bound, 1e-6 or the last float below 1
+    big = [a if a not in ("2e-2", "4") else {"2e-2": "10", "4": "1"}[a] for a in base]
+    r = run("train", *big, "--unfreeze", "attn_decay", "-o", P("unf10.gguf"))
+    check(r.returncode == 0, f"train --unfreeze attn_decay --lr 10, one step: {tail(r)}")
+    if r.returncode == 0:
+        g = np.concatenate([weights(P("unf10.gguf"))[f"blk.{L}.attn_decay"] for L in range(LAYERS)])
+        lo, hi = np.float32(1e-6), np.nextafter(np.float32(1), np.float32(0))
+        check(np.all((g == lo) | (g == hi)), f"--lr 10: every γ clamped to [1e-6, 1 - 2^-24]: {g}")
+    for val, code, what in [("attn_feat", 1, "fixed"), ("attn_dekay", 1, "attn_decay"), ("", 2, "--unfreeze"),
+                            ("attn_decay,", 2, "--unfreeze"), ("attn_decay,,attn_feat", 2, "--unfreeze")]:
+        r = run("train", *base, "--unfreeze", val, "-o", P("bad.gguf"))
+        check(r.returncode == code and what in r.stderr and not os.path.exists(P("bad.gguf")),
+              f"train --unfreeze {val!r}: exit {r.returncode} (want {code}) naming {what!r}, nothing written: {tail(r)}")
+    r = run("train", *base, "--unfreeze", "attn_decay", "--stop-after", "2", "-o", P("unfr.gguf"))
+    check(r.returncode == 0, f"train --unfreeze --stop-after 2: {tail(r)}")
+    ck = P("unfr.gguf.ckpt.gguf")
+    if r.returncode == 0:
+        check(gguf_tiny.value(gguf_tiny.read(ck), "msrnn.train.unfreeze") == b"attn_decay",
+              "the checkpoint records msrnn.train.unfreeze = attn_decay")
+        r = run("train", "--resume", "--train", P("train.bin"), "--unfreeze", "attn_gate", "-t", "1",
+                "-o", P("unfr.gguf"))
+        check(r.returncode == 1 and "attn_decay" in r.stderr, f"resume with another --unfreeze: {tail(r)}")
+        r = run("train", "--resume", "--train", P("train.bin"), "-t", "1", "-o", P("unfr.gguf"))
+        check(r.returncode == 0, f"resume an --unfreeze run: {tail(r)}")
+        if r.returncode == 0 and os.path.exists(P("unf.gguf")):
+            a, b = weights(P("unf.gguf")), weights(P("unfr.gguf"))
+            diff = [n for n in a if not np.array_equal(a[n], b[n])]
+            check(not diff, f"--unfreeze: resumed after 2 of 4 steps = uninterrupted, bit for bit ({diff[:3]})")
+
+    # 7. train --teacher: distillation from the llama the dijiang file was converted from; the
+    #    teacher remembered by the checkpoint (resume = uninterrupted), refusals
+    r = run("train", *base, "--teacher", P("llama.gguf"), "-o", P("dist.gguf"))
+    check(r.returncode == 0, f"train --teacher: {tail(r)}")
+    r2 = run("train", *base, "-o", P("plain.gguf"))
+    check(r2.returncode == 0, f"train (plain loss): {tail(r2)}")
+    if r.returncode == 0 and r2.returncode == 0:
+        a, b = weights(P("dist.gguf")), weights(P("plain.gguf"))
+        check(any(not np.array_equal(a[n], b[n]) for n in a), "--teacher changes the training (KL loss)")
+        check(gguf_tiny.value(gguf_tiny.read(P("dist.gguf.ckpt.gguf")), "msrnn.train.teacher") ==
+              P("llama.gguf").encode(), "the checkpoint records msrnn.train.teacher")
+    r = run("train", *base, "--teacher", P("llama.gguf"), "--stop-after", "2", "-o", P("distr.gguf"))
+    check(r.returncode == 0, f"train --teacher --stop-after 2: {tail(r)}")
+    if r.returncode == 0:
+        r = run("train", "--resume", "--train", P("train.bin"), "--teacher", P("dj.gguf"), "-t", "1",
+                "-o", P("distr.gguf"))
+        check(r.returncode == 1 and "teacher" in r.stderr, f"resume with another teacher: {tail(r)}")
+        r = run("train", "--resume", "--train", P("train.bin"), "-t", "1", "-o", P("distr.gguf"))
+        check(r.returncode == 0, f"resume a distillation run: {tail(r)}")
+        if r.returncode == 0 and os.path.exists(P("dist.gguf")):
+            a, b = weights(P("dist.gguf")), weights(P("distr.gguf"))
+            diff = [n for n in a if not np.array_equal(a[n], b[n])]
+            check(not diff, f"--teacher: resumed after 2 of 4 steps = uninterrupted, bit for bit ({diff[:3]})")
+    r = run("train", *base, "--stop-after", "2", "-o", P("plr.gguf"))
+    if r.returncode == 0:
+        r = run("train", "--resume", "--train", P("train.bin"), "--teacher", P("llama.gguf"), "-t", "1",
+                "-o", P("plr.gguf"))
+        check(r.returncode == 1 and "plain loss" in r.stderr, f"resume a plain run adding a teacher: {tail(r)}")
+    ref_model = os.path.join(SHARED, "models", "gutenberg-ref.gguf")
+    if os.path.exists(ref_model):
+        r = run("train", *base, "--teacher", ref_model, "-o", P("badt.gguf"))
+        check(r.returncode == 1 and "vocabulary" in r.stderr and not os.path.exists(P("badt.gguf")),
+              f"a teacher with another vocabulary: exit {r.returncode}: {tail(r)}")
+    r = run("train", *base, "--teacher", P("missing.gguf"), "-o", P("badt.gguf"))
+    check(r.returncode != 0 and "missing.gguf" in r.stderr and not os.path.exists(P("badt.gguf")),
+          f"a teacher that does not exist: exit {r.returncode}: {tail(r)}")
 
 finish("test_dijiang_cli")

@@ -10,10 +10,12 @@
  *      against the one-call logits: the same greedy token at every position and max |Δ| ≤
  *      DECODE_TOL × max |logit|; each also against the reference (LOGIT_TOL);
  *   3. training: train_model_step's loss within LOSS_TOL relative, every tensor's gradient
- *      max |g − ref| / max |ref| ≤ GRAD_TOL, P (attn_feat) and γ (attn_decay) frozen: marked so
- *      in the parameter list and their gradients exactly 0; the list's names and sizes are the
- *      reference's, in order; train_model_logits of each row against inference on it
- *      (DECODE_TOL);
+ *      max |g − ref| / max |ref| ≤ GRAD_TOL, P (attn_feat) fixed and γ (attn_decay) frozen by
+ *      default: marked so in the parameter list and their gradients exactly 0; the list's names
+ *      and sizes are the reference's, in order; then γ unfrozen (train_model_unfreeze, as train
+ *      --unfreeze attn_decay): its gradient against the reference's (GRAD_TOL), every other
+ *      gradient unchanged, bounds inside (0, 1); unfreezing P or an unknown name refused;
+ *      train_model_logits of each row against inference on it (DECODE_TOL);
  *   6. fixed state: msrnn_session_bytes the same at open, after 10 and after 5000 tokens (past the
  *      model's context of 512: a dijiang session accepts any length), msrnn_session_memory_bytes
  *      the same after 100 and after 5000.
@@ -21,8 +23,8 @@
  * float32(1 − 1e-6) in one head of each layer):
  *   4. finite differences: a central difference of train_model_loss along a random direction
  *      against the directional derivative ⟨g, u⟩ from train_model_step, for u over every trainable
- *      tensor, over the mixers' trainable tensors only, and over W_q and W_k only (the path through
- *      RoPE and the feature softmax) (FD_TOL; u = 0 on the frozen P and γ);
+ *      tensor, over the mixers' trainable tensors only, over W_q and W_k only (the path through
+ *      RoPE and the feature softmax), and over the unfrozen γ only (FD_TOL; u = 0 on P);
  *   5. stability: the STREAM_TOKENS = 2^20 random tokens of NAME.stream fed (a) in batches of 512
  *      (chunked prefill) and (b) one per call (recurrent), no logits asked for but after 2^14
  *      tokens and at the end: the logits finite, each against the float64 logits of NAME.stream at
@@ -101,7 +103,7 @@ static int read_ref(const char *path, dijiang_ref *r) {
         for (int i = 0; ok && i < r->n_tensors; i++) {
             uint32_t fz[2];
             ok = fread(r->names[i], 1, 48, f) == 48 && fread(&r->sizes[i], 8, 1, f) == 1 &&
-                 fread(fz, 4, 2, f) == 2 && r->sizes[i] < (1u << 26) && fz[0] <= 1;
+                 fread(fz, 4, 2, f) == 2 && r->sizes[i] < (1u << 26) && fz[0] <= 2;
             r->names[i][47] = 0;
             r->frozen[i] = fz[0];
             total += r->sizes[i];
@@ -166,11 +168,12 @@ static int argmax(const float *x, int n) {
     return best;
 }
 
-/* P and γ: fixed by the file, never trained */
-static int is_frozen_name(const char *name) {
+/* 1: P, fixed by the file, never trained; 2: γ, frozen unless train --unfreeze attn_decay */
+static int frozen_kind(const char *name) {
     const size_t n = strlen(name);
-    return (n >= 10 && !strcmp(name + n - 10, ".attn_feat")) ||
-           (n >= 11 && !strcmp(name + n - 11, ".attn_decay"));
+    return n >= 10 && !strcmp(name + n - 10, ".attn_feat")    ? PARAM_FIXED
+           : n >= 11 && !strcmp(name + n - 11, ".attn_decay") ? PARAM_OPTIONAL
+                                                              : PARAM_TRAINED;
 }
 
 /* Logits of tokens fed in pieces of `step` tokens (0: all in one call), n_batch = the piece. */
@@ -192,12 +195,15 @@ static void run(msrnn_model *m, const int32_t *tokens, int T, int step, float *l
  * moves a little) on the trainable tensors that `pick` selects, 0 elsewhere. g: the gradient of
  * train_model_step on the same tokens. Returns the relative error. */
 typedef int (*pick_fn)(const param_list *pl, int i);
-static int pick_all(const param_list *pl, int i) { return !is_frozen_name(pl->p[i].name); }
+static int pick_all(const param_list *pl, int i) { return !pl->p[i].frozen; }
 static int pick_mixer(const param_list *pl, int i) {
-    if (is_frozen_name(pl->p[i].name)) return 0;
+    if (pl->p[i].frozen) return 0;
     for (int l = 0; param_ffn_norm(pl, l) < pl->n; l++)
         if (i >= param_mixer(pl, l) && i < param_ffn_norm(pl, l)) return 1;
     return 0;
+}
+static int pick_decay(const param_list *pl, int i) {
+    return frozen_kind(pl->p[i].name) == PARAM_OPTIONAL;
 }
 static int pick_qk(const param_list *pl, int i) {
     const char *n = pl->p[i].name;
@@ -216,10 +222,13 @@ static double fd_check(train_model *tm, const int32_t *tokens, const float *g, p
     size_t moved = 0;
     for (int t = 0; t < pl->n; t++) {
         if (!pick(pl, t)) continue;
+        /* γ moves by a fraction of its distance to 1 (plus 1e-3): a step of |γ| would carry
+         * γ = 1 − 1e-6 far past 1, where γ^133 curves too much for a central difference */
+        const int decay = frozen_kind(pl->p[t].name) == PARAM_OPTIONAL;
         for (size_t i = pl->p[t].offset; i < pl->p[t].offset + pl->p[t].n; i++) {
             x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-            u[i] = (float)((x >> 11) * 0x1.0p-53 - 0.5) * (fabsf(w[i]) + 0.01f);
-            gu += (double)g[i] * u[i];
+            const float scale = decay ? 1.0f - fabsf(w[i]) + 1e-3f : fabsf(w[i]) + 0.01f;
+            u[i] = (float)((x >> 11) * 0x1.0p-53 - 0.5) * scale;
         }
         moved += pl->p[t].n;
     }
@@ -227,7 +236,13 @@ static double fd_check(train_model *tm, const int32_t *tokens, const float *g, p
     float lp = 0, lm = 0;
     for (size_t i = 0; i < np; i++) w[i] = w0[i] + (float)FD_H * u[i];
     REQUIRE_OK(train_model_loss(tm, tokens, &lp));
-    for (size_t i = 0; i < np; i++) w[i] = w0[i] - (float)FD_H * u[i];
+    /* ⟨g, u⟩ along the step actually taken: w0 ± h u rounded to float (γ near 1 moves by a few
+     * ulps, whose rounding would otherwise count as error) */
+    for (size_t i = 0; i < np; i++) {
+        const float wm = w0[i] - (float)FD_H * u[i];
+        gu += (double)g[i] * ((double)w[i] - wm) / (2 * FD_H);
+        w[i] = wm;
+    }
     REQUIRE_OK(train_model_loss(tm, tokens, &lm));
     memcpy(w, w0, np * sizeof *w);
     const double fd = ((double)lp - lm) / (2 * FD_H);
@@ -437,7 +452,7 @@ static void test_model(const char *dir, const char *name, int stream) {
     size_t off = 0;
     for (int i = 0; names_ok && i < pl->n; i++) {
         const param_desc *pd = &pl->p[i];
-        CHECK(!!pd->frozen == (int)r.frozen[i] && (int)r.frozen[i] == is_frozen_name(pd->name),
+        CHECK(pd->frozen == (int)r.frozen[i] && (int)r.frozen[i] == frozen_kind(pd->name),
               "%s: %s frozen %d, reference %u", name, pd->name, pd->frozen, r.frozen[i]);
         if (r.frozen[i]) {
             size_t nz = 0;
@@ -451,6 +466,43 @@ static void test_model(const char *dir, const char *name, int stream) {
             if (!(e <= e_grad)) e_grad = e, snprintf(worst, sizeof worst, "%s", pd->name);
         }
         off += pd->n;
+    }
+    /* γ unfrozen (train --unfreeze attn_decay): its gradient against the reference's, nothing
+     * else changed; a fixed or unknown tensor refused */
+    double e_gamma = 0;
+    {
+        CHECK(train_model_unfreeze(tm, "attn_feat") == MSRNN_ERR_INVALID &&
+                  strstr(msrnn_last_error(), "fixed"),
+              "%s: unfreezing P: %s", name, msrnn_last_error());
+        CHECK(train_model_unfreeze(tm, "attn_dekay") == MSRNN_ERR_INVALID &&
+                  strstr(msrnn_last_error(), "attn_decay"),
+              "%s: unfreezing a misspelt tensor: %s", name, msrnn_last_error());
+        const size_t np = train_model_n_params(tm);
+        float *g_frozen = malloc(np * sizeof *g_frozen);
+        REQUIRE(g_frozen, "out of memory");
+        memcpy(g_frozen, g, np * sizeof *g);
+        REQUIRE_OK(train_model_unfreeze(tm, "attn_decay"));
+        train_model_zero_grad(tm);
+        REQUIRE_OK(train_model_step(tm, r.train_tokens, 1.0f, &loss));
+        size_t o2 = 0, n_dec = 0, other = 0;
+        for (int i = 0; names_ok && i < pl->n; i++) {
+            const param_desc *pd = &pl->p[i];
+            if (r.frozen[i] == PARAM_OPTIONAL) {
+                CHECK(!pd->frozen && pd->hi > pd->lo && pd->lo > 0 && pd->hi < 1,
+                      "%s: %s unfrozen %d, bounds [%g, %g]", name, pd->name, pd->frozen,
+                      (double)pd->lo, (double)pd->hi);
+                e_gamma = fmax(e_gamma, err_fd(g + pd->offset, r.grads + o2, pd->n));
+                n_dec++;
+            } else
+                for (size_t k = 0; k < pd->n; k++)
+                    other += g[pd->offset + k] != g_frozen[pd->offset + k];
+            o2 += pd->n;
+        }
+        CHECK(n_dec > 0 && e_gamma <= GRAD_TOL,
+              "%s: gradient of gamma (%zu tensors): %.3g (limit %.0e)", name, n_dec, e_gamma,
+              GRAD_TOL);
+        CHECK(other == 0, "%s: unfreezing gamma changed %zu other gradients", name, other);
+        free(g_frozen);
     }
     /* the training forward against inference on the same rows */
     double e_train_inf = 0;
@@ -472,7 +524,7 @@ static void test_model(const char *dir, const char *name, int stream) {
     t_phase[2] = now() - t_mark, t_mark = now();
 
     /* 4. finite differences (the stream model, the tiniest) */
-    double e_fd[3] = {0, 0, 0};
+    double e_fd[4] = {0, 0, 0, 0};
     if (stream && names_ok) {
         const size_t np = train_model_n_params(tm);
         float *g0 = malloc(np * sizeof *g0);
@@ -484,17 +536,20 @@ static void test_model(const char *dir, const char *name, int stream) {
                            name, 0x853c49e6748fea9bull);
         e_fd[2] =
             fd_check(tm, r.train_tokens, g0, pick_qk, "W_q and W_k", name, 0xda3e39cb94b95bdbull);
+        e_fd[3] = fd_check(tm, r.train_tokens, g0, pick_decay, "gamma (unfrozen)", name,
+                           0x2545f4914f6cdd1dull);
         free(g0);
     }
     train_model_free(tm);
     t_phase[3] = now() - t_mark;
-    printf(
-        "%-12s T %d Tt %d m %d: logits %.2g, pieces of 1/7/64 vs one call %.2g (vs reference "
-        "%.2g), loss %.2g, gradients %.2g (%s; %d frozen at 0), train vs inference %.2g, state %zu "
-        "bytes (memory %zu) at any length",
-        name, T, r.Tt, r.m, e_ref, e_dec, e_dec_ref, e_loss, e_grad, worst, n_frozen, e_train_inf,
-        state_bytes, state_mem);
-    if (stream) printf(", finite differences %.2g / %.2g / %.2g", e_fd[0], e_fd[1], e_fd[2]);
+    printf("%-12s T %d Tt %d m %d: logits %.2g, pieces of 1/7/64 vs one call %.2g (vs reference "
+           "%.2g), loss %.2g, gradients %.2g (%s; %d frozen at 0; gamma unfrozen %.2g), train vs "
+           "inference %.2g, state %zu bytes (memory %zu) at any length",
+           name, T, r.Tt, r.m, e_ref, e_dec, e_dec_ref, e_loss, e_grad, worst, n_frozen, e_gamma,
+           e_train_inf, state_bytes, state_mem);
+    if (stream)
+        printf(", finite differences %.2g / %.2g / %.2g / gamma %.2g", e_fd[0], e_fd[1], e_fd[2],
+               e_fd[3]);
     printf(" [%.1f + %.1f + %.1f + %.1f s]\n", t_phase[0], t_phase[1], t_phase[2], t_phase[3]);
     fflush(stdout);
 

@@ -114,13 +114,14 @@ msrnn_status arch_read_hparams(const gguf_file *f, const arch_row **arch_out, hp
 /* ---- the parameter list ------------------------------------------------------------------- */
 
 static void add(param_list *pl, const char *name, int64_t ne0, int64_t ne1, int matrix, int decay,
-                float lr_scale, int frozen, param_init init) {
+                float lr_scale, int frozen, param_init init, float lo, float hi) {
     param_desc *d = &pl->p[pl->n++];
     snprintf(d->name, sizeof d->name, "%s", name);
     d->n_dims = ne1 > 1 || matrix ? 2 : 1;
     d->ne[0] = ne0, d->ne[1] = ne1;
     d->matrix = matrix, d->decay = decay, d->frozen = frozen;
     d->lr_scale = lr_scale;
+    d->lo = lo, d->hi = hi;
     d->init = init;
     d->n = (size_t)ne0 * (size_t)ne1;
     d->offset = pl->n_floats;
@@ -132,7 +133,7 @@ static void add_part(param_list *pl, int l, const part_param *pp, int n) {
     for (int i = 0; i < n; i++) {
         snprintf(name, sizeof name, "blk.%d.%s", l, pp[i].suffix);
         add(pl, name, pp[i].ne0, pp[i].ne1, pp[i].matrix, pp[i].decay, pp[i].lr_scale, pp[i].frozen,
-            pp[i].init);
+            pp[i].init, pp[i].lo, pp[i].hi);
     }
 }
 
@@ -147,22 +148,22 @@ msrnn_status param_list_build(const arch_row *arch, const hparams *hp, param_lis
     if (!pl->p) return msrnn_fail(MSRNN_ERR_NOMEM, "out of memory listing %d layers", in->n_layers);
     const int64_t D = in->dim, V = in->n_vocab;
     pl->embd = pl->n;
-    add(pl, "token_embd.weight", D, V, 1, 1, 1.0f, 0, INIT_NORMAL);
+    add(pl, "token_embd.weight", D, V, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0);
     char name[64];
     for (int l = 0; l < in->n_layers; l++) {
         snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
-        add(pl, name, D, 1, 0, 0, 1.0f, 0, INIT_ONES);
+        add(pl, name, D, 1, 0, 0, 1.0f, 0, INIT_ONES, 0, 0);
         add_part(pl, l, mp, pl->n_mixer);
         snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
-        add(pl, name, D, 1, 0, 0, 1.0f, 0, INIT_ONES);
+        add(pl, name, D, 1, 0, 0, 1.0f, 0, INIT_ONES, 0, 0);
         add_part(pl, l, fp, pl->n_ffn);
     }
     pl->out_norm = pl->n;
-    add(pl, "output_norm.weight", D, 1, 0, 0, 1.0f, 0, INIT_ONES);
+    add(pl, "output_norm.weight", D, 1, 0, 0, 1.0f, 0, INIT_ONES, 0, 0);
     pl->output = pl->embd;
     if (!in->tied_output) {
         pl->output = pl->n;
-        add(pl, "output.weight", D, V, 1, 1, 1.0f, 0, INIT_NORMAL);
+        add(pl, "output.weight", D, V, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0);
     }
     return MSRNN_OK;
 }

@@ -39,8 +39,9 @@ typedef struct {
     char name[64];
     int n_dims;
     int64_t ne[2];
-    int matrix, decay, frozen;
+    int matrix, decay, frozen; /* frozen: PARAM_TRAINED, PARAM_FIXED or PARAM_OPTIONAL */
     float lr_scale;
+    float lo, hi; /* hi > lo: training keeps the values in [lo, hi] */
     param_init init;
     size_t n;      /* elements */
     size_t offset; /* in floats, into the training slabs (parameters, gradients, moments) */

@@ -3,10 +3,10 @@
  * file: parameters and their fixed values (P, γ, W_G's initialisation), key reading and writing,
  * the session state, inference, and training.
  *
- * Parameters: Llama's W_q, W_k, W_v, W_o plus, per layer, P (attn_feat, d × m, frozen), γ
- * (attn_decay, one per query head, frozen), W_G (attn_gate) and a per-head GroupNorm (attn_gnorm
- * weight and bias). For query head h (kv head g = h / group), q and k after RoPE at absolute
- * positions:
+ * Parameters: Llama's W_q, W_k, W_v, W_o plus, per layer, P (attn_feat, d × m, fixed), γ
+ * (attn_decay, one per query head, frozen unless train --unfreeze attn_decay), W_G (attn_gate) and
+ * a per-head GroupNorm (attn_gnorm weight and bias). For query head h (kv head g = h / group), q
+ * and k after RoPE at absolute positions:
  *
  *     φ(x) = softmax over the m features of x·P           (no 1/sqrt(d))
  *     S_t  = γ_h S_{t−1} + φ(k_t)ᵀ v_t,  S_0 = 0          (S ∈ R^{m×d}, one per query head)
@@ -32,7 +32,8 @@
  *     G  ← γ^c G + (diag(γ^{i+1}) Φq)ᵀ dO
  *
  * One job per (sequence, kv head), chunks in a fixed order, so results do not depend on the thread
- * count. P and γ are frozen (their gradients stay 0).
+ * count. P is fixed (no gradient). ∂/∂γ is computed too (recurrence_backward); the trainer
+ * zeroes it while γ is frozen, the default.
  */
 #include <cblas.h>
 #include <math.h>
@@ -206,15 +207,19 @@ static int dj_params(const hparams *hp, part_param out[PART_MAX_PARAMS]) {
     const msrnn_model_info *in = &hp->info;
     const int64_t D = in->dim, QD = (int64_t)in->n_heads * in->head_dim,
                   KD = (int64_t)in->n_kv_heads * in->head_dim;
-    out[W_Q] = (part_param){"attn_q.weight", D, QD, 1, 1, 1.0f, 0, INIT_NORMAL};
-    out[W_K] = (part_param){"attn_k.weight", D, KD, 1, 1, 1.0f, 0, INIT_NORMAL};
-    out[W_V] = (part_param){"attn_v.weight", D, KD, 1, 1, 1.0f, 0, INIT_NORMAL};
-    out[W_O] = (part_param){"attn_output.weight", QD, D, 1, 1, 1.0f, 0, INIT_NORMAL_RESID};
-    out[W_FEAT] = (part_param){"attn_feat", n_features(hp), in->head_dim, 0, 0, 1.0f, 1, INIT_PART};
-    out[W_DECAY] = (part_param){"attn_decay", in->n_heads, 1, 0, 0, 1.0f, 1, INIT_PART};
-    out[W_GATE] = (part_param){"attn_gate", D, QD, 1, 1, 1.0f, 0, INIT_PART};
-    out[W_GNW] = (part_param){"attn_gnorm.weight", QD, 1, 0, 0, 1.0f, 0, INIT_ONES};
-    out[W_GNB] = (part_param){"attn_gnorm.bias", QD, 1, 0, 0, 1.0f, 0, INIT_ZEROS};
+    out[W_Q] = (part_param){"attn_q.weight", D, QD, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0};
+    out[W_K] = (part_param){"attn_k.weight", D, KD, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0};
+    out[W_V] = (part_param){"attn_v.weight", D, KD, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0};
+    out[W_O] = (part_param){"attn_output.weight", QD, D, 1, 1, 1.0f, 0, INIT_NORMAL_RESID, 0, 0};
+    out[W_FEAT] = (part_param){"attn_feat", n_features(hp), in->head_dim, 0, 0,
+                               1.0f,        PARAM_FIXED,    INIT_PART,    0, 0};
+    /* γ: fixed unless train --unfreeze attn_decay; then its own learning rate (x0.1: AdamW moves
+     * a tensor by about lr a step, and 1 − γ is 1/512 .. 1/32) and kept in (0, 1) */
+    out[W_DECAY] = (part_param){"attn_decay", in->n_heads,    1,         0,     0,
+                                0.1f,         PARAM_OPTIONAL, INIT_PART, 1e-6f, 0x1.fffffep-1f};
+    out[W_GATE] = (part_param){"attn_gate", D, QD, 1, 1, 1.0f, 0, INIT_PART, 0, 0};
+    out[W_GNW] = (part_param){"attn_gnorm.weight", QD, 1, 0, 0, 1.0f, 0, INIT_ONES, 0, 0};
+    out[W_GNB] = (part_param){"attn_gnorm.bias", QD, 1, 0, 0, 1.0f, 0, INIT_ZEROS, 0, 0};
     return N_W;
 }
 
@@ -508,9 +513,10 @@ static size_t job_floats(const hparams *hp) {
 }
 
 /* scratch: post-RoPE q and k, then their gradients (same buffers), GroupNorm's output, ∂/∂y,
- * ∂/∂o, ∂/∂features, ∂/∂v, ∂/∂(pre-RoPE q, k), ∂/∂gate input, the jobs' own */
+ * ∂/∂o, ∂/∂features, ∂/∂v, ∂/∂(pre-RoPE q, k), ∂/∂gate input, ∂/∂γ of every (sequence, head),
+ * the jobs' own */
 typedef struct {
-    float *qr, *kr, *gn, *dy, *dO, *dfq, *dfk, *dv, *dq, *dk, *dg, *job;
+    float *qr, *kr, *gn, *dy, *dO, *dfq, *dfk, *dv, *dq, *dk, *dg, *dgam, *job;
 } dj_scratch;
 
 /* The layout of the shared scratch from base (NULL: only its size, returned). */
@@ -518,14 +524,21 @@ static size_t scratch_layout(const hparams *hp, int B, int T, int n_threads, flo
                              dj_scratch *s) {
     const size_t N = (size_t)B * T, H = hp->info.n_heads, QD = H * hp->info.head_dim,
                  KD = (size_t)hp->info.n_kv_heads * hp->info.head_dim, m = n_features(hp);
-    const size_t sizes[] = {N * QD,    N * KD,
-                            N * QD,    N * KD,
-                            N * QD,    N * QD,
-                            N * QD,    N * QD,
-                            N * H * m, N * hp->info.n_kv_heads * m,
-                            N * KD,    (size_t)n_threads * job_floats(hp)};
-    float **at[] = {&s->qr, &s->kr, &s->dq,  &s->dk,  &s->gn, &s->dy,
-                    &s->dO, &s->dg, &s->dfq, &s->dfk, &s->dv, &s->job};
+    const size_t sizes[] = {N * QD,
+                            N * KD,
+                            N * QD,
+                            N * KD,
+                            N * QD,
+                            N * QD,
+                            N * QD,
+                            N * QD,
+                            N * H * m,
+                            N * hp->info.n_kv_heads * m,
+                            N * KD,
+                            (size_t)B * H,
+                            (size_t)n_threads * job_floats(hp)};
+    float **at[] = {&s->qr, &s->kr,  &s->dq,  &s->dk, &s->gn,   &s->dy, &s->dO,
+                    &s->dg, &s->dfq, &s->dfk, &s->dv, &s->dgam, &s->job};
     size_t off = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
         if (base) *at[i] = base + off;
@@ -589,7 +602,13 @@ static void dj_train_forward(const part_train *c, const float *xn, float *out) {
 }
 
 /* Backward of the chunked form for sequence b, kv head g: every query head of the group, chunks
- * last to first. Writes ∂/∂φ(q) of those heads, accumulates ∂/∂φ(k), ∂/∂v of the kv head. */
+ * last to first. Writes ∂/∂φ(q) and ∂/∂γ of those heads, accumulates ∂/∂φ(k), ∂/∂v of the kv head.
+ * ∂/∂γ is the sum over chunks of the chunk's own dependence on γ, S0 (the state entering it) and G
+ * (∂loss/∂ the state leaving it) held fixed; with i, j the chunk's rows and c its length:
+ *   o_i   = γ^{i+1} φq_i S0 + Σ_{j≤i} γ^{i−j} (φq_i·φk_j) v_j
+ *   S_end = γ^c S0 + Σ_j γ^{c−1−j} φk_jᵀ v_j
+ *   ∂/∂γ  = Σ_i (i+1) γ^i ⟨dO_i, φq_i S0⟩ + Σ_{j<i} (i−j) γ^{i−j−1} (φq_i·φk_j)(dO_i·v_j)
+ *         + c γ^{c−1} ⟨G, S0⟩ + Σ_j (c−1−j) γ^{c−2−j} φk_j·(G v_j) */
 static void recurrence_backward(const part_train *c, const dj_acts *a, const dj_scratch *s, int b,
                                 int g, float *job) {
     const hparams *hp = c->hp;
@@ -600,6 +619,7 @@ static void recurrence_backward(const part_train *c, const dj_acts *a, const dj_
     float *tmp = pw + align16(CHUNK + 1);
     for (int h = g * group; h < (g + 1) * group; h++) {
         const float gamma = c->w[W_DECAY][h];
+        double dgam = 0;
         memset(G, 0, (size_t)m * d * sizeof(float));
         for (int ch = NC - 1; ch >= 0; ch--) {
             const size_t t = (size_t)b * T + (size_t)ch * CHUNK;
@@ -619,22 +639,33 @@ static void recurrence_backward(const part_train *c, const dj_acts *a, const dj_
             for (int i = 0; i < cl; i++)
                 for (int j = 0; j < cl; j++) {
                     const float f = j <= i ? pw[i - j] : 0.0f;
+                    if (j < i)
+                        dgam += (double)(i - j) * pw[i - j - 1] * A[(size_t)i * cl + j] *
+                                dA[(size_t)i * cl + j];
                     A[(size_t)i * cl + j] *= f, dA[(size_t)i * cl + j] *= f;
                 }
             /* dΦq = diag(γ^{i+1}) dO S0ᵀ + dA Φk */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cl, m, d, 1.0f, dO, QD, S0, d,
                         0.0f, tmp, m);
-            for (int i = 0; i < cl; i++)
+            for (int i = 0; i < cl; i++) {
+                dgam +=
+                    (double)(i + 1) * pw[i] * dot_f32(tmp + (size_t)i * m, fq + (size_t)i * ldq, m);
                 for (int e = 0; e < m; e++)
                     dfq[(size_t)i * ldq + e] = tmp[(size_t)i * m + e] * pw[i + 1];
+            }
+            dgam += (double)cl * pw[cl - 1] * dot_f32(G, S0, m * d);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cl, m, cl, 1.0f, dA, cl, fk, ldk,
                         1.0f, dfq, ldq);
             /* dΦk += diag(γ^{c−1−i}) V Gᵀ + dAᵀ Φq */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cl, m, d, 1.0f, v, KD, G, d, 0.0f,
                         tmp, m);
-            for (int i = 0; i < cl; i++)
+            for (int i = 0; i < cl; i++) {
+                if (i < cl - 1)
+                    dgam += (double)(cl - 1 - i) * pw[cl - 2 - i] *
+                            dot_f32(tmp + (size_t)i * m, fk + (size_t)i * ldk, m);
                 for (int e = 0; e < m; e++)
                     dfk[(size_t)i * ldk + e] += tmp[(size_t)i * m + e] * pw[cl - 1 - i];
+            }
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cl, m, cl, 1.0f, dA, cl, fq, ldq,
                         1.0f, dfk, ldk);
             /* dV += diag(γ^{c−1−i}) Φk G + Aᵀ dO */
@@ -653,6 +684,7 @@ static void recurrence_backward(const part_train *c, const dj_acts *a, const dj_
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, d, cl, 1.0f, Kd, m, dO, QD,
                         1.0f, G, d);
         }
+        s->dgam[(size_t)b * H + h] = (float)dgam;
     }
 }
 
@@ -721,6 +753,8 @@ static void dj_train_backward(const part_train *c, const float *xn, const float 
     for (int job = 0; job < B * Hk; job++)
         recurrence_backward(c, &a, &s, job / Hk, job % Hk,
                             s.job + (size_t)omp_get_thread_num() * job_floats(hp));
+    for (int b = 0; b < B; b++) /* sequences in order: deterministic */
+        for (int h = 0; h < H; h++) c->dw[W_DECAY][h] += s.dgam[(size_t)b * H + h];
     /* features → post-RoPE q, k → pre-RoPE → projections */
     zero(s.qr, (size_t)N * QD);
     zero(s.kr, (size_t)N * KD);

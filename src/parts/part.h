@@ -62,9 +62,17 @@ typedef struct {
     int matrix;       /* 1: stored in the model's weight type (any msrnn reads); 0: f32 vector */
     int decay;        /* AdamW weight decay applies */
     float lr_scale;   /* learning rate multiplier (1: the schedule's) */
-    int frozen;       /* never updated by training (fixed random matrices) */
+    int frozen;       /* PARAM_TRAINED, PARAM_FIXED or PARAM_OPTIONAL */
     param_init init;
+    float lo, hi; /* when hi > lo, training keeps every value in [lo, hi] (projected AdamW) */
 } part_param;
+
+enum {
+    PARAM_TRAINED,  /* updated by training */
+    PARAM_FIXED,    /* never updated (fixed random matrices); its gradient is not computed */
+    PARAM_OPTIONAL, /* frozen unless training names it (train --unfreeze SUFFIX); the part
+                       computes its gradient */
+};
 
 #define PART_MAX_PARAMS 16
 

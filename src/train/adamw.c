@@ -60,6 +60,9 @@ float adamw_step(const adamw_params *p, int t, float lr, const param_list *pl, f
             const float mh = mm[i] * c1, vh = vv[i] * c2;
             w[i] -= lr_t * (mh / (sqrtf(vh) + p->eps) + wd * w[i]);
         }
+        if (pt->hi > pt->lo) /* a box the tensor must stay in (dijiang's γ in (0, 1)) */
+            for (long long i = 0; i < nt; i++)
+                w[i] = w[i] < pt->lo ? pt->lo : w[i] > pt->hi ? pt->hi : w[i];
     }
     return norm;
 }

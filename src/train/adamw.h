@@ -5,7 +5,8 @@
  *   m ← β1 m + (1 − β1) g;  v ← β2 v + (1 − β2) g²
  *   m̂ = m / (1 − β1^t);  v̂ = v / (1 − β2^t)          (t = 1 at the first step)
  *   p ← p − lr·s · (m̂ / (sqrt(v̂) + ε) + wd · p)      (wd only on tensors with decay = 1; s the
- *                                                     tensor's lr_scale; frozen tensors skipped)
+ *                                                     tensor's lr_scale; frozen tensors skipped;
+ *                                                     then clamped to [lo, hi] where hi > lo)
  *
  *   lr(s) = lr_max · (s + 1) / warmup                         for s < warmup  (s from 0)
  *         = lr_min + ½ (lr_max − lr_min)(1 + cos(π · (s − warmup) / (steps − warmup)))  after

@@ -199,6 +199,42 @@ void train_model_set_own_lr_scale(train_model *m, float s) {
     for (int i = 0; i < pl->n; i++)
         if (pl->p[i].lr_scale != 1.0f) pl->p[i].lr_scale = s;
 }
+msrnn_status train_model_unfreeze(train_model *m, const char *list) {
+    param_list *pl = &m->src->params; /* m->pl, which the model owns */
+    const char *p = list;
+    while (*p) {
+        const char *e = strchr(p, ',');
+        const size_t len = e ? (size_t)(e - p) : strlen(p);
+        int found = 0;
+        for (int i = 0; i < pl->n; i++) {
+            const char *nm = pl->p[i].name, *suf = nm;
+            if (!strncmp(nm, "blk.", 4) && strchr(nm + 4, '.')) /* blk.L.SUFFIX */
+                suf = strchr(nm + 4, '.') + 1;
+            if (strlen(suf) != len || memcmp(suf, p, len)) continue;
+            if (pl->p[i].frozen == PARAM_FIXED)
+                return msrnn_fail(MSRNN_ERR_INVALID,
+                                  "train: --unfreeze %.*s: %s is fixed by its method (no gradient "
+                                  "is computed for it)",
+                                  (int)len, p, nm);
+            pl->p[i].frozen = PARAM_TRAINED;
+            found++;
+        }
+        if (!found) {
+            char opt[256] = "";
+            size_t o = 0;
+            for (int i = 0; i < pl->n && o < sizeof opt - 64; i++)
+                if (pl->p[i].frozen == PARAM_OPTIONAL && !strncmp(pl->p[i].name, "blk.0.", 6))
+                    o += (size_t)snprintf(opt + o, sizeof opt - o, "%s%s", o ? ", " : "",
+                                          pl->p[i].name + 6);
+            return msrnn_fail(MSRNN_ERR_INVALID,
+                              "train: --unfreeze %.*s: no tensor blk.L.%.*s in this model (it can "
+                              "unfreeze: %s)",
+                              (int)len, p, (int)len, p, o ? opt : "nothing");
+        }
+        p += len + (e != NULL);
+    }
+    return MSRNN_OK;
+}
 void train_model_set_loss_last(train_model *m, int n) {
     m->loss_last = n > 0 && n < m->T ? n : m->T;
 }
@@ -368,6 +404,9 @@ msrnn_status train_model_step(train_model *m, const int32_t *tokens, float grad_
         rmsnorm_backward(m->dx, m->pg[an], m->dxn, a->x, m->pw[an], a->rstd1, N, C, m->n_threads);
     }
     embedding_backward(m->pg[pl->embd], m->dx, m->inp, N, C, m->n_threads);
+    /* a frozen tensor's gradient stays 0 (a part may compute one it can be asked to train) */
+    for (int i = 0; i < pl->n; i++)
+        if (pl->p[i].frozen) zero(m->grads + pl->p[i].offset, pl->p[i].n);
     return MSRNN_OK;
 }
 

@@ -35,6 +35,9 @@ size_t train_model_n_params(const train_model *m);
 /* Give every tensor that its part marks with a learning-rate multiplier of its own (lr_scale ≠ 1,
  * e.g. infini's gates) the multiplier s instead. */
 void train_model_set_own_lr_scale(train_model *m, float s);
+/* Train the frozen tensors blk.L.SUFFIX for every SUFFIX of a comma-separated list (each must name
+ * a tensor its part marks PARAM_OPTIONAL, e.g. dijiang's attn_decay). */
+msrnn_status train_model_unfreeze(train_model *m, const char *list);
 /* Let the loss (training and validation) cover only the last n targets of each sequence, e.g. the
  * answer at the end of a passkey example; n <= 0 or n >= T: all T (the default). */
 void train_model_set_loss_last(train_model *m, int n);

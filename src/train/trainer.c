@@ -37,7 +37,8 @@ typedef struct {
     int step;
     loader_state ls;
     uint64_t train_tokens;
-    const char *teacher; /* the distillation teacher's path, or NULL */
+    const char *teacher;  /* the distillation teacher's path, or NULL */
+    const char *unfreeze; /* the optional tensors trained (train --unfreeze), or NULL */
 } ckpt_ctx;
 
 #define U32(key, val)                                                                              \
@@ -75,6 +76,8 @@ static msrnn_status ckpt_extra(void *vctx, gguf_writer *w) {
     F32("own_lr_scale", g->own_lr_scale);
     if (st == MSRNN_OK && c->teacher)
         st = gguf_writer_set_str(w, "msrnn.train.teacher", c->teacher);
+    if (st == MSRNN_OK && c->unfreeze)
+        st = gguf_writer_set_str(w, "msrnn.train.unfreeze", c->unfreeze);
     U32("loss_last", g->loss_last);
     char name[80];
     const param_list *pl = train_model_params_list(c->model);
@@ -195,14 +198,17 @@ static msrnn_status validate(const train_config *c) {
     return MSRNN_OK;
 }
 
-/* The teacher a checkpoint was distilled from (msrnn.train.teacher), "" when none. */
-static msrnn_status ckpt_teacher(const char *path, char out[4096]) {
+/* A checkpoint's string key msrnn.train.KEY (the teacher it was distilled from, the tensors it
+ * unfroze), "" when absent. */
+static msrnn_status ckpt_str(const char *path, const char *key, char out[4096]) {
     gguf_file *f = NULL;
     MSRNN_TRY(gguf_open(path, &f));
     gguf_str t = {"", 0};
-    msrnn_status st = gguf_get_str(f, "msrnn.train.teacher", 0, &t);
+    char full[64];
+    snprintf(full, sizeof full, "msrnn.train.%s", key);
+    msrnn_status st = gguf_get_str(f, full, 0, &t);
     if (st == MSRNN_OK && t.len >= 4096)
-        st = msrnn_fail(MSRNN_ERR_FORMAT, "%s: msrnn.train.teacher is too long", path);
+        st = msrnn_fail(MSRNN_ERR_FORMAT, "%s: %s is too long", path, full);
     if (st == MSRNN_OK) memcpy(out, t.ptr, t.len), out[t.len] = 0;
     gguf_close(f);
     return st;
@@ -296,7 +302,7 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
     if (st == MSRNN_OK) train_model_set_loss_last(model, cfg.loss_last);
     /* distillation: the teacher named now, or the one a resumed checkpoint was trained against */
     char ck_teacher[4096] = "";
-    if (st == MSRNN_OK && paths->resume) st = ckpt_teacher(paths->ckpt_path, ck_teacher);
+    if (st == MSRNN_OK && paths->resume) st = ckpt_str(paths->ckpt_path, "teacher", ck_teacher);
     const char *teacher_path = paths->teacher_path ? paths->teacher_path
                                : ck_teacher[0]     ? ck_teacher
                                                    : NULL;
@@ -309,6 +315,17 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
                         "train: %s was trained on the plain loss; a resumed run cannot add a "
                         "teacher",
                         paths->ckpt_path);
+    /* optional tensors trained: those named now, or those a resumed checkpoint trained */
+    char ck_unfreeze[4096] = "";
+    if (st == MSRNN_OK && paths->resume) st = ckpt_str(paths->ckpt_path, "unfreeze", ck_unfreeze);
+    const char *unfreeze = paths->unfreeze && paths->unfreeze[0] ? paths->unfreeze
+                           : ck_unfreeze[0]                      ? ck_unfreeze
+                                                                 : NULL;
+    if (st == MSRNN_OK && paths->resume && paths->unfreeze && strcmp(paths->unfreeze, ck_unfreeze))
+        st = msrnn_fail(MSRNN_ERR_INVALID,
+                        "train: %s unfroze \"%s\"; a resumed run cannot change that to \"%s\"",
+                        paths->ckpt_path, ck_unfreeze, paths->unfreeze);
+    if (st == MSRNN_OK && unfreeze) st = train_model_unfreeze(model, unfreeze);
     msrnn_model *teacher = NULL;
     msrnn_session *tsess = NULL;
     float *tlogits = NULL;
@@ -338,8 +355,8 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
     ap.weight_decay = cfg.weight_decay, ap.clip = cfg.clip;
     const double t0 = now_s();
     const int step0 = step;
-    ckpt_ctx cc = {&cfg,        model, m, v, 0, {0}, train ? token_shard_n_tokens(train) : 0,
-                   teacher_path};
+    ckpt_ctx cc = {&cfg,         model,   m, v, 0, {0}, train ? token_shard_n_tokens(train) : 0,
+                   teacher_path, unfreeze};
     while (st == MSRNN_OK && step < cfg.steps) {
         train_model_zero_grad(model);
         double loss_sum = 0;

@@ -45,6 +45,9 @@ typedef struct {
     const char *vocab_from; /* names the model's vocabulary in messages (NULL: the model's path) */
     const char *teacher_path; /* distil: the loss is KL to this model's logits (NULL: plain
                                  next-token loss; a resumed run uses its checkpoint's teacher) */
+    const char *unfreeze;     /* train these optional tensors too: comma-separated suffixes of
+                                 blk.L.* (e.g. dijiang's attn_decay); NULL: none (a resumed run uses
+                                 its checkpoint's) */
     int n_threads;
     uint64_t max_memory; /* refuse a plan (parameters, gradients, moments, activations) above this
                             many bytes before allocating it (0: only the machine's MemAvailable) */

@@ -21,8 +21,9 @@ included (1e-6 of the gradient's norm); the decay and the GroupNorm epsilon each
 (so that a test sees an engine that ignores them); T and Tt cross several 64-token chunks and end
 in a partial one.
 
-P (attn_feat) and gamma (attn_decay) are frozen in msrnn (never trained): the .ref stores their
-gradients as exact zeros and marks them frozen; the C test expects exactly 0 for them.
+P (attn_feat) is fixed in msrnn (never trained): the .ref marks it 1 and stores exact zeros.
+gamma (attn_decay) is frozen unless `train --unfreeze attn_decay`: the .ref marks it 2 and stores its
+true gradient; the C test expects 0 while it is frozen and this gradient once it is unfrozen.
 
 Models: MHA and GQA; m = d (P from `convert`'s DCT · diag(Phi^-1(Halton)) formula), m = d/2 and
 m = 2d (P random N(0, 1/d)); gamma varied per head (0.5 .. 1 - 1e-3, 1 - 1e-3 in every layer of
@@ -50,7 +51,8 @@ NAME.ref, little-endian:
   i32 train_tokens[B][Tt + 1]
   f64 loss                      mean cross-entropy of the B·Tt targets
   n_tensors × {char name[48]; u64 n; u32 frozen; u32 zero}   every parameter, in GGUF order
-  f64 grads[...]                their gradients of loss, in that order (0 for the frozen ones)
+                                (frozen: 0 trained, 1 fixed, 2 optional)
+  f64 grads[...]                their gradients of loss, in that order (0 for the fixed ones)
 NAME.stream (role "stream" only), little-endian:
   char magic[4] = "DJST"; u32 version = 1; u32 N; u32 n_vocab; u32 N_short
   i32 tokens[N]                 tokens[0] = BOS, the rest uniform in [3, n_vocab)
@@ -164,8 +166,9 @@ def make_weights(cfg, n_vocab, rng):
     return w
 
 
-def is_frozen(name):
-    return name.endswith(".attn_feat") or name.endswith(".attn_decay")
+def frozen_kind(name):
+    """0 trained, 1 fixed (P: no gradient), 2 optional (gamma: frozen unless train --unfreeze)"""
+    return 1 if name.endswith(".attn_feat") else 2 if name.endswith(".attn_decay") else 0
 
 
 def write_gguf(path, cfg, w):
@@ -420,10 +423,10 @@ def main(out_dir):
             f.write(struct.pack("<d", loss.item()))
             for nm in names:
                 f.write(nm.encode().ljust(48, b"\0") + struct.pack("<QII", w[nm].size,
-                                                                   int(is_frozen(nm)), 0))
+                                                                   frozen_kind(nm), 0))
             for nm in names:
                 gr = Pg[nm].grad.numpy().astype("<f8").ravel()
-                f.write((np.zeros_like(gr) if is_frozen(nm) else gr).tobytes())
+                f.write((np.zeros_like(gr) if frozen_kind(nm) == 1 else gr).tobytes())
         stream_desc = ""
         if cfg["role"] == "stream":
             w64 = {k: v.astype(np.float64) for k, v in w.items()}
