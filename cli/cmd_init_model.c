@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "common.h"
 #include "model/init.h"
+#include "nn/memlayer.h"
 #include "parts/part.h"
 
 static void usage(FILE *f) {
@@ -16,11 +17,19 @@ static void usage(FILE *f) {
             "  --dim N (288)  --layers N (6)  --heads N (6)  --kv-heads N (= heads)\n"
             "  --ffn N (768)  --ctx N (1024)  --type f32|f16|bf16|q8_0|q4_0 (f32)\n"
             "  --tied         share the embedding as output head\n"
-            "  --arch A       llama (default), infini (Infini-attention, METHODS.md §2) or\n"
-            "                 dijiang (DCT-feature linear attention, METHODS.md §3)\n"
+            "  --arch A       llama (default), infini (Infini-attention, METHODS.md §2),\n"
+            "                 dijiang (DCT-feature linear attention, METHODS.md §3) or\n"
+            "                 memoryformer (hash-table projections, METHODS.md §4)\n"
             "  --segment N    infini: tokens per segment (2048)\n"
             "  --rule R       infini: memory rule, linear (default) or delta\n"
             "  --features M   dijiang: features per head (head dim)\n"
+            "  --hash-bits T  memoryformer: τ, bits per chunk of Q/K/V and the block's first\n"
+            "                 layer (8; dim must be a multiple); --ffn is ignored (K·τ₂)\n"
+            "  --block-hash-bits T2  memoryformer: τ₂ of the block's second layer (τ + 2)\n"
+            "  --weighting W  memoryformer: paper (default) or code\n"
+            "  --temperature X  memoryformer: t of the paper's weighting (1)\n"
+            "  --no-bias      memoryformer: no bias on the memory layers\n"
+            "                 (tables are f32 unless --type is f16 or bf16)\n"
             "  --std X        init standard deviation (0.02)\n"
             "  --seed N       (0)\n"
             "  --max-memory BYTES  refuse a model whose writing needs more memory (suffixes\n"
@@ -43,6 +52,10 @@ int cmd_init_model(int argc, char **argv) {
         }
         if (!strcmp(a, "--tied")) {
             p.tied = 1;
+            continue;
+        }
+        if (!strcmp(a, "--no-bias")) {
+            p.no_bias = 1;
             continue;
         }
         if (!(v = arg_value(cmd, argc, argv, i++))) return 2;
@@ -72,7 +85,18 @@ int cmd_init_model(int argc, char **argv) {
             rc = arg_int(cmd, a, v, 1, 1 << 24, &p.segment);
         else if (!strcmp(a, "--features"))
             rc = arg_int(cmd, a, v, 1, 65536, &p.features);
-        else if (!strcmp(a, "--rule")) {
+        else if (!strcmp(a, "--hash-bits"))
+            rc = arg_int(cmd, a, v, 1, 16, &p.hash_bits);
+        else if (!strcmp(a, "--block-hash-bits"))
+            rc = arg_int(cmd, a, v, 1, 16, &p.block_hash_bits);
+        else if (!strcmp(a, "--temperature"))
+            rc = arg_float(cmd, a, v, 1e-3, 1e3, &p.temperature);
+        else if (!strcmp(a, "--weighting")) {
+            rc = strcmp(v, "paper") && strcmp(v, "code") ? 2 : 0;
+            p.weighting = !strcmp(v, "code") ? MEM_WEIGHT_CODE : MEM_WEIGHT_PAPER;
+            if (rc)
+                fprintf(stderr, "msrnn %s: --weighting expects paper or code, got '%s'\n", cmd, v);
+        } else if (!strcmp(a, "--rule")) {
             rc = strcmp(v, "linear") && strcmp(v, "delta") ? 2 : 0;
             p.memory_rule = !strcmp(v, "delta") ? MEMORY_RULE_DELTA : MEMORY_RULE_LINEAR;
             if (rc) fprintf(stderr, "msrnn %s: --rule expects linear or delta, got '%s'\n", cmd, v);

@@ -22,7 +22,12 @@
  *    max_k |g_k − fd_k| / (|fd_k| + rms(fd) / 10) ≤ TOL_FD_ENTRY = 1e-2 (the floor keeps entries
  *    far below the typical one from being held to a relative accuracy the differences lack).
  *    Seen over six seeds: ≤ 1e-4 and ≤ 2.2e-3 (≥ 10× and ≥ 4.5× room), while one tensor's
- *    gradient off by 1% fails. Controls, which must FAIL the same criterion: g × 1.1, g against
+ *    gradient off by 1% fails. A sparse gradient (a hash table's unselected rows: exactly 0 on most
+ *    entries) is sampled among its nonzero entries, and ZERO_SAMPLE of its zero entries must leave
+ *    J bit-identical when moved. A part that hashes its input keeps the forward's buckets while
+ *    differencing (memlayer_pin_buckets: the weights continued smoothly from those buckets), so
+ *    that a difference never jumps to another bucket. MSRNN_FD_VERBOSE=1 prints every tensor's
+ *    errors. Controls, which must FAIL the same criterion: g × 1.1, g against
  *    the differences of the next sampled entry, and g with its largest entry 10% off. Also: a
  *    second backward without zeroing must give 2 g (it accumulates; ≤ 1e-6 relative, seen
  *    4e-8), and a repeated forward gives bit-identical outputs. Buffers a part may not rely on
@@ -65,6 +70,7 @@
 #include "model/arch.h"
 #include "model/init.h"
 #include "msrnn.h"
+#include "nn/memlayer.h"
 #include "parts/part.h"
 #include "tensor/kernels.h"
 #include "train/train_model.h"
@@ -174,6 +180,9 @@ static hparams small_hparams(int n_rot, int segment, int memory_rule) {
     hp.n_rot = n_rot;
     hp.segment = segment, hp.memory_rule = memory_rule; /* read by the parts that have them */
     hp.gn_eps = 1e-5f;
+    /* MemoryFormer's: K = 32 / 4 = 8 chunks, block width K·τ₂ = 48, every optional bias */
+    hp.hash_bits = 4, hp.block_hash_bits = 6, hp.temperature = 1.0f, hp.ln_eps = 1e-5f;
+    hp.mf_biases = MF_BIAS_QKV | MF_BIAS_MEM1 | MF_BIAS_MEM2;
     return hp;
 }
 
@@ -193,9 +202,9 @@ static void weights_open(part_weights *pw, const part_kind *k, const hparams *hp
     REQUIRE(pw->n >= 0 && pw->n <= PART_MAX_PARAMS, "%s: params() returned %d", k->name, pw->n);
     for (int i = 0; i < pw->n; i++) {
         const part_param *p = &pw->p[i];
-        REQUIRE(p->ne0 > 0 && p->ne1 > 0, "%s: %s has shape %lld × %lld", k->name, p->suffix,
-                (long long)p->ne0, (long long)p->ne1);
-        pw->len[i] = (size_t)p->ne0 * (size_t)p->ne1;
+        REQUIRE(p->ne0 > 0 && p->ne1 > 0 && p->ne2 >= 0, "%s: %s has shape %lld × %lld × %lld",
+                k->name, p->suffix, (long long)p->ne0, (long long)p->ne1, (long long)p->ne2);
+        pw->len[i] = (size_t)p->ne0 * (size_t)p->ne1 * (size_t)(p->ne2 > 1 ? p->ne2 : 1);
         float *w = malloc(pw->len[i] * sizeof *w);
         for (size_t j = 0; j < pw->len[i]; j++) {
             const float u = frand();
@@ -293,12 +302,47 @@ static void fd_errors(const double *a, const double *g, int n, double *norm, dou
 static int fd_ok(double norm, double entry) { return norm <= TOL_FD_NORM && entry <= TOL_FD_ENTRY; }
 
 /* The analytic gradient g (of all n entries of x) against central differences on a sample. */
+/* A sparse gradient (a hash table's rows that no token selected) is exactly 0 on most entries,
+ * which carry no information for the sampled comparison: up to ZERO_SAMPLE of them are checked to
+ * have an exactly-zero difference too (nothing reads them), and the sample is drawn from the
+ * nonzero entries. */
+enum { ZERO_SAMPLE = 4 };
+
 static void check_grad(const char *part, const char *label, const float *g, float *x, size_t n,
                        const objective *o) {
-    size_t idx[FD_SAMPLE];
-    const int m = sample(n, fd_sample, idx);
+    size_t idx[FD_SAMPLE], nz = 0;
+    for (size_t i = 0; i < n; i++) nz += g[i] != 0.0f;
     const double scale = rms(x, n);
     const float step = (float)(FD_STEP * (scale > 0 ? scale : 1.0));
+    int m;
+    if (nz > 0 && nz < n) {
+        size_t *pos = malloc(nz * sizeof *pos), *zero = malloc((n - nz) * sizeof *zero), a = 0,
+               b = 0;
+        REQUIRE(pos && zero, "out of memory");
+        for (size_t i = 0; i < n; i++) {
+            if (g[i] != 0.0f)
+                pos[a++] = i;
+            else
+                zero[b++] = i;
+        }
+        size_t zi[ZERO_SAMPLE];
+        const int mz = sample(b, ZERO_SAMPLE, zi);
+        for (int k = 0; k < mz; k++) {
+            const size_t i = zero[zi[k]];
+            const float x0 = x[i];
+            x[i] = x0 + step;
+            const double jp = J(o);
+            x[i] = x0 - step;
+            const double jm = J(o);
+            x[i] = x0;
+            CHECK(jp == jm, "%s %s: entry %zu has gradient 0 but J moves with it (%.9g vs %.9g)",
+                  part, label, i, jp, jm);
+        }
+        m = sample(nz, fd_sample, idx);
+        for (int k = 0; k < m; k++) idx[k] = pos[idx[k]];
+        free(pos), free(zero);
+    } else
+        m = sample(n, fd_sample, idx);
     double fd[FD_SAMPLE], a[FD_SAMPLE], bad[FD_SAMPLE];
     double fd_norm = 0;
     for (int k = 0; k < m; k++) {
@@ -316,6 +360,7 @@ static void check_grad(const char *part, const char *label, const float *g, floa
     CHECK(fd_norm > 0, "%s: J does not depend on %s (all %d differences are 0)", part, label, m);
     double norm, entry;
     fd_errors(a, fd, m, &norm, &entry);
+    if (getenv("MSRNN_FD_VERBOSE")) printf("    %s %s: %.3g %.3g\n", part, label, norm, entry);
     CHECK(fd_ok(norm, entry),
           "%s %s: backward vs finite differences: normalised error %.3g (limit %.0e), worst "
           "entry %.3g (limit %.0e), over %d entries",
@@ -361,6 +406,9 @@ static void test_backward(part_weights *pw, int B, int T) {
     float *dxn1 = fcopy(dxn, tc.ND), *dw1[PART_MAX_PARAMS];
     for (int i = 0; i < pw->n; i++) dw1[i] = fcopy(tc.dw[i], pw->len[i]);
 
+    /* a part that hashes (MemoryFormer's memory layers) keeps the buckets of the forward above
+     * while differencing: backward has no gradient for the choice of a bucket */
+    memlayer_pin_buckets(1);
     char label[96];
     snprintf(label, sizeof label, "B=%d T=%d n_rot=%d dxn", B, T, pw->hp->n_rot);
     check_grad(part, label, dxn1, xn, tc.ND, &o);
@@ -370,6 +418,7 @@ static void test_backward(part_weights *pw, int B, int T) {
                  pw->p[i].suffix);
         check_grad(part, label, dw1[i], pw->w[i], pw->len[i], &o);
     }
+    memlayer_pin_buckets(0);
 
     /* the same forward again is bit-identical; a second backward adds the same again */
     J(&o);
@@ -607,7 +656,11 @@ static void test_model(const arch_row *row, const char *vocab, int T, int tied) 
     p.init_std = 0.2f, p.seed = 7 + (uint64_t)T + 100u * tied, p.name = "test_parts";
     p.arch = row->name;
     p.segment = 5, p.memory_rule = tied; /* for the architectures with segments */
-    REQUIRE_OK(model_write_init(&p, vocab, path));
+    p.hash_bits = 4;                     /* for the hashing ones */
+    if (model_write_init(&p, vocab, path) != MSRNN_OK) {
+        p.n_kv_heads = p.n_heads; /* an architecture without GQA (MemoryFormer's files) */
+        REQUIRE_OK(model_write_init(&p, vocab, path));
+    }
 
     train_model *tm = NULL;
     REQUIRE_OK(train_model_open(path, 1, T, N_THREADS, 0, &tm));

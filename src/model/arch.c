@@ -9,6 +9,7 @@ static const arch_row arch_table[] = {
     {"llama", &part_softmax, &part_swiglu},
     {"infini", &part_infini, &part_swiglu},
     {"dijiang", &part_dijiang, &part_swiglu},
+    {"memoryformer", &part_mf_attn, &part_mf_block},
 };
 enum { N_ARCH = sizeof arch_table / sizeof *arch_table };
 
@@ -34,6 +35,7 @@ static msrnn_status get_dim(const gguf_file *f, const char *arch, const char *ke
                             int lo, int hi, int *out) {
     char full[128];
     snprintf(full, sizeof full, "%s.%s", arch, key);
+    if (!required && !gguf_find_kv(f, full)) return MSRNN_OK; /* *out keeps its default */
     uint32_t v = (uint32_t)*out;
     MSRNN_TRY(gguf_get_u32(f, full, required, &v));
     if ((int64_t)v < lo || (int64_t)v > hi)
@@ -64,7 +66,9 @@ msrnn_status arch_read_hparams(const gguf_file *f, const arch_row **arch_out, hp
     const int big = 1 << 20;
     MSRNN_TRY(get_dim(f, a, "embedding_length", 1, 1, big, &in->dim));
     MSRNN_TRY(get_dim(f, a, "block_count", 1, 1, 4096, &in->n_layers));
-    MSRNN_TRY(get_dim(f, a, "feed_forward_length", 1, 1, big, &in->ffn_dim));
+    /* required where the FFN is SwiGLU (METHODS.md §6); another FFN's part checks it */
+    MSRNN_TRY(
+        get_dim(f, a, "feed_forward_length", arch->ffn == &part_swiglu, 1, big, &in->ffn_dim));
     MSRNN_TRY(get_dim(f, a, "attention.head_count", 1, 1, 4096, &in->n_heads));
     in->n_kv_heads = in->n_heads;
     MSRNN_TRY(get_dim(f, a, "attention.head_count_kv", 0, 1, 4096, &in->n_kv_heads));
@@ -113,17 +117,18 @@ msrnn_status arch_read_hparams(const gguf_file *f, const arch_row **arch_out, hp
 
 /* ---- the parameter list ------------------------------------------------------------------- */
 
-static void add(param_list *pl, const char *name, int64_t ne0, int64_t ne1, int matrix, int decay,
-                float lr_scale, int frozen, param_init init, float lo, float hi) {
+static void add(param_list *pl, const char *name, int64_t ne0, int64_t ne1, int64_t ne2, int matrix,
+                int decay, float lr_scale, int frozen, param_init init, float lo, float hi) {
     param_desc *d = &pl->p[pl->n++];
     snprintf(d->name, sizeof d->name, "%s", name);
-    d->n_dims = ne1 > 1 || matrix ? 2 : 1;
-    d->ne[0] = ne0, d->ne[1] = ne1;
+    if (ne2 < 1) ne2 = 1;
+    d->n_dims = ne2 > 1 ? 3 : ne1 > 1 || matrix ? 2 : 1;
+    d->ne[0] = ne0, d->ne[1] = ne1, d->ne[2] = ne2;
     d->matrix = matrix, d->decay = decay, d->frozen = frozen;
     d->lr_scale = lr_scale;
     d->lo = lo, d->hi = hi;
     d->init = init;
-    d->n = (size_t)ne0 * (size_t)ne1;
+    d->n = (size_t)ne0 * (size_t)ne1 * (size_t)ne2;
     d->offset = pl->n_floats;
     pl->n_floats += d->n;
 }
@@ -132,8 +137,8 @@ static void add_part(param_list *pl, int l, const part_param *pp, int n) {
     char name[64];
     for (int i = 0; i < n; i++) {
         snprintf(name, sizeof name, "blk.%d.%s", l, pp[i].suffix);
-        add(pl, name, pp[i].ne0, pp[i].ne1, pp[i].matrix, pp[i].decay, pp[i].lr_scale, pp[i].frozen,
-            pp[i].init, pp[i].lo, pp[i].hi);
+        add(pl, name, pp[i].ne0, pp[i].ne1, pp[i].ne2, pp[i].matrix, pp[i].decay, pp[i].lr_scale,
+            pp[i].frozen, pp[i].init, pp[i].lo, pp[i].hi);
     }
 }
 
@@ -148,22 +153,22 @@ msrnn_status param_list_build(const arch_row *arch, const hparams *hp, param_lis
     if (!pl->p) return msrnn_fail(MSRNN_ERR_NOMEM, "out of memory listing %d layers", in->n_layers);
     const int64_t D = in->dim, V = in->n_vocab;
     pl->embd = pl->n;
-    add(pl, "token_embd.weight", D, V, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0);
+    add(pl, "token_embd.weight", D, V, 1, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0);
     char name[64];
     for (int l = 0; l < in->n_layers; l++) {
         snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
-        add(pl, name, D, 1, 0, 0, 1.0f, 0, INIT_ONES, 0, 0);
+        add(pl, name, D, 1, 1, 0, 0, 1.0f, 0, INIT_ONES, 0, 0);
         add_part(pl, l, mp, pl->n_mixer);
         snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
-        add(pl, name, D, 1, 0, 0, 1.0f, 0, INIT_ONES, 0, 0);
+        add(pl, name, D, 1, 1, 0, 0, 1.0f, 0, INIT_ONES, 0, 0);
         add_part(pl, l, fp, pl->n_ffn);
     }
     pl->out_norm = pl->n;
-    add(pl, "output_norm.weight", D, 1, 0, 0, 1.0f, 0, INIT_ONES, 0, 0);
+    add(pl, "output_norm.weight", D, 1, 1, 0, 0, 1.0f, 0, INIT_ONES, 0, 0);
     pl->output = pl->embd;
     if (!in->tied_output) {
         pl->output = pl->n;
-        add(pl, "output.weight", D, V, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0);
+        add(pl, "output.weight", D, V, 1, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0);
     }
     return MSRNN_OK;
 }

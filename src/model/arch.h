@@ -38,7 +38,7 @@ msrnn_status arch_read_hparams(const gguf_file *f, const arch_row **arch, hparam
 typedef struct {
     char name[64];
     int n_dims;
-    int64_t ne[2];
+    int64_t ne[3];             /* ne[2] = 1 unless n_dims is 3 */
     int matrix, decay, frozen; /* frozen: PARAM_TRAINED, PARAM_FIXED or PARAM_OPTIONAL */
     float lr_scale;
     float lo, hi; /* hi > lo: training keeps the values in [lo, hi] */

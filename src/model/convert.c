@@ -74,7 +74,7 @@ msrnn_status model_convert(const char *in_path, const char *arch_name, const hpa
             st = gguf_writer_add_tensor_ref(w, d->name, t->type, t->n_dims, t->ne, t->data);
             continue;
         }
-        const uint64_t ne[2] = {(uint64_t)d->ne[0], (uint64_t)d->ne[1]};
+        const uint64_t ne[3] = {(uint64_t)d->ne[0], (uint64_t)d->ne[1], (uint64_t)d->ne[2]};
         if (param_fill(target, &hp, &pl, i, buf)) { /* a value the part computes: copied now */
             st = gguf_writer_add_tensor(w, d->name, TYPE_F32, (uint32_t)d->n_dims, ne, buf);
             continue;

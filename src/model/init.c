@@ -9,6 +9,7 @@
 #include "base/mem.h"
 #include "io/gguf.h"
 #include "model/arch.h"
+#include "nn/memlayer.h"
 #include "text/tokenizer.h"
 
 static uint64_t splitmix(uint64_t *x) {
@@ -25,13 +26,12 @@ static float normal(uint64_t *x) { /* Box-Muller */
 
 /* Add a (rows × cols) matrix of N(0, std²) values (or all `fill` when std == 0, or buf as it is
  * when std < 0) as type t. */
-static msrnn_status add_matrix(gguf_writer *w, const char *name, int rows, int cols, tensor_type t,
-                               float std, float fill, uint64_t *rng, float *buf, void *qbuf) {
-    size_t n = (size_t)rows * cols;
-    for (size_t i = 0; i < n && std >= 0; i++) buf[i] = std > 0 ? std * normal(rng) : fill;
-    if (t != TYPE_F32) quantize_row(t, buf, qbuf, (int64_t)n);
-    uint64_t ne[2] = {(uint64_t)cols, (uint64_t)rows};
-    return gguf_writer_add_tensor(w, name, t, rows == 1 ? 1 : 2, ne,
+static msrnn_status add_tensor(gguf_writer *w, const param_desc *d, tensor_type t, float std,
+                               float fill, uint64_t *rng, float *buf, void *qbuf) {
+    for (size_t i = 0; i < d->n && std >= 0; i++) buf[i] = std > 0 ? std * normal(rng) : fill;
+    if (t != TYPE_F32) quantize_row(t, buf, qbuf, (int64_t)d->n);
+    const uint64_t ne[3] = {(uint64_t)d->ne[0], (uint64_t)d->ne[1], (uint64_t)d->ne[2]};
+    return gguf_writer_add_tensor(w, d->name, t, (uint32_t)d->n_dims, ne,
                                   t == TYPE_F32 ? (void *)buf : qbuf);
 }
 
@@ -87,6 +87,22 @@ msrnn_status model_write_init(const model_init_params *p, const char *vocab_path
     hp.segment = p->segment > 0 ? p->segment : 2048;
     hp.memory_rule = p->memory_rule;
     hp.features = p->features, hp.seed = p->seed;
+    hp.hash_bits = p->hash_bits > 0 ? p->hash_bits : 8;
+    hp.block_hash_bits = p->block_hash_bits > 0 ? p->block_hash_bits : hp.hash_bits + 2;
+    hp.weighting = p->weighting, hp.temperature = p->temperature > 0 ? p->temperature : 1.0f;
+    hp.ln_eps = 1e-5f, hp.mf_biases = p->no_bias ? 0 : MF_BIAS_QKV | MF_BIAS_MEM1 | MF_BIAS_MEM2;
+    if (arch->mixer == &part_mf_attn) {
+        if (hp.hash_bits > MEM_MAX_BITS || hp.block_hash_bits > MEM_MAX_BITS ||
+            p->dim % hp.hash_bits || p->n_kv_heads != p->n_heads) {
+            gguf_close(vf);
+            return msrnn_fail(MSRNN_ERR_INVALID,
+                              "init: memoryformer needs hash bits τ %d and τ₂ %d in [1, %d], dim "
+                              "%d a multiple of τ and kv heads %d = heads %d",
+                              hp.hash_bits, hp.block_hash_bits, MEM_MAX_BITS, p->dim, p->n_kv_heads,
+                              p->n_heads);
+        }
+        in->ffn_dim = p->dim / hp.hash_bits * hp.block_hash_bits; /* the block's width K·τ₂ */
+    }
     param_list pl;
     msrnn_status st = param_list_build(arch, &hp, &pl);
     if (st != MSRNN_OK) {
@@ -108,7 +124,7 @@ msrnn_status model_write_init(const model_init_params *p, const char *vocab_path
     if (st == MSRNN_OK) st = gguf_writer_set_u32(w, KEY("embedding_length"), (uint32_t)p->dim);
     if (st == MSRNN_OK) st = gguf_writer_set_u32(w, KEY("block_count"), (uint32_t)p->n_layers);
     if (st == MSRNN_OK)
-        st = gguf_writer_set_u32(w, KEY("feed_forward_length"), (uint32_t)p->ffn_dim);
+        st = gguf_writer_set_u32(w, KEY("feed_forward_length"), (uint32_t)in->ffn_dim);
     if (st == MSRNN_OK)
         st = gguf_writer_set_u32(w, KEY("attention.head_count"), (uint32_t)p->n_heads);
     if (st == MSRNN_OK)
@@ -132,7 +148,8 @@ msrnn_status model_write_init(const model_init_params *p, const char *vocab_path
     size_t biggest = 0;
     for (int i = 0; i < pl.n; i++) {
         if (pl.p[i].n > biggest) biggest = pl.p[i].n;
-        if (st == MSRNN_OK && pl.p[i].matrix && pl.p[i].ne[0] % tt->block_size)
+        if (st == MSRNN_OK && pl.p[i].matrix && pl.p[i].n_dims < 3 &&
+            pl.p[i].ne[0] % tt->block_size)
             st = msrnn_fail(MSRNN_ERR_INVALID,
                             "init: %s has rows of %lld, not a multiple of %s's block of %d",
                             pl.p[i].name, (long long)pl.p[i].ne[0], tt->name, tt->block_size);
@@ -158,8 +175,12 @@ msrnn_status model_write_init(const model_init_params *p, const char *vocab_path
         float s = d->init == INIT_NORMAL ? std : d->init == INIT_NORMAL_RESID ? out_std : 0;
         if (param_fill(arch, &hp, &pl, i, buf)) s = -1; /* the part's own values */
         const float fill = d->init == INIT_ONES ? 1.0f : 0.0f;
-        st = add_matrix(w, d->name, (int)d->ne[1], (int)d->ne[0], d->matrix ? p->type : TYPE_F32, s,
-                        fill, &rng, buf, qbuf);
+        /* tables: f16 and bf16 as asked, f32 for the block types (a table row is one bucket) */
+        const tensor_type t = !d->matrix ? TYPE_F32
+                              : d->n_dims < 3 || p->type == TYPE_F16 || p->type == TYPE_BF16
+                                  ? p->type
+                                  : TYPE_F32;
+        st = add_tensor(w, d, t, s, fill, &rng, buf, qbuf);
     }
     if (st == MSRNN_OK) st = gguf_writer_write(w, path);
     free(buf);

@@ -22,6 +22,11 @@ typedef struct {
     int segment;         /* infini: tokens per segment (0: 2048) */
     int memory_rule;     /* infini: MEMORY_RULE_LINEAR (0) or MEMORY_RULE_DELTA */
     int features;        /* dijiang: feature count m (0: head dim) */
+    int hash_bits;       /* memoryformer: τ (0: 8) */
+    int block_hash_bits; /* memoryformer: τ₂ (0: τ + 2) */
+    int weighting;       /* memoryformer: MEM_WEIGHT_PAPER (0) or MEM_WEIGHT_CODE */
+    float temperature;   /* memoryformer: t of "paper" (0: 1) */
+    int no_bias;         /* memoryformer: write no optional bias */
     uint64_t max_memory; /* refuse (MSRNN_ERR_NOMEM) a model whose writing needs more (0: no
                             limit besides the machine's available memory) */
 } model_init_params;

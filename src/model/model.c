@@ -28,6 +28,20 @@ static msrnn_status bind(const gguf_file *f, const param_desc *d, weight *w) {
             return msrnn_fail(MSRNN_ERR_UNSUPPORTED,
                               "%s: norm tensor '%s' must be f32 (type %d found)", f->path, d->name,
                               (int)t->type);
+    } else if (d->n_dims == 3) { /* a table: [row length, rows, slabs], f32, f16 or bf16 */
+        if (t->n_dims != 3 || t->ne[0] != (uint64_t)d->ne[0] || t->ne[1] != (uint64_t)d->ne[1] ||
+            t->ne[2] != (uint64_t)d->ne[2])
+            return msrnn_fail(MSRNN_ERR_FORMAT,
+                              "%s: tensor '%s' has shape [%llu, %llu, %llu] (%u dims), expected "
+                              "[%lld, %lld, %lld] from the hyper-parameters",
+                              f->path, d->name, (unsigned long long)t->ne[0],
+                              (unsigned long long)(t->n_dims > 1 ? t->ne[1] : 1),
+                              (unsigned long long)(t->n_dims > 2 ? t->ne[2] : 1), t->n_dims,
+                              (long long)d->ne[0], (long long)d->ne[1], (long long)d->ne[2]);
+        if (t->type != TYPE_F32 && t->type != TYPE_F16 && t->type != TYPE_BF16)
+            return msrnn_fail(MSRNN_ERR_UNSUPPORTED,
+                              "%s: table '%s' has type %d; tables must be f32, f16 or bf16",
+                              f->path, d->name, (int)t->type);
     } else {
         if (t->n_dims != 2 || t->ne[0] != (uint64_t)d->ne[0] || t->ne[1] != (uint64_t)d->ne[1])
             return msrnn_fail(MSRNN_ERR_FORMAT,
@@ -45,7 +59,7 @@ static msrnn_status bind(const gguf_file *f, const param_desc *d, weight *w) {
     w->data = t->data;
     w->type = t->type;
     w->in = (int)d->ne[0];
-    w->out = (int)d->ne[1];
+    w->out = (int)(d->ne[1] * d->ne[2]); /* a table: every slab's rows */
     w->row_bytes = type_row_bytes(t->type, (uint64_t)d->ne[0]);
     return MSRNN_OK;
 }

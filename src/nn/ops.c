@@ -147,6 +147,59 @@ void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *in
     }
 }
 
+/* ---- layernorm (MemoryFormer's block) -------------------------------------------------------- */
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
+                       const float *b, int N, int C, float eps, int n_threads) {
+#pragma omp parallel for schedule(static) num_threads(n_threads)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float *y = out + (size_t)n * C;
+        double s = 0, ss = 0;
+        for (int c = 0; c < C; c++) s += x[c];
+        const double mu = s / C;
+        for (int c = 0; c < C; c++) ss += (x[c] - mu) * (x[c] - mu);
+        const float m = (float)mu, r = (float)(1.0 / sqrt(ss / C + eps));
+        for (int c = 0; c < C; c++) y[c] = (x[c] - m) * r * w[c] + b[c];
+        if (mean) mean[n] = m;
+        if (rstd) rstd[n] = r;
+    }
+}
+
+void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                        const float *w, const float *mean, const float *rstd, int N, int C,
+                        int n_threads) {
+    /* x̂ = (x − μ) r, y = x̂ w + b:  dx = r (g − mean(g) − x̂ mean(g x̂)), g = dy∘w */
+#pragma omp parallel for schedule(static) num_threads(n_threads)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
+        float *dx = dinp + (size_t)n * C;
+        const float m = mean[n], r = rstd[n];
+        double sg = 0, sgx = 0;
+        for (int c = 0; c < C; c++) {
+            const double g = (double)dy[c] * w[c];
+            sg += g, sgx += g * (x[c] - m) * r;
+        }
+        const float mg = (float)(sg / C), mgx = (float)(sgx / C);
+        for (int c = 0; c < C; c++) dx[c] += r * (dy[c] * w[c] - mg - (x[c] - m) * r * mgx);
+    }
+    /* dw[c] = Σ_n dy x̂, db[c] = Σ_n dy: columns split across threads */
+#pragma omp parallel num_threads(n_threads)
+    {
+        int c0, c1;
+        split_rows(C, omp_get_thread_num(), omp_get_num_threads(), &c0, &c1);
+        for (int c = c0; c < c1; c++) {
+            double aw = 0, ab = 0;
+            for (int n = 0; n < N; n++) {
+                const float dy = dout[(size_t)n * C + c];
+                aw += (double)dy * (inp[(size_t)n * C + c] - mean[n]) * rstd[n];
+                ab += dy;
+            }
+            dw[c] += (float)aw, db[c] += (float)ab;
+        }
+    }
+}
+
 /* ---- matmul --------------------------------------------------------------------------------- */
 
 /* C (M, Nc) = A' (M, K) · B' (K, Nc) + beta C, A' = A or Aᵀ, B' = B or Bᵀ, row-major, cut into

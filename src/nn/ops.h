@@ -40,6 +40,14 @@ void matmul_forward(float *out, const float *inp, const float *w, int N, int IC,
 void matmul_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
                      int N, int IC, int OC, int n_threads);
 
+/* out = (inp − mean) / sqrt(var + eps) · w + b per row (population variance); mean[n], rstd[n]
+ * kept for backward (either may be NULL). */
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
+                       const float *b, int N, int C, float eps, int n_threads);
+void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                        const float *w, const float *mean, const float *rstd, int N, int C,
+                        int n_threads);
+
 /* Rotary position embedding, adjacent pairs (x[2i], x[2i+1]) rotated by pos · base^(-2i/n_rot), for
  * i < n_rot / 2 (llama.cpp's "norm" RoPE). Rows are tokens of n_heads · d; row n uses table row
  * n % T. table: rope_table_floats(T, n_rot) floats filled by rope_table_init (positions 0..T-1) or

@@ -207,19 +207,20 @@ static int dj_params(const hparams *hp, part_param out[PART_MAX_PARAMS]) {
     const msrnn_model_info *in = &hp->info;
     const int64_t D = in->dim, QD = (int64_t)in->n_heads * in->head_dim,
                   KD = (int64_t)in->n_kv_heads * in->head_dim;
-    out[W_Q] = (part_param){"attn_q.weight", D, QD, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0};
-    out[W_K] = (part_param){"attn_k.weight", D, KD, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0};
-    out[W_V] = (part_param){"attn_v.weight", D, KD, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0};
-    out[W_O] = (part_param){"attn_output.weight", QD, D, 1, 1, 1.0f, 0, INIT_NORMAL_RESID, 0, 0};
-    out[W_FEAT] = (part_param){"attn_feat", n_features(hp), in->head_dim, 0, 0,
-                               1.0f,        PARAM_FIXED,    INIT_PART,    0, 0};
+    out[W_Q] = (part_param){"attn_q.weight", D, QD, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0, 1};
+    out[W_K] = (part_param){"attn_k.weight", D, KD, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0, 1};
+    out[W_V] = (part_param){"attn_v.weight", D, KD, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0, 1};
+    out[W_O] = (part_param){"attn_output.weight", QD, D, 1, 1, 1.0f, 0, INIT_NORMAL_RESID, 0, 0, 1};
+    out[W_FEAT] = (part_param){
+        "attn_feat", n_features(hp), in->head_dim, 0, 0, 1.0f, PARAM_FIXED, INIT_PART, 0, 0, 1};
     /* γ: fixed unless train --unfreeze attn_decay; then its own learning rate (x0.1: AdamW moves
      * a tensor by about lr a step, and 1 − γ is 1/512 .. 1/32) and kept in (0, 1) */
-    out[W_DECAY] = (part_param){"attn_decay", in->n_heads,    1,         0,     0,
-                                0.1f,         PARAM_OPTIONAL, INIT_PART, 1e-6f, 0x1.fffffep-1f};
-    out[W_GATE] = (part_param){"attn_gate", D, QD, 1, 1, 1.0f, 0, INIT_PART, 0, 0};
-    out[W_GNW] = (part_param){"attn_gnorm.weight", QD, 1, 0, 0, 1.0f, 0, INIT_ONES, 0, 0};
-    out[W_GNB] = (part_param){"attn_gnorm.bias", QD, 1, 0, 0, 1.0f, 0, INIT_ZEROS, 0, 0};
+    out[W_DECAY] =
+        (part_param){"attn_decay", in->n_heads,    1, 0, 0, 0.1f, PARAM_OPTIONAL, INIT_PART,
+                     1e-6f,        0x1.fffffep-1f, 1};
+    out[W_GATE] = (part_param){"attn_gate", D, QD, 1, 1, 1.0f, 0, INIT_PART, 0, 0, 1};
+    out[W_GNW] = (part_param){"attn_gnorm.weight", QD, 1, 0, 0, 1.0f, 0, INIT_ONES, 0, 0, 1};
+    out[W_GNB] = (part_param){"attn_gnorm.bias", QD, 1, 0, 0, 1.0f, 0, INIT_ZEROS, 0, 0, 1};
     return N_W;
 }
 

@@ -116,12 +116,13 @@ static int in_params(const hparams *hp, part_param out[PART_MAX_PARAMS]) {
     const msrnn_model_info *in = &hp->info;
     const int64_t D = in->dim, QD = (int64_t)in->n_heads * in->head_dim,
                   KD = (int64_t)in->n_kv_heads * in->head_dim;
-    out[W_Q] = (part_param){"attn_q.weight", D, QD, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0};
-    out[W_K] = (part_param){"attn_k.weight", D, KD, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0};
-    out[W_V] = (part_param){"attn_v.weight", D, KD, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0};
-    out[W_O] = (part_param){"attn_output.weight", QD, D, 1, 1, 1.0f, 0, INIT_NORMAL_RESID, 0, 0};
+    out[W_Q] = (part_param){"attn_q.weight", D, QD, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0, 1};
+    out[W_K] = (part_param){"attn_k.weight", D, KD, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0, 1};
+    out[W_V] = (part_param){"attn_v.weight", D, KD, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0, 1};
+    out[W_O] = (part_param){"attn_output.weight", QD, D, 1, 1, 1.0f, 0, INIT_NORMAL_RESID, 0, 0, 1};
     /* β: no weight decay, 10× the learning rate (gates stuck at 0.5 otherwise, METHODS.md §2) */
-    out[W_GATE] = (part_param){"attn_mem_gate", in->n_heads, 1, 0, 0, 10.0f, 0, INIT_ZEROS, 0, 0};
+    out[W_GATE] =
+        (part_param){"attn_mem_gate", in->n_heads, 1, 0, 0, 10.0f, 0, INIT_ZEROS, 0, 0, 1};
     return N_W;
 }
 

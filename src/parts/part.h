@@ -35,10 +35,16 @@ typedef struct {
     msrnn_model_info info;
     int n_rot; /* rotated dims per head ({arch}.rope.dimension_count; head_dim by default) */
     /* A method's own keys, read and written by its part (read_keys, write_keys); 0 elsewhere. */
-    int segment;     /* infini.segment_length: tokens per segment (N) */
-    int memory_rule; /* infini.memory_rule: MEMORY_RULE_LINEAR or MEMORY_RULE_DELTA */
-    int features;    /* dijiang.feature_count: m (0: head_dim) */
-    float gn_eps;    /* dijiang.attention.group_norm_epsilon (0: 1e-5) */
+    int segment;         /* infini.segment_length: tokens per segment (N) */
+    int memory_rule;     /* infini.memory_rule: MEMORY_RULE_LINEAR or MEMORY_RULE_DELTA */
+    int features;        /* dijiang.feature_count: m (0: head_dim) */
+    float gn_eps;        /* dijiang.attention.group_norm_epsilon (0: 1e-5) */
+    int hash_bits;       /* memoryformer.hash_bits: τ of Q/K/V and the block's first layer */
+    int block_hash_bits; /* memoryformer.block_hash_bits: τ₂ of the block's second layer */
+    int weighting;       /* memoryformer.weighting: MEM_WEIGHT_PAPER or MEM_WEIGHT_CODE */
+    float temperature;   /* memoryformer.temperature: t of "paper" */
+    float ln_eps;        /* memoryformer.attention.layer_norm_epsilon: the block's LayerNorm */
+    int mf_biases;       /* MemoryFormer's optional biases present: MF_BIAS_* bits */
     /* How a part's fixed values are made (convert, init-model); not stored in files. */
     int sampler;   /* dijiang's P: FEATURE_SAMPLER_HALTON or FEATURE_SAMPLER_RANDOM */
     uint64_t seed; /* the seed of P (random) and of W_G's initialisation */
@@ -46,6 +52,7 @@ typedef struct {
 
 enum { MEMORY_RULE_LINEAR, MEMORY_RULE_DELTA };
 enum { FEATURE_SAMPLER_HALTON, FEATURE_SAMPLER_RANDOM };
+enum { MF_BIAS_QKV = 1, MF_BIAS_MEM1 = 2, MF_BIAS_MEM2 = 4 };
 
 typedef enum {
     INIT_ONES,         /* norm weights */
@@ -65,6 +72,8 @@ typedef struct {
     int frozen;       /* PARAM_TRAINED, PARAM_FIXED or PARAM_OPTIONAL */
     param_init init;
     float lo, hi; /* when hi > lo, training keeps every value in [lo, hi] (projected AdamW) */
+    int64_t ne2;  /* > 1: a 3-D tensor [ne0, ne1, ne2] (MemoryFormer's tables: f32, f16 or bf16
+                     only, whatever the model's weight type); 0 or 1: 2-D or a vector */
 } part_param;
 
 enum {
@@ -150,6 +159,7 @@ typedef struct part_kind {
     void (*fill)(const hparams *hp, int layer, int index, float *out);
 } part_kind;
 
-extern const part_kind part_softmax, part_swiglu, part_infini, part_dijiang;
+extern const part_kind part_softmax, part_swiglu, part_infini, part_dijiang, part_mf_attn,
+    part_mf_block;
 
 #endif

@@ -28,6 +28,7 @@
 
 #include "memory/kv_policy.h"
 #include "nn/ops.h"
+#include "parts/kv_cache.h"
 #include "parts/part.h"
 #include "tensor/kernels.h"
 
@@ -301,6 +302,11 @@ static msrnn_status kv_attend(memory *m, int layer, int n, const float *q, const
     return MSRNN_OK;
 }
 
+msrnn_status kv_cache_attend(void *state, int layer, int n, const float *q, const float *k,
+                             const float *v, const int64_t *pos, float *out) {
+    return kv_attend(state, layer, n, q, k, v, pos, out);
+}
+
 static int kv_kept(const memory *m, int layer, int head, int64_t *pos, float *score, int cap) {
     const layout L = layout_of(m);
     if (layer < 0 || layer >= m->shape.n_layers) return 0;
@@ -382,7 +388,7 @@ static memory memory_of(const hparams *hp, const msrnn_session_params *p) {
     return m;
 }
 
-static msrnn_status sm_check(const hparams *hp, const msrnn_session_params *p) {
+msrnn_status kv_cache_check(const hparams *hp, const msrnn_session_params *p) {
     (void)hp;
     const char *name = p->memory ? p->memory : "full";
     const kv_policy *policy;
@@ -416,27 +422,27 @@ static msrnn_status sm_check(const hparams *hp, const msrnn_session_params *p) {
     return MSRNN_OK;
 }
 
-static size_t sm_state_bytes(const hparams *hp, const msrnn_session_params *p) {
+size_t kv_cache_state_bytes(const hparams *hp, const msrnn_session_params *p) {
     const memory m = memory_of(hp, p);
     return HEADER_BYTES + layout_of(&m).total;
 }
 
-static void sm_state_reset(void *state) { kv_reset(state); }
+void kv_cache_state_reset(void *state) { kv_reset(state); }
 
-static void sm_state_init(void *state, const hparams *hp, const msrnn_session_params *p) {
+void kv_cache_state_init(void *state, const hparams *hp, const msrnn_session_params *p) {
     memory *m = state;
     *m = memory_of(hp, p);
     m->state = (uint8_t *)state + HEADER_BYTES;
-    sm_state_reset(state);
+    kv_cache_state_reset(state);
 }
 
-static int sm_bounded(const void *state) { return ((const memory *)state)->policy != NULL; }
-static size_t sm_used_bytes(const void *state) { return kv_used_bytes(state); }
-static int sm_kept(const void *state, int layer, int head, int64_t *pos, float *score, int cap) {
+int kv_cache_bounded(const void *state) { return ((const memory *)state)->policy != NULL; }
+size_t kv_cache_used_bytes(const void *state) { return kv_used_bytes(state); }
+int kv_cache_kept(const void *state, int layer, int head, int64_t *pos, float *score, int cap) {
     return kv_kept(state, layer, head, pos, score, cap);
 }
-static int sm_summary(const void *state, int layer, int head, int64_t *merged, int64_t *counts,
-                      int cap) {
+int kv_cache_summary(const void *state, int layer, int head, int64_t *merged, int64_t *counts,
+                     int cap) {
     return kv_summary_counts(state, layer, head, merged, counts, cap);
 }
 
@@ -446,10 +452,10 @@ static int sm_params(const hparams *hp, part_param out[PART_MAX_PARAMS]) {
     const msrnn_model_info *in = &hp->info;
     const int64_t D = in->dim, QD = (int64_t)in->n_heads * in->head_dim,
                   KD = (int64_t)in->n_kv_heads * in->head_dim;
-    out[W_Q] = (part_param){"attn_q.weight", D, QD, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0};
-    out[W_K] = (part_param){"attn_k.weight", D, KD, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0};
-    out[W_V] = (part_param){"attn_v.weight", D, KD, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0};
-    out[W_O] = (part_param){"attn_output.weight", QD, D, 1, 1, 1.0f, 0, INIT_NORMAL_RESID, 0, 0};
+    out[W_Q] = (part_param){"attn_q.weight", D, QD, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0, 1};
+    out[W_K] = (part_param){"attn_k.weight", D, KD, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0, 1};
+    out[W_V] = (part_param){"attn_v.weight", D, KD, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0, 1};
+    out[W_O] = (part_param){"attn_output.weight", QD, D, 1, 1, 1.0f, 0, INIT_NORMAL_RESID, 0, 0, 1};
     return N_W;
 }
 
@@ -614,14 +620,14 @@ const part_kind part_softmax = {
     NULL,
     NULL,
     sm_params,
-    sm_check,
-    sm_state_bytes,
-    sm_state_init,
-    sm_state_reset,
-    sm_bounded,
-    sm_used_bytes,
-    sm_kept,
-    sm_summary,
+    kv_cache_check,
+    kv_cache_state_bytes,
+    kv_cache_state_init,
+    kv_cache_state_reset,
+    kv_cache_bounded,
+    kv_cache_used_bytes,
+    kv_cache_kept,
+    kv_cache_summary,
     sm_work_floats,
     sm_max_in,
     sm_prepare,

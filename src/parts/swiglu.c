@@ -8,9 +8,9 @@ enum { W_GATE, W_UP, W_DOWN, N_W };
 
 static int ffn_params(const hparams *hp, part_param out[PART_MAX_PARAMS]) {
     const int64_t D = hp->info.dim, F = hp->info.ffn_dim;
-    out[W_GATE] = (part_param){"ffn_gate.weight", D, F, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0};
-    out[W_UP] = (part_param){"ffn_up.weight", D, F, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0};
-    out[W_DOWN] = (part_param){"ffn_down.weight", F, D, 1, 1, 1.0f, 0, INIT_NORMAL_RESID, 0, 0};
+    out[W_GATE] = (part_param){"ffn_gate.weight", D, F, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0, 1};
+    out[W_UP] = (part_param){"ffn_up.weight", D, F, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0, 1};
+    out[W_DOWN] = (part_param){"ffn_down.weight", F, D, 1, 1, 1.0f, 0, INIT_NORMAL_RESID, 0, 0, 1};
     return N_W;
 }
 

@@ -424,7 +424,7 @@ msrnn_status train_model_save(const train_model *m, const char *path, int f16,
     if (st == MSRNN_OK) st = gguf_writer_set_u32(w, "general.file_type", f16 ? 1 : 0);
     for (int i = 0; st == MSRNN_OK && i < m->pl->n; i++) {
         const param_desc *t = &m->pl->p[i];
-        const uint64_t ne[2] = {(uint64_t)t->ne[0], (uint64_t)t->ne[1]};
+        const uint64_t ne[3] = {(uint64_t)t->ne[0], (uint64_t)t->ne[1], (uint64_t)t->ne[2]};
         const float *src = m->params + t->offset;
         st = gguf_writer_add_tensor_f32_as(w, t->name, f16 && t->matrix ? TYPE_F16 : TYPE_F32,
                                            (uint32_t)t->n_dims, ne, src);

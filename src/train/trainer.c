@@ -83,7 +83,7 @@ static msrnn_status ckpt_extra(void *vctx, gguf_writer *w) {
     const param_list *pl = train_model_params_list(c->model);
     for (int i = 0; st == MSRNN_OK && i < pl->n; i++) {
         const param_desc *t = &pl->p[i];
-        const uint64_t ne[2] = {(uint64_t)t->ne[0], (uint64_t)t->ne[1]};
+        const uint64_t ne[3] = {(uint64_t)t->ne[0], (uint64_t)t->ne[1], (uint64_t)t->ne[2]};
         snprintf(name, sizeof name, "opt.m.%s", t->name);
         st = gguf_writer_add_tensor_ref(w, name, TYPE_F32, (uint32_t)t->n_dims, ne,
                                         c->m + t->offset);
