@@ -7,7 +7,8 @@
    --type q8_0 (dense matrices q8_0); `info` prints the keys; `generate`, `perplexity` run it, also
    with a bounded cache (--kv sink); greedy text is the same whatever the thread count.
 2. `train --init` on a MemoryFormer: the loss falls over 12 steps on a book; the checkpoint resumes;
-   the trained file opens and generates.
+   the trained file opens and generates. tool_mf_buckets (bench/mf-buckets) counts every token once
+   per chunk of every table, and refuses a llama model.
 3. Bad input → exit 1 naming the key or tensor, nothing else crashes: hash_bits 0 and 17, a
    block_hash_bits of 17, an unknown weighting, a temperature of 0, a table of the wrong shape
    (another τ), a table of a block type (q8_0), a missing table, head_count_kv ≠ head_count,
@@ -153,6 +154,27 @@ def main():
         os.remove(P("trained.gguf"))
     r = run(*(targs[:targs.index("--steps")] + ["--resume", "-t", "2"]))
     check(r.returncode == 0 and os.path.exists(P("trained.gguf")), f"train --resume: {tail(r)}")
+
+    # bucket counts (bench/mf-buckets' tool): every chunk of every memory layer counts each token once
+    tool = os.path.join(os.environ.get("MSRNN_BUILD_DIR", os.path.join(SRC, "build")), "tests", "tool_mf_buckets")
+    r = subprocess.run([tool, P("mf.gguf"), P("book.bin"), "600", "128", P("counts.tsv"), "2"], capture_output=True,
+                       text=True, timeout=600)
+    sums, rows = {}, {}
+    if r.returncode == 0:
+        for line in open(P("counts.tsv")):
+            if line.startswith("#"):
+                continue
+            layer, which, chunk, _, count = line.split("\t")
+            key = (layer, which, chunk)
+            sums[key] = sums.get(key, 0) + int(count)
+            rows[key] = rows.get(key, 0) + 1
+    want_rows = {"qkv": 2 ** tau, "mem1": 2 ** tau, "mem2": 2 ** tau2}
+    check(r.returncode == 0 and len(sums) == LAYERS * 3 * K and set(sums.values()) == {600}
+          and all(rows[k] == want_rows[k[1]] for k in rows),
+          f"tool_mf_buckets: {len(sums)} (layer, table, chunk) sums {sorted(set(sums.values()))[:5]}: {r.stderr[-300:]}")
+    r = subprocess.run([tool, VOCAB, P("book.bin"), "100", "64", P("c2.tsv")],
+                       capture_output=True, text=True, timeout=600)
+    check(r.returncode == 1 and "not a memoryformer" in r.stderr, f"tool_mf_buckets on a llama model: {r.stderr}")
 
     # 3. broken files
     def broken(name, edit, base="mf.gguf"):

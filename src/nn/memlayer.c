@@ -40,6 +40,11 @@ static int pin_buckets;
 
 void memlayer_pin_buckets(int on) { pin_buckets = on; }
 
+static memlayer_observer observer;
+static void *observer_ctx;
+
+void memlayer_observe(memlayer_observer fn, void *ctx) { observer = fn, observer_ctx = ctx; }
+
 /* |z_i|, or with a pinned bucket its analytic continuation: z_i on the bucket's side of 0
  * (bit 1: z_i ≥ 0), −z_i on the other */
 static inline double mag(const float *z, int i, int b, int pinned, uint32_t bucket) {
@@ -183,6 +188,7 @@ void memlayer_hash(const memlayer *L, const float *x, int n, int32_t *idx, float
             w[(size_t)t * K + k] = (float)weight_at(L, z, pinned, (uint32_t)*ik);
         }
     }
+    if (observer) observer(observer_ctx, L, idx, n);
 }
 
 void memlayer_gather(const memlayer *L, const void *table, tensor_type type, const float *bias,

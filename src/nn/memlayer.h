@@ -70,6 +70,12 @@ void memlayer_backward(const memlayer *L, const float *table, const float *x, co
  * boundary. Off by default; not thread-safe against concurrent forwards. */
 void memlayer_pin_buckets(int on);
 
+/* Diagnostics (bench/mf-buckets): fn(ctx, L, idx, n) is called at the end of every memlayer_hash
+ * with the n × K indices it computed, on the calling thread; NULL stops it. One observer per
+ * process; set it while no forward runs. */
+typedef void (*memlayer_observer)(void *ctx, const memlayer *L, const int32_t *idx, int n);
+void memlayer_observe(memlayer_observer fn, void *ctx);
+
 /* Elements of a table: K · 2^b · out. */
 static inline size_t memlayer_table_elems(const memlayer *L) {
     return (size_t)L->K * ((size_t)1 << L->bits) * (size_t)L->out;
