@@ -80,6 +80,18 @@ def value(g, key):
     return None
 
 
+def tensors(g):
+    """{name: tensor} of a read file"""
+    return {t["name"]: t for t in g["tensors"]}
+
+
+def set_key(g, key, t, raw):
+    """replace key's type and raw value (as read: the bytes after the type)"""
+    for kv in g["kvs"]:
+        if kv[0] == key:
+            kv[1], kv[2] = t, raw
+
+
 def _str(s):
     s = s.encode() if isinstance(s, str) else s
     return struct.pack("<Q", len(s)) + s

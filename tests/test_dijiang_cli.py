@@ -52,6 +52,7 @@ from statistics import NormalDist
 import numpy as np
 
 import gguf_tiny
+from gguf_tiny import set_key, tensors
 from checks import check, finish
 
 BIN = os.environ["MSRNN_BIN"]
@@ -141,16 +142,6 @@ def nbytes(t):
         return n * per[t["type"]]
     block = {8: 34, 2: 18}[t["type"]]  # q8_0, q4_0: 32 elements per block
     return n // 32 * block
-
-
-def tensors(g):
-    return {t["name"]: t for t in g["tensors"]}
-
-
-def set_key(g, key, t, raw):
-    for kv in g["kvs"]:
-        if kv[0] == key:
-            kv[1], kv[2] = t, raw
 
 
 def check_convert(src, dst, label, d, n_head, n_layer, m):

@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 
 import gguf_tiny
+from gguf_tiny import set_key
 from checks import check, finish
 
 BIN = os.environ["MSRNN_BIN"]
@@ -111,11 +112,6 @@ with tempfile.TemporaryDirectory() as tmp:
         edit(g)
         gguf_tiny.write(P(name), g)
         return P(name)
-
-    def set_key(g, key, t, raw):
-        for kv in g["kvs"]:
-            if kv[0] == key:
-                kv[1], kv[2] = t, raw
 
     cases = [
         ("no_gate.gguf", lambda g: g.update(tensors=[t for t in g["tensors"] if t["name"] != "blk.0.attn_mem_gate"]),

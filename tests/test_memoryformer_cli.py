@@ -24,6 +24,7 @@ import tempfile
 import numpy as np
 
 import gguf_tiny
+from gguf_tiny import set_key, tensors
 from checks import check, finish
 
 BIN = os.environ["MSRNN_BIN"]
@@ -41,16 +42,6 @@ def run(*args):
 
 def tail(r):
     return r.stderr[-400:]
-
-
-def tensors(g):
-    return {t["name"]: t for t in g["tensors"]}
-
-
-def set_key(g, key, t, raw):
-    for kv in g["kvs"]:
-        if kv[0] == key:
-            kv[1], kv[2] = t, raw
 
 
 def u32(v):

@@ -17,6 +17,7 @@
 
 #include "msrnn.h"
 #include "nn/memlayer.h"
+#include "train/shard.h"
 
 typedef struct {
     int n_layers;
@@ -65,21 +66,14 @@ int main(int argc, char **argv) {
         fprintf(stderr, "tool_mf_buckets: %s\n", msrnn_last_error());
         return 1;
     }
-    FILE *f = fopen(argv[2], "rb");
-    unsigned char h[64];
-    if (!f || fread(h, 1, 64, f) != 64 || memcmp(h, "MSRNNTOK", 8)) {
-        fprintf(stderr, "tool_mf_buckets: %s is not a token shard\n", argv[2]);
+    token_shard *sh = NULL;
+    if (token_shard_open(argv[2], &sh) != MSRNN_OK ||
+        token_shard_check_vocab(sh, argv[1], (uint32_t)msrnn_model_get_info(m)->n_vocab, 0, 0) !=
+            MSRNN_OK) {
+        fprintf(stderr, "tool_mf_buckets: %s\n", msrnn_last_error());
         return 1;
     }
-    uint32_t width;
-    uint64_t n_tok;
-    memcpy(&width, h + 12, 4);
-    memcpy(&n_tok, h + 24, 8);
-    if ((width != 2 && width != 4) || n_tok == 0) {
-        fprintf(stderr, "tool_mf_buckets: %s: ids of %u bytes, %llu tokens\n", argv[2], width,
-                (unsigned long long)n_tok);
-        return 1;
-    }
+    uint64_t n_tok = token_shard_n_tokens(sh);
     if (max_tokens > 0 && (uint64_t)max_tokens < n_tok) n_tok = (uint64_t)max_tokens;
     tally t;
     memset(&t, 0, sizeof t);
@@ -93,16 +87,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     int32_t *win = malloc(sizeof(int32_t) * (size_t)ctx);
-    unsigned char *raw = malloc((size_t)ctx * width);
     uint64_t done = 0;
-    while (win && raw && done < n_tok) {
+    while (win && done < n_tok) {
         const int n = n_tok - done < (uint64_t)ctx ? (int)(n_tok - done) : ctx;
-        if (fread(raw, width, (size_t)n, f) != (size_t)n) break;
-        for (int i = 0; i < n; i++) {
-            uint32_t v = 0;
-            memcpy(&v, raw + (size_t)i * width, width);
-            win[i] = (int32_t)v;
-        }
+        token_shard_read(sh, done, n, win);
         msrnn_session_reset(s);
         if (msrnn_session_eval(s, win, n, NULL) != MSRNN_OK) {
             fprintf(stderr, "tool_mf_buckets: %s\n", msrnn_last_error());
@@ -110,7 +98,7 @@ int main(int argc, char **argv) {
         }
         done += (uint64_t)n;
     }
-    fclose(f);
+    token_shard_close(sh);
     memlayer_observe(NULL, NULL);
     if (t.bad || !t.counts[0] || t.calls % (3 * t.n_layers)) {
         fprintf(stderr, "tool_mf_buckets: not a memoryformer model (%lld hash calls)\n", t.calls);
@@ -134,7 +122,7 @@ int main(int argc, char **argv) {
     }
     const int bad = fclose(o) != 0;
     for (int w = 0; w < 3; w++) free(t.counts[w]);
-    free(win), free(raw);
+    free(win);
     msrnn_session_close(s);
     msrnn_model_close(m);
     return bad;
