@@ -704,6 +704,15 @@ msrnn_status gguf_open(const char *path, gguf_file **out) {
     return st;
 }
 
+void gguf_prefault(const gguf_file *f) {
+    if (!f || !f->mapped) return;
+    void *p = (void *)f->base;
+#ifdef MADV_POPULATE_READ
+    if (madvise(p, f->size, MADV_POPULATE_READ) == 0) return;
+#endif
+    (void)madvise(p, f->size, MADV_WILLNEED); /* older kernels: read ahead, map on first touch */
+}
+
 msrnn_status gguf_open_memory(const void *data, size_t size, gguf_file **out) {
     static const uint8_t empty[1];
     *out = NULL;

@@ -94,6 +94,10 @@ typedef struct {
 /* Open and fully validate a file (mmap, read-only). */
 msrnn_status gguf_open(const char *path, gguf_file **out);
 /* The same over a caller-owned buffer that must outlive the result (used by the fuzzer). */
+/* Advice, no error: map every page of a mapped file now (MADV_POPULATE_READ; MADV_WILLNEED where
+ * the kernel lacks it), so that a model whose weights are read at random places (MemoryFormer's
+ * tables) does not take its page faults one at a time inside the token loop. */
+void gguf_prefault(const gguf_file *f);
 msrnn_status gguf_open_memory(const void *data, size_t size, gguf_file **out);
 void gguf_close(gguf_file *f);
 

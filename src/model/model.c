@@ -111,6 +111,7 @@ msrnn_status msrnn_model_open(const char *path, msrnn_model **out) {
     if (st == MSRNN_OK) st = arch_read_hparams(m->file, &m->arch, &m->hp);
     if (st == MSRNN_OK) st = bind_weights(m);
     if (st == MSRNN_OK) st = find_unused(m);
+    if (st == MSRNN_OK) gguf_prefault(m->file);
     if (st == MSRNN_OK && gguf_find_kv(m->file, "tokenizer.ggml.model"))
         st = spm_tokenizer_from_gguf(m->file, &m->tok);
     if (st != MSRNN_OK) {

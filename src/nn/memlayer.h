@@ -11,10 +11,14 @@
  * training holds f32 tables.
  *
  * Forward is two steps: memlayer_hash (indices and weights of every token and chunk, kept for
- * backward) and memlayer_gather (the weighted sum of the selected rows). Gather walks the tables
- * slab by slab, all tokens of a batch through slab k before slab k + 1, so a slab (2^b · out
- * elements) stays in cache while the batch streams through it; threads split the output columns,
- * so each thread owns its columns of every row and no result depends on the thread count.
+ * backward; the weights in float, 1 / Π_i (1 + exp(−c·|z_i|)) with eight lanes of exp at a time)
+ * and memlayer_gather (the weighted sum of the selected rows). Gather walks the tables slab by
+ * slab, all tokens of a block through slab k before slab k + 1, so a slab (2^b · out elements)
+ * stays in cache while the tokens stream through it, and the block's outputs stay in cache across
+ * the slabs; rows a few steps ahead are prefetched, so that at decode the K random rows' misses
+ * overlap. A batch of many tokens is split across threads by tokens, a few tokens (decode) by
+ * output columns; either way one thread computes each output element, in the same order, so no
+ * result depends on the thread count.
  *
  * Backward (accumulating, ops.h's convention): dT[k][idx_k] += w_k · dy (sparse rows; threads own
  * whole slabs, so no atomics), dbias += Σ dy, and dx through the weight only: dw_k = ⟨dy,
@@ -41,7 +45,8 @@ typedef struct {
     float temp;    /* t of "paper" (> 0); unused by "code" */
 } memlayer;
 
-/* The index of one chunk z of b numbers, and its weight (computed in double, rounded once). */
+/* The index of one chunk z of b numbers, and its weight exactly as memlayer_hash computes it
+ * (float; within ~1e-6 relative of the exact value for b ≤ 16). */
 uint32_t mem_hash(const float *z, int b);
 float mem_weight(const memlayer *L, const float *z);
 /* ∂w/∂z_j for j < b into dz (the closed forms of METHODS.md §4; 0 where z_j = 0 for "code"'s |·|
