@@ -54,7 +54,7 @@ static void split_rows(int n, int ith, int nth, int *r0, int *r1) {
 
 void embedding_forward(float *out, const int32_t *tokens, const float *wte, int N, int C,
                        int n_threads) {
-#pragma omp parallel for schedule(static) num_threads(n_threads)
+#pragma omp parallel for schedule(static) if (N > 8) num_threads(n_threads)
     for (int n = 0; n < N; n++)
         memcpy(out + (size_t)n * C, wte + (size_t)tokens[n] * C, (size_t)C * sizeof(float));
 }
@@ -128,7 +128,7 @@ void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *in
 
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
                        const float *b, int N, int C, float eps, int n_threads) {
-#pragma omp parallel for schedule(static) num_threads(n_threads)
+#pragma omp parallel for schedule(static) if (N > 8) num_threads(n_threads)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *y = out + (size_t)n * C;
