@@ -263,8 +263,8 @@ void memlayer_hash(const memlayer *L, const float *x, int n, int32_t *idx, float
 }
 
 /* y[t0, t1) × columns [c0, c1): bias (or 0), then slab by slab, tokens in order within a slab, so
- * that a slab stays in cache while the tokens stream through it; tokens in blocks of TOK_BLOCK
- * rows, so that the block's outputs stay in cache across the K slabs. The row PREFETCH_ROWS steps
+ * that a slab stays in cache while the tokens stream through it; tokens in blocks of
+ * TOK_BLOCK_BYTES of outputs, which stay in cache across the K slabs. The row PREFETCH_ROWS steps
  * ahead in that order is prefetched: at decode the rows are K random places in a table far larger
  * than the caches, and their misses should be in flight together, not one after another. */
 static void gather_tile(const memlayer *L, const void *table, tensor_type type, const float *bias,
