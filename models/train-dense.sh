@@ -22,21 +22,10 @@ manifest=$shared/data/gutenberg/MANIFEST.tsv
 mkdir -p "$out"
 [ -x "$msrnn" ] || make -C "$here" all
 threads=${THREADS:-$(nproc)}
+. "$here/models/train-lib.sh"
 
-for split in train validation; do
-  if [ ! -f "$out/$split.bin" ]; then
-    "$msrnn" tokenize-corpus -m "$base" --manifest "$manifest" --split "$split" -o "$out/$split.bin"
-  fi
-done
+tokenize_splits "$out" "$base" train validation
 args=(--config "$here/models/default.conf" --dim "$dim" --ffn "$ffn" --steps "$steps"
       --train "$out/train.bin" --val "$out/validation.bin" -o "$out/dense.gguf" -t "$threads")
-if [ -f "$out/dense.gguf.ckpt.gguf" ] && [ ! -f "$out/dense.gguf" ]; then
-  "$msrnn" train "${args[@]}" --resume
-elif [ ! -f "$out/dense.gguf" ]; then
-  "$msrnn" train "${args[@]}" --tokenizer "$base"
-fi
-if [ ! -f "$out/dense.gguf" ]; then
-  echo "training stopped before the end; run this script again to resume from the checkpoint" >&2
-  exit 1
-fi
+train_resumable "$out/dense.gguf" --tokenizer "$base" "${args[@]}"
 echo "$out/dense.gguf: $(du -h "$out/dense.gguf" | cut -f1)"

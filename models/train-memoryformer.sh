@@ -24,25 +24,14 @@ manifest=$shared/data/gutenberg/MANIFEST.tsv
 mkdir -p "$out"
 [ -x "$msrnn" ] || make -C "$here" all
 threads=${THREADS:-$(nproc)}
+. "$here/models/train-lib.sh"
 
-for split in train validation; do
-  if [ ! -f "$out/$split.bin" ]; then
-    "$msrnn" tokenize-corpus -m "$base" --manifest "$manifest" --split "$split" -o "$out/$split.bin"
-  fi
-done
+tokenize_splits "$out" "$base" train validation
 if [ ! -f "$out/init.gguf" ]; then
   "$msrnn" init-model --vocab-from "$base" --arch memoryformer --dim 256 --layers 6 --heads 4 \
     --ctx 4096 --tied --hash-bits "$tau" --weighting "$weighting" --seed 1 -o "$out/init.gguf"
 fi
 args=(--config "$here/models/memoryformer.conf" --steps "$steps" --train "$out/train.bin"
       --val "$out/validation.bin" -o "$out/mf.gguf" -t "$threads")
-if [ -f "$out/mf.gguf.ckpt.gguf" ] && [ ! -f "$out/mf.gguf" ]; then
-  "$msrnn" train "${args[@]}" --resume
-elif [ ! -f "$out/mf.gguf" ]; then
-  "$msrnn" train "${args[@]}" --init "$out/init.gguf"
-fi
-if [ ! -f "$out/mf.gguf" ]; then
-  echo "training stopped before the end; run this script again to resume from the checkpoint" >&2
-  exit 1
-fi
+train_resumable "$out/mf.gguf" --init "$out/init.gguf" "${args[@]}"
 echo "$out/mf.gguf: $(du -h "$out/mf.gguf" | cut -f1)"
