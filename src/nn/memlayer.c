@@ -58,19 +58,19 @@ static void *observer_ctx;
 
 void memlayer_observe(memlayer_observer fn, void *ctx) { observer = fn, observer_ctx = ctx; }
 
-/* |z_i|, or with a pinned bucket its analytic continuation: z_i on the bucket's side of 0
- * (bit 1: z_i ≥ 0), −z_i on the other */
-static inline double mag(const float *z, int i, int b, int pinned, uint32_t bucket) {
-    if (!pinned) return fabs((double)z[i]);
+/* |z_i| continued analytically from a pinned bucket: z_i on the bucket's side of 0 (bit 1:
+ * z_i ≥ 0), −z_i on the other */
+static inline double mag(const float *z, int i, int b, uint32_t bucket) {
     return (bucket >> (b - 1 - i)) & 1 ? (double)z[i] : -(double)z[i];
 }
 
-static double weight_at(const memlayer *L, const float *z, int pinned, uint32_t bucket) {
+/* The weight of chunk z with its bucket pinned (memlayer_pin_buckets), in double. */
+static double weight_pinned(const memlayer *L, const float *z, uint32_t bucket) {
     const int b = L->bits;
     if (L->weighting == MEM_WEIGHT_CODE) {
         double s = 0, p = 1;
         for (int i = 0; i < b; i++) {
-            const double a = mag(z, i, b, pinned, bucket);
+            const double a = mag(z, i, b, bucket);
             s += a;
             p *= sigm(2 * a);
         }
@@ -78,7 +78,7 @@ static double weight_at(const memlayer *L, const float *z, int pinned, uint32_t 
     }
     const double t = L->temp;
     double p = 1;
-    for (int i = 0; i < b; i++) p *= sigm(2 * mag(z, i, b, pinned, bucket) / t);
+    for (int i = 0; i < b; i++) p *= sigm(2 * mag(z, i, b, bucket) / t);
     return p;
 }
 /* The weight forward uses, in float: Π_i sigmoid(c·|z_i|) = 1 / Π_i (1 + exp(−c·|z_i|)), c = 2/t
@@ -166,10 +166,14 @@ static void split_cols(int n, int ith, int nth, int *c0, int *c1) {
     *c1 = e < n ? (int)e : n;
 }
 
-/* threads for a call of `work` multiply-adds spread over `units` independent pieces */
-static int threads_for(size_t work, int units, int n_threads) {
-    if (n_threads < 1 || work < PAR_MIN_WORK) return 1;
+/* threads for a call of `work` multiply-adds spread over `units` independent pieces, one thread
+ * below `min_work` */
+static int threads_above(size_t work, size_t min_work, int units, int n_threads) {
+    if (n_threads < 1 || work < min_work) return 1;
     return units < n_threads ? (units > 0 ? units : 1) : n_threads;
+}
+static int threads_for(size_t work, int units, int n_threads) {
+    return threads_above(work, PAR_MIN_WORK, units, n_threads);
 }
 
 static inline void prefetch_row(const char *p, size_t bytes) {
@@ -177,8 +181,7 @@ static inline void prefetch_row(const char *p, size_t bytes) {
 }
 
 static int gather_threads(size_t work, int units, int n_threads) {
-    if (n_threads < 1 || work + 1 <= (size_t)GATHER_MIN_WORK) return 1;
-    return units < n_threads ? (units > 0 ? units : 1) : n_threads;
+    return threads_above(work, GATHER_MIN_WORK, units, n_threads);
 }
 
 static inline float bf16_f32(uint16_t h) {
@@ -252,7 +255,7 @@ void memlayer_hash(const memlayer *L, const float *x, int n, int32_t *idx, float
             const float *z = xt + (size_t)k * b;
             int32_t *ik = &idx[(size_t)t * K + k];
             if (pinned) {
-                w[(size_t)t * K + k] = (float)weight_at(L, z, 1, (uint32_t)*ik);
+                w[(size_t)t * K + k] = (float)weight_pinned(L, z, (uint32_t)*ik);
             } else {
                 *ik = (int32_t)mem_hash(z, b);
                 w[(size_t)t * K + k] = chunk_weight(L, z);
