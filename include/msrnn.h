@@ -147,6 +147,39 @@ size_t msrnn_session_memory_bytes(const msrnn_session *s);
 msrnn_status msrnn_session_eval(msrnn_session *s, const int32_t *tokens, int n, float *logits_all);
 const float *msrnn_session_logits(const msrnn_session *s);
 
+/* ---- batches: several sessions advanced by one forward pass --------------------------------- */
+
+/* A batch workspace: the activations of up to n_tokens tokens (0: 512), whatever sessions they
+ * belong to, and the threads every matmul of the pass uses (0: all cores). One forward pass then
+ * reads every weight once for all the sessions, which is what makes serving many streams at once
+ * cheaper than serving them in turn. A batch may be used with any sessions of the model it was
+ * opened on, one call at a time. */
+typedef struct msrnn_batch msrnn_batch;
+msrnn_status msrnn_batch_open(msrnn_model *m, int n_tokens, int n_threads, msrnn_batch **out);
+void msrnn_batch_close(msrnn_batch *b);
+/* Bytes of the workspace, fixed at open. */
+size_t msrnn_batch_bytes(const msrnn_batch *b);
+/* Feed n_tokens[i] > 0 tokens to sessions[i], for i < n_seq, in one pass: each session attends
+ * through its own memory, exactly as msrnn_session_eval(sessions[i], tokens[i], n_tokens[i])
+ * would (same logits up to the order of float sums in the matmuls), and its last token's logits
+ * are then in msrnn_session_logits(sessions[i]). The sessions must be distinct and of the batch's
+ * model; Σ n_tokens <= the batch's n_tokens. Every check is made before any state changes
+ * (MSRNN_ERR_INVALID, or MSRNN_ERR_FULL naming the session whose context would overflow). */
+msrnn_status msrnn_batch_eval(msrnn_batch *b, msrnn_session *const *sessions,
+                              const int32_t *const *tokens, const int *n_tokens, int n_seq);
+
+/* ---- saved sessions ------------------------------------------------------------------------- */
+
+/* Write the session's state (its memory, position and last logits) to path, atomically (a
+ * temporary file renamed over it). The file names the model it belongs to (shapes plus a checksum
+ * of the weights' first bytes) and the memory's settings, and carries a checksum of its data. */
+msrnn_status msrnn_session_save(const msrnn_session *s, const char *path);
+/* Restore a saved state into s, which must be a session of the same model opened with the same
+ * memory settings (memory, kv_size, sinks, clusters, merge bias, n_ctx for the full cache, kv_f16).
+ * A file that is truncated, corrupt (checksum), of another model or other settings is refused with
+ * MSRNN_ERR_FORMAT or MSRNN_ERR_INVALID naming what differs; s is then left unchanged. */
+msrnn_status msrnn_session_load(msrnn_session *s, const char *path);
+
 /* ---- tokenizer (read from the model file's metadata) ----------------------------------------- */
 
 /* Encode UTF-8 text. Writes at most cap ids; *n_out is the number the full encoding needs

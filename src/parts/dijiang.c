@@ -293,6 +293,12 @@ static void dj_state_init(void *state, const hparams *hp, const msrnn_session_pa
     dj_state_reset(state);
 }
 
+/* the states S of every head; not the per-thread scratch */
+static void dj_state_data(const void *state, size_t *offset, size_t *bytes) {
+    *offset = HEADER_BYTES;
+    *bytes = ((const dj_state *)state)->off_scratch * sizeof(float);
+}
+
 static int dj_bounded(const void *state) {
     (void)state;
     return 1;
@@ -795,4 +801,5 @@ const part_kind part_dijiang = {
     dj_train_forward,
     dj_train_backward,
     dj_fill,
+    dj_state_data,
 };

@@ -206,6 +206,12 @@ static void in_state_init(void *state, const hparams *hp, const msrnn_session_pa
     in_state_reset(state);
 }
 
+/* the layers' counters, segments and memories; not the per-thread scratch */
+static void in_state_data(const void *state, size_t *offset, size_t *bytes) {
+    *offset = HEADER_BYTES;
+    *bytes = ((const infini_state *)state)->off_scratch;
+}
+
 static int in_bounded(const void *state) {
     (void)state;
     return 1;
@@ -684,4 +690,5 @@ const part_kind part_infini = {
     in_train_forward,
     in_train_backward,
     NULL,
+    in_state_data,
 };

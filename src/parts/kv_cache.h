@@ -14,6 +14,7 @@ void kv_cache_state_reset(void *state);
 int kv_cache_bounded(const void *state);
 size_t kv_cache_used_bytes(const void *state);
 int kv_cache_kept(const void *state, int layer, int head, int64_t *pos, float *score, int cap);
+void kv_cache_state_data(const void *state, size_t *offset, size_t *bytes);
 int kv_cache_summary(const void *state, int layer, int head, int64_t *merged, int64_t *counts,
                      int cap);
 /* Attend n tokens of one session in `layer`: q (n, H·d) and k, v (n, H_kv·d) after RoPE, at

@@ -330,4 +330,5 @@ const part_kind part_mf_attn = {
     mf_train_forward,
     mf_train_backward,
     NULL,
+    kv_cache_state_data,
 };

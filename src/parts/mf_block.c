@@ -217,4 +217,5 @@ const part_kind part_mf_block = {
     mb_train_forward,
     mb_train_backward,
     NULL,
+    NULL,
 };

@@ -157,6 +157,11 @@ typedef struct part_kind {
     /* ---- values of the INIT_PART parameters: parameter `index` (the params order) of `layer`,
      * its ne0 · ne1 floats into out; deterministic for the hparams (seed, sampler). NULL: none. */
     void (*fill)(const hparams *hp, int layer, int index, float *out);
+    /* ---- saved sessions: the bytes of the state a saved session carries, [*offset, *offset +
+     * *bytes) of the state — what state_init does not lay out again (no pointers, no scratch), so
+     * that they can be copied into a state that state_init laid out with the same hparams and
+     * options in another process. NULL: the part keeps nothing between calls. */
+    void (*state_data)(const void *state, size_t *offset, size_t *bytes);
 } part_kind;
 
 extern const part_kind part_softmax, part_swiglu, part_infini, part_dijiang, part_mf_attn,

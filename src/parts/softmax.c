@@ -436,6 +436,12 @@ void kv_cache_state_init(void *state, const hparams *hp, const msrnn_session_par
     kv_cache_state_reset(state);
 }
 
+/* everything but the batched path's scratch (the newest query's rows are kept too: small) */
+void kv_cache_state_data(const void *state, size_t *offset, size_t *bytes) {
+    *offset = HEADER_BYTES;
+    *bytes = layout_of(state).off_batch;
+}
+
 int kv_cache_bounded(const void *state) { return ((const memory *)state)->policy != NULL; }
 size_t kv_cache_used_bytes(const void *state) { return kv_used_bytes(state); }
 int kv_cache_kept(const void *state, int layer, int head, int64_t *pos, float *score, int cap) {
@@ -639,4 +645,5 @@ const part_kind part_softmax = {
     sm_train_forward,
     sm_train_backward,
     NULL,
+    kv_cache_state_data,
 };

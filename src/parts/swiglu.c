@@ -121,4 +121,5 @@ const part_kind part_swiglu = {
     ffn_train_forward,
     ffn_train_backward,
     NULL,
+    NULL,
 };
