@@ -14,5 +14,6 @@ int cmd_tokenize_corpus(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_passkey(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

@@ -13,6 +13,7 @@ static const struct {
     {"tokenize", cmd_tokenize, "show the token ids of a text"},
     {"perplexity", cmd_perplexity, "long-document perplexity under a memory policy (--sweep: all)"},
     {"passkey", cmd_passkey, "passkey retrieval accuracy by length and depth under a memory"},
+    {"serve", cmd_serve, "an OpenAI-compatible server: many sessions decoded in one batch"},
     {"bench", cmd_bench, "measure prompt-processing and generation speed"},
     {"info", cmd_info, "print a GGUF file's metadata and tensors"},
     {"convert", cmd_convert,
