@@ -144,6 +144,7 @@ static char *token_text(const server *sv, int32_t id, size_t *len) {
 
 typedef struct {
     int chat, stream, include_usage, logprobs_chat;
+    int return_tokens; /* msrnn's (as llama-server's): the generated ids beside the text */
     serve_job *job;
     char *prompt_text; /* the text the prompt was made of (completions: for echo-free usage) */
 } parsed;
@@ -378,6 +379,8 @@ static int parse_request(const server *sv, const char *body, size_t len, int cha
         p->logprobs_chat = v != NULL; /* completions: logprobs object wanted */
         j->top_logprobs = v ? (int)v->valuedouble : 0;
     }
+    FIELD("return_tokens", is_bool, "a boolean")
+    p->return_tokens = v && cJSON_IsTrue(v);
     FIELD("session", is_str, "a string")
     if (v) {
         if (!serve_session_name_ok(v->valuestring)) {
@@ -568,6 +571,11 @@ static cJSON *choice_json(const server *sv, const parsed *p, const serve_job *j,
         if (!stream || b > a || first_chunk) add_text(msg, "content", j->text + a, b - a);
     } else {
         add_text(ch, "text", j->text + a, b - a);
+    }
+    if (p->return_tokens) {
+        cJSON *ids = cJSON_AddArrayToObject(ch, "token_ids");
+        for (int t = t0; t < t1; t++)
+            cJSON_AddItemToArray(ids, cJSON_CreateNumber(j->tokens[t].id));
     }
     if (p->logprobs_chat && t1 > t0)
         cJSON_AddItemToObject(ch, "logprobs", logprobs_json(sv, j, t0, t1, p->chat));

@@ -325,6 +325,8 @@ size_t serve_job_sendable(const serve_job *job) {
 /* ---- one step --------------------------------------------------------------------------------- */
 
 /* Start the jobs at the head of the queue that can have a slot now (lock held). */
+static void sample_next(serve_engine *e, slot *sl);
+
 static void admit(serve_engine *e) {
     serve_job **link = &e->queue_head, *prev = NULL;
     while (*link) {
@@ -402,6 +404,12 @@ static void admit(serve_engine *e) {
         sl->n_hist = j->n_prompt;
         sl->phase = SLOT_PROMPT;
         pthread_cond_broadcast(&j->cond);
+        if (j->n_prompt == 0) { /* a session continued with nothing new: from its last logits */
+            if (j->max_tokens == 0)
+                job_end(e, sl, "length", 0, NULL);
+            else
+                sample_next(e, sl);
+        }
     }
 }
 
