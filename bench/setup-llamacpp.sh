@@ -5,7 +5,8 @@
 #   1. npm installs node-llama-cpp@3.21.1 and its prebuilt linux-x64 binaries into ./node_modules (the
 #      versions are pinned in ./package.json; --ignore-scripts so nothing is downloaded or compiled by npm).
 #   2. The llama.cpp source that node-llama-cpp ships as a git bundle is cloned into bench/llama.cpp.
-#   3. llama-bench.cpp gets a one-line patch so that -ctk/-ctv accept f32, then it is built natively
+#   3. llama-bench.cpp gets a one-line patch so that -ctk/-ctv accept f32, then it and llama-server
+#      (bench/serve-throughput's peer) are built natively
 #      (Release, GGML_NATIVE=ON, CPU only, no curl/openssl) into bench/llama.cpp/build: llama-bench, libllama.
 #   4. bench/llamacpp_greedy.c is compiled against that libllama into bench/llama.cpp/build/llamacpp-greedy.
 # Prints the llama.cpp commit (git describe) at the end. JOBS (default 2) sets the build parallelism.
@@ -39,13 +40,13 @@ fi
 if [ ! -f "$BUILD/CMakeCache.txt" ]; then
   cmake -S "$LC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
     -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF -DGGML_OPENMP=ON -DBUILD_SHARED_LIBS=ON \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF \
     -DLLAMA_BUILD_TOOLS=ON \
     -DCMAKE_RUNTIME_OUTPUT_DIRECTORY="$BUILD/bin" -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$BUILD/bin" >&2
 fi
 # Incremental: a no-op once built; the first build takes ~25 minutes on 2 cores.
-echo "setup-llamacpp: building llama-bench and libllama (Release, GGML_NATIVE=ON, -j$JOBS)" >&2
-cmake --build "$BUILD" -j "$JOBS" --target llama-bench llama >&2
+echo "setup-llamacpp: building llama-bench, llama-server and libllama (Release, GGML_NATIVE=ON, -j$JOBS)" >&2
+cmake --build "$BUILD" -j "$JOBS" --target llama-bench llama llama-server >&2
 
 GREEDY="$BUILD/llamacpp-greedy"
 if [ ! -x "$GREEDY" ] || [ "$ROOT/bench/llamacpp_greedy.c" -nt "$GREEDY" ]; then

@@ -103,7 +103,8 @@ static enum MHD_Result send_error(struct MHD_Connection *c, int status, const ch
     va_end(ap);
     char *s = cJSON_PrintUnformatted(error_json(status, msg, param));
     if (!s) return MHD_NO;
-    const enum MHD_Result ok = send_text(c, status, "application/json", s, strlen(s), status == 503);
+    const enum MHD_Result ok =
+        send_text(c, status, "application/json", s, strlen(s), status == 503);
     free(s);
     return ok;
 }
@@ -315,9 +316,10 @@ static int parse_request(const server *sv, const char *body, size_t len, int cha
         const char *key;
         double lo, hi;
         int integer;
-    } nums[] = {{"temperature", 0, 2, 0},     {"top_p", 0, 1, 0},           {"top_k", 0, 1 << 24, 1},
-                {"min_p", 0, 1, 0},           {"repeat_penalty", 1e-3, 1e3, 0},
-                {"repeat_last_n", 0, 1 << 24, 1}, {"seed", -9.2e18, 9.2e18, 1}};
+    } nums[] = {{"temperature", 0, 2, 0},         {"top_p", 0, 1, 0},
+                {"top_k", 0, 1 << 24, 1},         {"min_p", 0, 1, 0},
+                {"repeat_penalty", 1e-3, 1e3, 0}, {"repeat_last_n", 0, 1 << 24, 1},
+                {"seed", -9.2e18, 9.2e18, 1}};
     for (size_t k = 0; k < sizeof nums / sizeof nums[0]; k++) {
         FIELD(nums[k].key, nums[k].integer ? is_int : is_num,
               nums[k].integer ? "an integer" : "a number")
@@ -347,8 +349,7 @@ static int parse_request(const server *sv, const char *body, size_t len, int cha
             j->stop[j->n_stop++] = strdup(one->valuestring);
         } else {
             cJSON_ArrayForEach(it, v) {
-                if (!cJSON_IsString(it) || j->n_stop == SERVE_MAX_STOP ||
-                    !it->valuestring[0]) {
+                if (!cJSON_IsString(it) || j->n_stop == SERVE_MAX_STOP || !it->valuestring[0]) {
                     *param = "stop";
                     snprintf(err, cap, "'stop' must hold at most %d non-empty strings",
                              SERVE_MAX_STOP);
@@ -552,7 +553,8 @@ static cJSON *usage_json(const serve_job *j) {
 static cJSON *timings_json(const serve_job *j) {
     cJSON *t = cJSON_CreateObject();
     cJSON_AddNumberToObject(t, "queued_ms", 0);
-    if (j->t_first > 0) cJSON_AddNumberToObject(t, "first_token_ms", (j->t_first - j->t_submit) * 1e3);
+    if (j->t_first > 0)
+        cJSON_AddNumberToObject(t, "first_token_ms", (j->t_first - j->t_submit) * 1e3);
     if (j->t_done > 0 && j->t_first > 0 && j->n_tokens > 1)
         cJSON_AddNumberToObject(t, "generated_per_second",
                                 (j->n_tokens - 1) / (j->t_done - j->t_first + 1e-9));
@@ -678,9 +680,9 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
             cJSON *o = envelope(s->sv, &s->p, s->id, s->created, 1);
             cJSON *choices = cJSON_AddArrayToObject(o, "choices");
             const int t1 = done ? j->n_tokens : j->n_tokens;
-            cJSON_AddItemToArray(choices, choice_json(s->sv, &s->p, j, s->sent_text, upto,
-                                                      s->sent_tokens, t1, done ? j->finish : NULL,
-                                                      s->first_chunk, 1));
+            cJSON_AddItemToArray(choices,
+                                 choice_json(s->sv, &s->p, j, s->sent_text, upto, s->sent_tokens,
+                                             t1, done ? j->finish : NULL, s->first_chunk, 1));
             s->sent_tokens = t1, s->sent_text = upto, s->first_chunk = 0;
             cJSON *usage = done && s->p.include_usage ? usage_json(j) : NULL;
             cJSON *timings = done ? timings_json(j) : NULL;
@@ -723,8 +725,8 @@ static enum MHD_Result do_completion(server *sv, struct MHD_Connection *c, const
     char err[768];
     const char *param;
     parsed p;
-    const int status = parse_request(sv, cc->body ? cc->body : "", cc->len, chat, &p, err,
-                                     sizeof err, &param);
+    const int status =
+        parse_request(sv, cc->body ? cc->body : "", cc->len, chat, &p, err, sizeof err, &param);
     if (status) return send_error(c, status, param, "%s", err);
     serve_job *j = p.job;
     const int refused = serve_submit(sv->e, j);
@@ -855,8 +857,8 @@ static enum MHD_Result do_metrics(server *sv, struct MHD_Connection *c) {
         "# TYPE msrnn_allocated_bytes gauge\nmsrnn_allocated_bytes %zu\n",
         (unsigned long long)st.requests, (unsigned long long)st.refused,
         (unsigned long long)st.cancelled, (unsigned long long)st.tokens_generated,
-        (unsigned long long)st.tokens_prompt, st.busy_seconds, tps, st.active, st.queued,
-        st.parked, st.n_slots, st.memory_bytes,
+        (unsigned long long)st.tokens_prompt, st.busy_seconds, tps, st.active, st.queued, st.parked,
+        st.n_slots, st.memory_bytes,
         serve_engine_slot_bytes(sv->e) * (size_t)st.n_slots + serve_engine_batch_bytes(sv->e));
     return send_text(c, MHD_HTTP_OK, "text/plain; version=0.0.4", buf,
                      n > 0 && (size_t)n < sizeof buf ? (size_t)n : strlen(buf), 0);
@@ -922,7 +924,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         return send_error(c, 401, NULL,
                           "a valid API key is required (header 'Authorization: Bearer KEY')");
     if (cc->too_big)
-        return send_error(c, 413, NULL, "the body is larger than the limit of %zu bytes (--body-limit)",
+        return send_error(c, 413, NULL,
+                          "the body is larger than the limit of %zu bytes (--body-limit)",
                           sv->body_limit);
     if (!strcmp(url, "/v1/completions") || !strcmp(url, "/completions") ||
         !strcmp(url, "/v1/chat/completions") || !strcmp(url, "/chat/completions")) {
@@ -973,19 +976,20 @@ static void usage(FILE *f) {
             "true for Server-Sent Events), GET /v1/models, /health, /metrics, /v1/sessions, "
             "DELETE /v1/sessions/ID.\n%s",
             RUN_OPTIONS_HELP);
-    fprintf(f, "  --slots N             sequences decoded together (default 4)\n"
-               "  --mem-budget BYTES    as many slots as fit in BYTES (slots + batch workspace)\n"
-               "  --host ADDR           IPv4 address to listen on (default 127.0.0.1: loopback)\n"
-               "  --port N              (default 8080; 0: any free port, printed)\n"
-               "  --api-key KEY         require 'Authorization: Bearer KEY' (or $MSRNN_API_KEY)\n"
-               "  --alias NAME          the model's id in the API (default: the file's name)\n"
-               "  --batch-tokens N      tokens per forward pass (default 256)\n"
-               "  --prompt-chunk N      prompt tokens a slot feeds per pass (default 64)\n"
-               "  --queue N             requests waiting for a slot before 503 (default 4 x slots)\n"
-               "  --session-dir DIR     save named sessions there (when idle, evicted or at exit)\n"
-               "  --session-ttl S       seconds an idle session keeps its slot (default 600)\n"
-               "  --body-limit BYTES    largest request body (default 1MiB; larger: 413)\n"
-               "  --max-tokens N        chat's default max_tokens (default 512)\n");
+    fprintf(f,
+            "  --slots N             sequences decoded together (default 4)\n"
+            "  --mem-budget BYTES    as many slots as fit in BYTES (slots + batch workspace)\n"
+            "  --host ADDR           IPv4 address to listen on (default 127.0.0.1: loopback)\n"
+            "  --port N              (default 8080; 0: any free port, printed)\n"
+            "  --api-key KEY         require 'Authorization: Bearer KEY' (or $MSRNN_API_KEY)\n"
+            "  --alias NAME          the model's id in the API (default: the file's name)\n"
+            "  --batch-tokens N      tokens per forward pass (default 256)\n"
+            "  --prompt-chunk N      prompt tokens a slot feeds per pass (default 64)\n"
+            "  --queue N             requests waiting for a slot before 503 (default 4 x slots)\n"
+            "  --session-dir DIR     save named sessions there (when idle, evicted or at exit)\n"
+            "  --session-ttl S       seconds an idle session keeps its slot (default 600)\n"
+            "  --body-limit BYTES    largest request body (default 1MiB; larger: 413)\n"
+            "  --max-tokens N        chat's default max_tokens (default 512)\n");
 }
 
 int cmd_serve(int argc, char **argv) {
@@ -1147,7 +1151,8 @@ int cmd_serve(int argc, char **argv) {
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL, 0, NULL,
         NULL, handler, &sv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
         MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_CONNECTION_LIMIT, 1024u,
-        MHD_OPTION_CONNECTION_TIMEOUT, 600u, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_TIMEOUT, 600u, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+        MHD_OPTION_END);
     if (!d) {
         fprintf(stderr, "msrnn %s: cannot listen on %s:%d (in use, or not an address here)\n", cmd,
                 host, port);
@@ -1164,7 +1169,8 @@ int cmd_serve(int argc, char **argv) {
             cmd, model_id, in->architecture, cfg.sp.memory ? cfg.sp.memory : "full",
             cfg.sp.memory && strcmp(cfg.sp.memory, "full") ? " kv_size " : " context ",
             cfg.sp.memory && strcmp(cfg.sp.memory, "full") ? cfg.sp.kv_size : cfg.sp.n_ctx, slots,
-            slot_bytes, serve_engine_batch_bytes(e), total, o.sp.n_threads > 0 ? o.sp.n_threads : 0);
+            slot_bytes, serve_engine_batch_bytes(e), total,
+            o.sp.n_threads > 0 ? o.sp.n_threads : 0);
     fprintf(stderr, "msrnn %s: listening on http://%s:%d%s\n", cmd, host, bound,
             api_key ? " (API key required)" : "");
     int sig = 0;

@@ -53,10 +53,10 @@ typedef struct serve_job {
     /* ---- progress, guarded by the engine's mutex; cond signalled at every change */
     pthread_cond_t cond;
     job_state state;
-    int cancelled;           /* the client went away: the engine drops it at its next step */
-    int http_status;         /* 0, or the error status the job ended with */
-    char error[512];         /* its message */
-    serve_token *tokens;     /* (max_tokens) generated */
+    int cancelled;       /* the client went away: the engine drops it at its next step */
+    int http_status;     /* 0, or the error status the job ended with */
+    char error[512];     /* its message */
+    serve_token *tokens; /* (max_tokens) generated */
     int n_tokens;
     char *text; /* the generated text (n_text bytes, clipped at a stop string) */
     size_t n_text, cap_text;

@@ -84,7 +84,8 @@ msrnn_status serve_engine_open(msrnn_model *m, const serve_config *cfg, serve_en
     e->b_slot = calloc((size_t)n, sizeof *e->b_slot);
     msrnn_status st = MSRNN_OK;
     if (!e->slots || !e->b_sess || !e->b_tok || !e->b_n || !e->b_slot) st = MSRNN_ERR_NOMEM;
-    for (int i = 0; st == MSRNN_OK && i < n; i++) st = msrnn_session_open(m, &cfg->sp, &e->slots[i].s);
+    for (int i = 0; st == MSRNN_OK && i < n; i++)
+        st = msrnn_session_open(m, &cfg->sp, &e->slots[i].s);
     if (st == MSRNN_OK) st = msrnn_batch_open(m, cfg->batch_tokens, cfg->n_threads, &e->batch);
     if (st != MSRNN_OK) {
         serve_engine_close(e);
@@ -133,7 +134,8 @@ void serve_job_release(serve_engine *e, serve_job *job) {
 void serve_lock(serve_engine *e) { pthread_mutex_lock(&e->mu); }
 void serve_unlock(serve_engine *e) { pthread_mutex_unlock(&e->mu); }
 
-/* ---- ending jobs, freeing slots (lock held) --------------------------------------------------- */
+/* ---- ending jobs, freeing slots (lock held) ---------------------------------------------------
+ */
 
 static void slot_release_job(slot *sl) {
     msrnn_sampler_close(sl->smp);
@@ -158,9 +160,9 @@ static void job_end(serve_engine *e, slot *sl, const char *finish, int status, c
     const int last = j->n_tokens > 0 ? j->tokens[j->n_tokens - 1].id : -1;
     const msrnn_model_info *in = msrnn_model_get_info(e->m);
     const int flush = sl->session[0] && status == 0 && !j->cancelled && last >= 0 &&
-                      last != in->eos_id && !(strcmp(e->cfg.sp.memory ? e->cfg.sp.memory : "full",
-                                                     "full") == 0 &&
-                                              msrnn_session_n_past(sl->s) >= e->cfg.sp.n_ctx);
+                      last != in->eos_id &&
+                      !(strcmp(e->cfg.sp.memory ? e->cfg.sp.memory : "full", "full") == 0 &&
+                        msrnn_session_n_past(sl->s) >= e->cfg.sp.n_ctx);
     slot_release_job(sl);
     job_unref(j);
     sl->last_used = now();
@@ -289,8 +291,8 @@ void serve_wait(serve_engine *e, serve_job *job, int n_tokens_seen, size_t n_tex
     const double t = until.tv_sec + until.tv_nsec * 1e-9 + timeout_s;
     until.tv_sec = (time_t)t;
     until.tv_nsec = (long)((t - (double)until.tv_sec) * 1e9);
-    while (job->state != JOB_DONE && job->n_tokens == n_tokens_seen &&
-           job->n_text == n_text_seen && job->n_fed == n_fed_seen && !e->stopping)
+    while (job->state != JOB_DONE && job->n_tokens == n_tokens_seen && job->n_text == n_text_seen &&
+           job->n_fed == n_fed_seen && !e->stopping)
         if (pthread_cond_timedwait(&job->cond, &e->mu, &until) == ETIMEDOUT) break;
 }
 
@@ -322,7 +324,8 @@ size_t serve_job_sendable(const serve_job *job) {
     return n - utf8_partial_tail(job->text, n);
 }
 
-/* ---- one step --------------------------------------------------------------------------------- */
+/* ---- one step ---------------------------------------------------------------------------------
+ */
 
 /* Start the jobs at the head of the queue that can have a slot now (lock held). */
 static void sample_next(serve_engine *e, slot *sl);
@@ -383,8 +386,8 @@ static void admit(serve_engine *e) {
         }
         const int full = !strcmp(e->cfg.sp.memory ? e->cfg.sp.memory : "full", "full");
         sl->hist = malloc((size_t)(j->n_prompt + j->max_tokens + 1) * sizeof *sl->hist);
-        const msrnn_status st = sl->hist ? msrnn_sampler_open(&j->sampling, in->n_vocab, &sl->smp)
-                                         : MSRNN_ERR_NOMEM;
+        const msrnn_status st =
+            sl->hist ? msrnn_sampler_open(&j->sampling, in->n_vocab, &sl->smp) : MSRNN_ERR_NOMEM;
         sl->job = j;
         j->state = JOB_RUNNING;
         if (st != MSRNN_OK) {
@@ -472,8 +475,8 @@ static void sample_next(serve_engine *e, slot *sl) {
         for (size_t p = from; p + ls <= j->n_text; p++)
             if (!memcmp(j->text + p, j->stop[i], ls)) {
                 j->n_text = p;
-                t->text_end = p < t->text_end ? (p > t->text_start ? p : t->text_start)
-                                              : t->text_end;
+                t->text_end =
+                    p < t->text_end ? (p > t->text_start ? p : t->text_start) : t->text_end;
                 job_end(e, sl, "stop", 0, NULL);
                 return;
             }

@@ -97,12 +97,16 @@ class Server:
             return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) * 1024
 
     def stop(self, sig=signal.SIGTERM):
+        """Stop it; a clean exit (0) is checked (under the sanitizers: no leak, no error report)."""
         self.p.send_signal(sig)
         try:
-            return self.p.wait(60)
+            code = self.p.wait(120)
         except subprocess.TimeoutExpired:
             self.p.kill()
-            return None
+            code = None
+        check(code == 0, f"the server exits cleanly on {signal.Signals(sig).name}: {code}\n" +
+              "".join(self.log[-30:]))
+        return code
 
 
 def tokenize(text, bos=True):
@@ -239,8 +243,7 @@ def test_sessions(srv_args, session_dir, text):
     listed = {s["id"]: s for s in json.loads(data)["data"]}
     check(st == 200 and "talk" in listed and listed["talk"]["n_past"] == n_past,
           f"GET /v1/sessions lists 'talk' at {n_past} tokens: {listed}")
-    code = srv.stop()
-    check(code == 0, f"SIGTERM stops the server cleanly (exit {code})")
+    srv.stop()
     check(os.path.exists(os.path.join(session_dir, "talk.session")), "the session was saved")
     srv = Server(*srv_args, "--session-dir", session_dir)
     d = completion(srv, c, 16, session="twin")["choices"][0]["token_ids"]
@@ -405,8 +408,11 @@ def test_load(text):
     rss["end"] = srv.rss()
     check(not failures, f"load: no failed request ({len(failures)} failed: {failures[:3]})")
     check(done[0] >= 64, f"load: at least one request per client finished ({done[0]})")
-    check(rss["end"] <= 1.1 * rss["warm"] + (16 << 20),
-          f"load: RSS flat after warm-up ({rss['warm'] >> 20} -> {rss['end'] >> 20} MiB)")
+    if SANITIZED:  # AddressSanitizer's quarantine holds freed memory (256 MiB): RSS says nothing
+        print("load: RSS not checked under the sanitizers (their quarantine keeps freed memory)")
+    else:
+        check(rss["end"] <= 1.1 * rss["warm"] + (16 << 20),
+              f"load: RSS flat after warm-up ({rss['warm'] >> 20} -> {rss['end'] >> 20} MiB)")
     print(f"load: 64 streaming clients, {DURATION} s: {done[0]} requests, 0 failed; time to first "
           f"token p50 {percentile(ttft, .5) * 1e3:.0f} ms p99 {percentile(ttft, .99) * 1e3:.0f} ms;"
           f" inter-token p50 {percentile(gaps, .5) * 1e3:.1f} ms p99 "

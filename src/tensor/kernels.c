@@ -267,6 +267,10 @@ static vec_dot_fn dot_of(tensor_type t) { return use_simd ? table[t].dot_simd : 
 
 /* Below this many tokens, stream the weights once through dot products; at or above, use sgemm. */
 #define GEMM_MIN_TOKENS 8
+/* Float weights (f32, f16, bf16) below this many tokens: each row is read (converted) once and
+ * dotted with the tokens four at a time (matvec_rows_multi) — a batch of decoding sessions, where
+ * sgemm would first convert every weight to f32 for a handful of rows. */
+#define MULTI_MAX_TOKENS 64
 /* Floats of scratch for one dequantised panel of rows (~2 MiB: stays in L2/L3 while sgemm runs). */
 #define PANEL_FLOATS (1 << 19)
 
@@ -278,6 +282,55 @@ static size_t panel_floats(int in) {
 }
 
 size_t matmul_scratch_floats(int in, int n_threads) { return panel_floats(in) * (size_t)n_threads; }
+
+/* out[j] = dot(w, x + j·ld) for j < 4: the row's 8 floats loaded once for four tokens. */
+static void dot4_f32(const float *w, const float *x, size_t ld, int n, float out[4]) {
+    int i = 0;
+#if HAVE_AVX2
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 wv = _mm256_loadu_ps(w + i);
+        a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + ld + i), a1);
+        a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + 2 * ld + i), a2);
+        a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + 3 * ld + i), a3);
+    }
+    out[0] = hsum256(a0), out[1] = hsum256(a1), out[2] = hsum256(a2), out[3] = hsum256(a3);
+#else
+    out[0] = out[1] = out[2] = out[3] = 0;
+#endif
+    for (; i < n; i++)
+        for (int j = 0; j < 4; j++) out[j] += w[i] * x[(size_t)j * ld + i];
+}
+
+static int is_float_type(tensor_type t) { return t == TYPE_F32 || t == TYPE_F16 || t == TYPE_BF16; }
+
+/* matvec_rows for float weights and n tokens: each row converted once into rowbuf (in floats),
+ * then dotted with the tokens four at a time. */
+static void matvec_rows_multi(float *const *ys, const weight *const *ws, const float *x, int n,
+                              int r0, int r1, float *rowbuf) {
+    int k = 0, base = 0;
+    while (r0 >= base + ws[k]->out) base += ws[k++]->out;
+    for (int r = r0; r < r1; r++) {
+        while (r >= base + ws[k]->out) base += ws[k++]->out;
+        const weight *w = ws[k];
+        const int in = w->in;
+        const void *row = (const uint8_t *)w->data + (size_t)(r - base) * w->row_bytes;
+        const float *wr = row;
+        if (w->type != TYPE_F32) {
+            dequantize_row(w->type, row, rowbuf, in);
+            wr = rowbuf;
+        }
+        float *y = ys[k] + (r - base);
+        int t = 0;
+        for (; t + 4 <= n; t += 4) {
+            float o[4];
+            dot4_f32(wr, x + (size_t)t * in, (size_t)in, in, o);
+            for (int j = 0; j < 4; j++) y[(size_t)(t + j) * w->out] = o[j];
+        }
+        for (; t < n; t++) y[(size_t)t * w->out] = dot_f32(wr, x + (size_t)t * in, in);
+    }
+}
 
 /* Rows [r0, r1) of the concatenation of ws[0..count): y_k[t, r] = dot(row r of W_k, x_t). */
 static void matvec_rows(float *const *ys, const weight *const *ws, const float *x,
@@ -303,6 +356,20 @@ static void matvec_rows(float *const *ys, const weight *const *ws, const float *
 
 void matmul_many(int count, float *const *ys, const float *x, const weight *const *ws, int n,
                  float *scratch, int n_threads) {
+    int all_float = 1, total_rows = 0;
+    for (int k = 0; k < count; k++)
+        all_float &= is_float_type(ws[k]->type), total_rows += ws[k]->out;
+    if (n >= GEMM_MIN_TOKENS && n < MULTI_MAX_TOKENS && all_float && use_simd) {
+#pragma omp parallel num_threads(n_threads)
+        {
+            const int nth = omp_get_num_threads(), ith = omp_get_thread_num();
+            const int r0 = (int)((int64_t)total_rows * ith / nth),
+                      r1 = (int)((int64_t)total_rows * (ith + 1) / nth);
+            if (r0 < r1)
+                matvec_rows_multi(ys, ws, x, n, r0, r1, scratch + panel_floats(ws[0]->in) * ith);
+        }
+        return;
+    }
     if (n >= GEMM_MIN_TOKENS) {
         for (int k = 0; k < count; k++) matmul(ys[k], x, ws[k], n, scratch, n_threads);
         return;
@@ -328,7 +395,7 @@ void matmul_many(int count, float *const *ys, const float *x, const weight *cons
 }
 
 void matmul(float *y, const float *x, const weight *w, int n, float *scratch, int n_threads) {
-    if (n < GEMM_MIN_TOKENS) {
+    if (n < GEMM_MIN_TOKENS || (n < MULTI_MAX_TOKENS && is_float_type(w->type) && use_simd)) {
         matmul_many(1, &y, x, &w, n, scratch, n_threads);
         return;
     }

@@ -4,6 +4,9 @@
 
 #include <math.h>
 #include <string.h>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 static const type_traits_t traits[TYPE_COUNT] = {
     [TYPE_F32] = {"f32", 1, 4, 1},
@@ -78,11 +81,23 @@ void dequantize_row(tensor_type t, const void *src, float *dst, int64_t n) {
     case TYPE_F32: memcpy(dst, src, (size_t)n * 4); break;
     case TYPE_F16: {
         const uint16_t *s = src;
-        for (int64_t i = 0; i < n; i++) dst[i] = fp16_to_fp32(s[i]);
+        int64_t i = 0;
+#if defined(__F16C__) && defined(__AVX__)
+        for (; i + 8 <= n; i += 8) /* exact, as the scalar conversion */
+            _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
+#endif
+        for (; i < n; i++) dst[i] = fp16_to_fp32(s[i]);
     } break;
     case TYPE_BF16: {
         const uint16_t *s = src;
-        for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_fp32(s[i]);
+        int64_t i = 0;
+#if defined(__AVX2__)
+        for (; i + 8 <= n; i += 8) {
+            const __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(s + i)));
+            _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(h, 16)));
+        }
+#endif
+        for (; i < n; i++) dst[i] = bf16_to_fp32(s[i]);
     } break;
     case TYPE_Q8_0: {
         const block_q8_0 *b = src;
