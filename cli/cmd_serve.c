@@ -380,6 +380,7 @@ static int parse_request(const server *sv, const char *body, size_t len, int cha
         p->logprobs_chat = v != NULL; /* completions: logprobs object wanted */
         j->top_logprobs = v ? (int)v->valuedouble : 0;
     }
+    j->logprobs = p->logprobs_chat;
     FIELD("return_tokens", is_bool, "a boolean")
     p->return_tokens = v && cJSON_IsTrue(v);
     FIELD("session", is_str, "a string")
@@ -1080,7 +1081,7 @@ int cmd_serve(int argc, char **argv) {
     memset(&cfg, 0, sizeof cfg);
     cfg.sp = o.sp;
     if (cfg.sp.n_ctx <= 0) cfg.sp.n_ctx = in->n_ctx;
-    cfg.sp.n_batch = 1; /* the slots' own workspace: prompts go through the shared batch */
+    cfg.sp.n_batch = -1; /* no workspace of their own: every token goes through the shared batch */
     cfg.n_threads = o.sp.n_threads;
     if (cfg.sp.n_threads <= 0) cfg.sp.n_threads = cfg.n_threads = 0;
     cfg.batch_tokens = batch_tokens;

@@ -48,6 +48,7 @@ typedef struct serve_job {
     char *stop[SERVE_MAX_STOP];
     int n_stop;
     int top_logprobs; /* alternatives per token to record (0: none) */
+    int logprobs;     /* 1: record each token's log-probability */
     int ignore_eos;
     char session[SERVE_NAME_MAX + 1]; /* "" : none */
     /* ---- progress, guarded by the engine's mutex; cond signalled at every change */

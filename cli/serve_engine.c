@@ -434,8 +434,8 @@ static void sample_next(serve_engine *e, slot *sl) {
     serve_token *t = &j->tokens[j->n_tokens++];
     memset(t, 0, sizeof *t);
     t->id = id;
-    const float lse = log_sum_exp(lg, in->n_vocab);
-    t->logprob = lg[id] - lse;
+    const float lse = j->logprobs ? log_sum_exp(lg, in->n_vocab) : 0; /* only when asked */
+    t->logprob = j->logprobs ? lg[id] - lse : 0;
     for (int k = 0; k < j->top_logprobs && k < SERVE_MAX_TOP; k++) { /* the k-th largest */
         int best = -1;
         for (int v = 0; v < in->n_vocab; v++) {

@@ -71,7 +71,9 @@ typedef struct {
     int n_ctx;     /* the full memory: longest sequence the session accepts (0: the model's n_ctx);
                       bounded memories accept any length */
     int n_threads; /* worker threads (0: all cores) */
-    int n_batch;   /* tokens processed together during prompt evaluation (0: 512) */
+    int n_batch;   /* tokens processed together during prompt evaluation (0: 512); < 0: no
+                      workspace of its own — the session is advanced by msrnn_batch_eval alone
+                      (msrnn_session_eval refuses), as a server's slots are */
     int kv_f16;    /* store the KV cache as f16 instead of f32 */
     /* The attention memory (METHODS.md §1), per layer:
      *   "full" (default, NULL too): every token kept;

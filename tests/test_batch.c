@@ -287,6 +287,44 @@ static void other_model(const char *a, const char *b_path) {
     msrnn_model_close(m2);
 }
 
+/* A session opened with n_batch < 0 has no workspace of its own: smaller, refused by
+ * msrnn_session_eval, advanced by msrnn_batch_eval like any other (same logits). */
+static void batch_only(const char *path) {
+    msrnn_model *m;
+    REQUIRE_OK(msrnn_model_open(path, &m));
+    msrnn_session_params p = params_of("tova", 16), q = p;
+    q.n_batch = -1;
+    msrnn_session *own, *bare;
+    REQUIRE_OK(msrnn_session_open(m, &p, &own));
+    REQUIRE_OK(msrnn_session_open(m, &q, &bare));
+    size_t need = 0;
+    REQUIRE_OK(msrnn_session_bytes_needed(m, &q, &need));
+    CHECK(msrnn_session_bytes(bare) < msrnn_session_bytes(own) && need == msrnn_session_bytes(bare),
+          "batch-only session: %zu bytes (planned %zu), with a workspace %zu",
+          msrnn_session_bytes(bare), need, msrnn_session_bytes(own));
+    const int32_t t[5] = {1, 2, 3, 4, 5};
+    const msrnn_status st = msrnn_session_eval(bare, t, 5, NULL);
+    CHECK(st == MSRNN_ERR_INVALID && strstr(msrnn_last_error(), "msrnn_batch_eval"),
+          "msrnn_session_eval of a batch-only session: %s (%s)", msrnn_status_name(st),
+          msrnn_last_error());
+    msrnn_batch *b;
+    REQUIRE_OK(msrnn_batch_open(m, 8, 2, &b));
+    msrnn_session *one[1] = {bare};
+    const int32_t *tk[1] = {t};
+    int n[1] = {5};
+    REQUIRE_OK(msrnn_batch_eval(b, one, tk, n, 1));
+    REQUIRE_OK(msrnn_session_eval(own, t, 5, NULL));
+    const int V = msrnn_model_get_info(m)->n_vocab;
+    CHECK(rel_diff(msrnn_session_logits(bare), msrnn_session_logits(own), V) <= LOGIT_TOL,
+          "batch-only session's logits differ");
+    printf("batch-only session: %zu bytes against %zu with a workspace\n",
+           msrnn_session_bytes(bare), msrnn_session_bytes(own));
+    msrnn_batch_close(b);
+    msrnn_session_close(own);
+    msrnn_session_close(bare);
+    msrnn_model_close(m);
+}
+
 int main(void) {
     const char *dir = getenv("MSRNN_REF_DIR");
     REQUIRE(dir, "MSRNN_REF_DIR is not set");
@@ -315,6 +353,7 @@ int main(void) {
     snprintf(path, sizeof path, "%s/kv/kv_h4x2_d32.gguf", dir);
     snprintf(p2, sizeof p2, "%s/kv/kv_h4x4_d16.gguf", dir);
     other_model(path, p2);
+    batch_only(path);
     printf("test_batch: %d checks, %d failed\n", checks, failures);
     return failures != 0;
 }

@@ -15,7 +15,7 @@
    request queues, the one after gets 503 with Retry-After; a client that disconnects mid-stream
    frees its slot (the time is measured and must be under 1 s).
 6. A bounded load test: 64 concurrent streaming clients for DURATION seconds (15; 5 under the
-   sanitizers): no failed request, RSS flat after warm-up (end <= 1.1 x warm + 16 MiB); p50/p99
+   sanitizers; $MSRNN_SERVE_LOAD_SECONDS sets it): no failed request, RSS flat after warm-up (end <= 1.1 x warm + 16 MiB); p50/p99
    time to first token and inter-token latency printed.
 """
 import http.client
@@ -36,7 +36,7 @@ SRC = os.environ.get("MSRNN_SOURCE_DIR", ".")
 MODEL = os.path.join(SRC, "models", "default.gguf")
 SHARED = os.environ.get("MSRNN_SHARED", os.path.join(SRC, "..", "shared"))
 SANITIZED = os.environ.get("MSRNN_SANITIZED") == "1"
-DURATION = 5 if SANITIZED else 15
+DURATION = int(os.environ.get("MSRNN_SERVE_LOAD_SECONDS", 5 if SANITIZED else 15))
 KEY = "sekret"
 
 

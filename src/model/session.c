@@ -121,7 +121,9 @@ static msrnn_status session_plan(const msrnn_model *m, const msrnn_session_param
     msrnn_session_params p = pp ? *pp : msrnn_session_default_params();
     if (p.n_ctx <= 0) p.n_ctx = hp->info.n_ctx;
     if (p.n_threads <= 0) p.n_threads = omp_get_num_procs();
-    if (p.n_batch <= 0) p.n_batch = 512;
+    const int batch_only = p.n_batch < 0; /* no workspace: advanced by msrnn_batch_eval alone */
+    if (p.n_batch == 0) p.n_batch = 512;
+    if (batch_only) p.n_batch = -1;
     if (p.n_threads > 1024 || p.n_batch > (1 << 16) || p.n_ctx > (1 << 28))
         return msrnn_fail(MSRNN_ERR_INVALID,
                           "session: n_threads %d, n_batch %d or n_ctx %d is absurd", p.n_threads,
@@ -135,8 +137,8 @@ static msrnn_status session_plan(const msrnn_model *m, const msrnn_session_param
     state_sizes[1] = ffn->state_bytes(hp, &p);
     state_sizes[2] = (size_t)hp->info.n_vocab * 4;
     size_t ws[WS_N_BUF];
-    batch_ws_sizes(m, p.n_batch, p.n_threads, ws);
-    *total = slab_bytes(state_sizes, 3) + slab_bytes(ws, WS_N_BUF);
+    batch_ws_sizes(m, batch_only ? 0 : p.n_batch, p.n_threads, ws);
+    *total = slab_bytes(state_sizes, 3) + (batch_only ? 0 : slab_bytes(ws, WS_N_BUF));
     *out = p;
     return MSRNN_OK;
 }
@@ -190,7 +192,7 @@ msrnn_status msrnn_session_open(msrnn_model *m, const msrnn_session_params *pp,
                                                  "session: cannot allocate %zu bytes of state "
                                                  "(context %d)",
                                                  sizes[0] + sizes[1], p.n_ctx);
-    if (st == MSRNN_OK) st = batch_ws_open(m, p.n_batch, p.n_threads, &s->ws);
+    if (st == MSRNN_OK && p.n_batch > 0) st = batch_ws_open(m, p.n_batch, p.n_threads, &s->ws);
     if (st != MSRNN_OK) {
         msrnn_session_close(s);
         return st;
@@ -346,6 +348,10 @@ static msrnn_status check_feed(const msrnn_session *s, const int32_t *tokens, in
 msrnn_status msrnn_session_eval(msrnn_session *s, const int32_t *tokens, int n, float *logits_all) {
     const msrnn_model_info *in = &s->model->hp.info;
     MSRNN_TRY(check_feed(s, tokens, n, "eval"));
+    if (s->params.n_batch < 0)
+        return msrnn_fail(MSRNN_ERR_INVALID,
+                          "eval: the session was opened without a workspace (n_batch < 0); advance "
+                          "it with msrnn_batch_eval");
     kernels_set_threads(s->params.n_threads);
     for (int i = 0; i < n; i += s->params.n_batch) {
         int nb = n - i < s->params.n_batch ? n - i : s->params.n_batch;

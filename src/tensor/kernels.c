@@ -303,10 +303,89 @@ static void dot4_f32(const float *w, const float *x, size_t ld, int n, float out
         for (int j = 0; j < 4; j++) out[j] += w[i] * x[(size_t)j * ld + i];
 }
 
+/* dot4_f32 with the row in f16 (F16C) or bf16, converted in registers as it is read. */
+static void dot4_half(tensor_type t, const uint16_t *w, const float *x, size_t ld, int n,
+                      float out[4]) {
+    int i = 0;
+    out[0] = out[1] = out[2] = out[3] = 0;
+#if HAVE_AVX2
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (; i + 8 <= n; i += 8) {
+        const __m128i h = _mm_loadu_si128((const __m128i *)(w + i));
+        const __m256 wv =
+            t == TYPE_F16 ? _mm256_cvtph_ps(h)
+                          : _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+        a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + ld + i), a1);
+        a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + 2 * ld + i), a2);
+        a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + 3 * ld + i), a3);
+    }
+    out[0] = hsum256(a0), out[1] = hsum256(a1), out[2] = hsum256(a2), out[3] = hsum256(a3);
+#endif
+    for (; i < n; i++) {
+        const float wf = t == TYPE_F16 ? fp16_to_fp32(w[i]) : bf16_to_fp32(w[i]);
+        for (int j = 0; j < 4; j++) out[j] += wf * x[(size_t)j * ld + i];
+    }
+}
+
+#if HAVE_AVX2
+/* The 4 × 3 tile out[j][r] = dot(row r, x_j) of 4 rows (stride row_bytes) and 3 tokens (stride ld),
+ * twelve accumulators in registers so that each weight and activation loaded serves 3 or 4 FMAs;
+ * one function per row type (LOAD8: 8 weights as f32). n must be a multiple of 8 (the caller
+ * checks). */
+#define LOAD8_F32(p, i) _mm256_loadu_ps((const float *)(p) + (i))
+#define LOAD8_F16(p, i)                                                                            \
+    _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)(p) + (i))))
+#define LOAD8_BF16(p, i)                                                                           \
+    _mm256_castsi256_ps(_mm256_slli_epi32(                                                         \
+        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)(p) + (i)))),    \
+        16))
+#define TILE4X3(name, LOAD8)                                                                       \
+    static void name(const uint8_t *w, size_t rb, const float *x, size_t ld, int n,                \
+                     float out[3][4]) {                                                            \
+        __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00,   \
+               a12 = a00, a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00;                   \
+        const float *x1 = x + ld, *x2 = x + 2 * ld;                                                \
+        for (int i = 0; i < n; i += 8) {                                                           \
+            const __m256 v0 = _mm256_loadu_ps(x + i), v1 = _mm256_loadu_ps(x1 + i),                \
+                         v2 = _mm256_loadu_ps(x2 + i);                                             \
+            __m256 wv = LOAD8(w, i);                                                               \
+            a00 = _mm256_fmadd_ps(wv, v0, a00), a10 = _mm256_fmadd_ps(wv, v1, a10);                \
+            a20 = _mm256_fmadd_ps(wv, v2, a20);                                                    \
+            wv = LOAD8(w + rb, i);                                                                 \
+            a01 = _mm256_fmadd_ps(wv, v0, a01), a11 = _mm256_fmadd_ps(wv, v1, a11);                \
+            a21 = _mm256_fmadd_ps(wv, v2, a21);                                                    \
+            wv = LOAD8(w + 2 * rb, i);                                                             \
+            a02 = _mm256_fmadd_ps(wv, v0, a02), a12 = _mm256_fmadd_ps(wv, v1, a12);                \
+            a22 = _mm256_fmadd_ps(wv, v2, a22);                                                    \
+            wv = LOAD8(w + 3 * rb, i);                                                             \
+            a03 = _mm256_fmadd_ps(wv, v0, a03), a13 = _mm256_fmadd_ps(wv, v1, a13);                \
+            a23 = _mm256_fmadd_ps(wv, v2, a23);                                                    \
+        }                                                                                          \
+        out[0][0] = hsum256(a00), out[0][1] = hsum256(a01), out[0][2] = hsum256(a02);              \
+        out[0][3] = hsum256(a03), out[1][0] = hsum256(a10), out[1][1] = hsum256(a11);              \
+        out[1][2] = hsum256(a12), out[1][3] = hsum256(a13), out[2][0] = hsum256(a20);              \
+        out[2][1] = hsum256(a21), out[2][2] = hsum256(a22), out[2][3] = hsum256(a23);              \
+    }
+TILE4X3(tile4x3_f32, LOAD8_F32)
+TILE4X3(tile4x3_f16, LOAD8_F16)
+TILE4X3(tile4x3_bf16, LOAD8_BF16)
+
+static void tile4x3(tensor_type t, const uint8_t *w, size_t rb, const float *x, size_t ld, int n,
+                    float out[3][4]) {
+    if (t == TYPE_F32)
+        tile4x3_f32(w, rb, x, ld, n, out);
+    else if (t == TYPE_F16)
+        tile4x3_f16(w, rb, x, ld, n, out);
+    else
+        tile4x3_bf16(w, rb, x, ld, n, out);
+}
+#endif
+
 static int is_float_type(tensor_type t) { return t == TYPE_F32 || t == TYPE_F16 || t == TYPE_BF16; }
 
-/* matvec_rows for float weights and n tokens: each row converted once into rowbuf (in floats),
- * then dotted with the tokens four at a time. */
+/* matvec_rows for float weights and n tokens: each row dotted with the tokens four at a time, its
+ * f16/bf16 values converted in registers (the last n mod 4 tokens: converted once into rowbuf). */
 static void matvec_rows_multi(float *const *ys, const weight *const *ws, const float *x, int n,
                               int r0, int r1, float *rowbuf) {
     int k = 0, base = 0;
@@ -316,17 +395,38 @@ static void matvec_rows_multi(float *const *ys, const weight *const *ws, const f
         const weight *w = ws[k];
         const int in = w->in;
         const void *row = (const uint8_t *)w->data + (size_t)(r - base) * w->row_bytes;
-        const float *wr = row;
+        float *y = ys[k] + (r - base);
+        int t = 0;
+#if HAVE_AVX2
+        if (r + 4 <= r1 && r - base + 4 <= w->out && in % 8 == 0) { /* 4 rows at once */
+            for (; t + 3 <= n; t += 3) {
+                float o[3][4];
+                tile4x3(w->type, row, w->row_bytes, x + (size_t)t * in, (size_t)in, in, o);
+                for (int j = 0; j < 3; j++)
+                    for (int q = 0; q < 4; q++) y[(size_t)(t + j) * w->out + q] = o[j][q];
+            }
+            for (; t < n; t++)
+                for (int q = 0; q < 4; q++) {
+                    const uint8_t *rq = (const uint8_t *)row + (size_t)q * w->row_bytes;
+                    y[(size_t)t * w->out + q] = dot_of(w->type)(rq, x + (size_t)t * in, in);
+                }
+            r += 3;
+            continue;
+        }
+#endif
+        for (; t + 4 <= n; t += 4) { /* the row in its own type, converted in registers */
+            float o[4];
+            if (w->type == TYPE_F32)
+                dot4_f32(row, x + (size_t)t * in, (size_t)in, in, o);
+            else
+                dot4_half(w->type, row, x + (size_t)t * in, (size_t)in, in, o);
+            for (int j = 0; j < 4; j++) y[(size_t)(t + j) * w->out] = o[j];
+        }
+        if (t == n) continue;
+        const float *wr = row; /* the last n mod 4 tokens: the row converted once */
         if (w->type != TYPE_F32) {
             dequantize_row(w->type, row, rowbuf, in);
             wr = rowbuf;
-        }
-        float *y = ys[k] + (r - base);
-        int t = 0;
-        for (; t + 4 <= n; t += 4) {
-            float o[4];
-            dot4_f32(wr, x + (size_t)t * in, (size_t)in, in, o);
-            for (int j = 0; j < 4; j++) y[(size_t)(t + j) * w->out] = o[j];
         }
         for (; t < n; t++) y[(size_t)t * w->out] = dot_f32(wr, x + (size_t)t * in, in);
     }
