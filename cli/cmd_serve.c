@@ -553,7 +553,7 @@ static cJSON *usage_json(const serve_job *j) {
 /* msrnn's own fields beside OpenAI's: timings and the session's position */
 static cJSON *timings_json(const serve_job *j) {
     cJSON *t = cJSON_CreateObject();
-    cJSON_AddNumberToObject(t, "queued_ms", 0);
+    if (j->t_start > 0) cJSON_AddNumberToObject(t, "queued_ms", (j->t_start - j->t_submit) * 1e3);
     if (j->t_first > 0)
         cJSON_AddNumberToObject(t, "first_token_ms", (j->t_first - j->t_submit) * 1e3);
     if (j->t_done > 0 && j->t_first > 0 && j->n_tokens > 1)
@@ -678,16 +678,33 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
         }
         const size_t upto = serve_job_sendable(j);
         if (upto > s->sent_text || done || (s->first_chunk && s->p.chat)) {
-            cJSON *o = envelope(s->sv, &s->p, s->id, s->created, 1);
-            cJSON *choices = cJSON_AddArrayToObject(o, "choices");
-            const int t1 = done ? j->n_tokens : j->n_tokens;
-            cJSON_AddItemToArray(choices,
-                                 choice_json(s->sv, &s->p, j, s->sent_text, upto, s->sent_tokens,
-                                             t1, done ? j->finish : NULL, s->first_chunk, 1));
-            s->sent_tokens = t1, s->sent_text = upto, s->first_chunk = 0;
+            /* copy the new text and tokens out, then build the event without the engine's lock
+             * (the engine waits for it after every forward pass) */
+            const int t1 = j->n_tokens, nt = t1 - s->sent_tokens;
+            const size_t nx = upto - s->sent_text;
+            serve_job view;
+            memset(&view, 0, sizeof view);
+            view.text = malloc(nx + 1);
+            view.tokens = malloc((size_t)(nt > 0 ? nt : 1) * sizeof *view.tokens);
+            if (view.text) memcpy(view.text, j->text + s->sent_text, nx);
+            if (view.tokens && nt > 0)
+                memcpy(view.tokens, j->tokens + s->sent_tokens, (size_t)nt * sizeof *view.tokens);
+            const char *finish = done ? j->finish : NULL;
             cJSON *usage = done && s->p.include_usage ? usage_json(j) : NULL;
             cJSON *timings = done ? timings_json(j) : NULL;
             serve_unlock(e);
+            if (!view.text || !view.tokens) {
+                free(view.text), free(view.tokens);
+                cJSON_Delete(usage), cJSON_Delete(timings);
+                serve_cancel(e, j);
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            }
+            cJSON *o = envelope(s->sv, &s->p, s->id, s->created, 1);
+            cJSON *choices = cJSON_AddArrayToObject(o, "choices");
+            cJSON_AddItemToArray(
+                choices, choice_json(s->sv, &s->p, &view, 0, nx, 0, nt, finish, s->first_chunk, 1));
+            free(view.text), free(view.tokens);
+            s->sent_tokens = t1, s->sent_text = upto, s->first_chunk = 0;
             if (timings) cJSON_AddItemToObject(o, "timings", timings);
             out_event(s, o);
             if (usage) { /* stream_options.include_usage: one more chunk, no choices */

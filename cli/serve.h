@@ -64,7 +64,7 @@ typedef struct serve_job {
     const char *finish; /* "stop", "length" (or NULL while running) */
     int n_fed;          /* prompt tokens fed */
     int64_t n_past;     /* the slot's position when the job ended */
-    double t_submit, t_first, t_done;
+    double t_submit, t_start, t_first, t_done; /* queued, admitted to a slot, first token, done */
     int refs; /* the submitter and the engine; freed when both let go */
     struct serve_job *next;
 } serve_job;

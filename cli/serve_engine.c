@@ -390,6 +390,7 @@ static void admit(serve_engine *e) {
             sl->hist ? msrnn_sampler_open(&j->sampling, in->n_vocab, &sl->smp) : MSRNN_ERR_NOMEM;
         sl->job = j;
         j->state = JOB_RUNNING;
+        j->t_start = now();
         if (st != MSRNN_OK) {
             job_end(e, sl, NULL, 500, "cannot start the sampler");
             continue;

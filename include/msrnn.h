@@ -215,7 +215,9 @@ msrnn_status msrnn_sampler_open(const msrnn_sampler_params *p, int n_vocab, msrn
 void msrnn_sampler_close(msrnn_sampler *s);
 /* Pick the next token from logits (not modified); history = the tokens so far (prompt included),
  * of which the last repeat_last_n are penalised. Order: repetition penalty, top-k, temperature
- * softmax, top-p, min-p, draw (temperature <= 0: argmax after the penalty). */
+ * softmax, top-p, min-p, draw (temperature <= 0: argmax after the penalty). Without top-p and
+ * min-p nothing needs the candidates in order, and the draw walks them unsorted (the same
+ * distribution in O(n_vocab); a seed's sequence differs from the sorted walk's). */
 int32_t msrnn_sample(msrnn_sampler *s, const float *logits, const int32_t *history, int n_history);
 
 #ifdef __cplusplus

@@ -136,6 +136,27 @@ int32_t msrnn_sample(msrnn_sampler *s, const float *logits, const int32_t *histo
         select_top_k(c, n, p->top_k);
         n = p->top_k;
     }
+    if (p->top_p >= 1.0f && p->min_p <= 0) { /* no cut that needs the order: draw unsorted */
+        float max = -INFINITY;
+        int any_nan = 0;
+        for (int i = 0; i < n; i++) {
+            any_nan |= isnan(c[i].logit);
+            if (c[i].logit > max) max = c[i].logit;
+        }
+        if (!any_nan && max > -INFINITY) {
+            double sum = 0;
+            for (int i = 0; i < n; i++)
+                sum += c[i].logit = expf((c[i].logit - max) / p->temperature);
+            const double r = (double)(next_u64(&s->rng) >> 11) * 0x1.0p-53 * sum;
+            double cum = 0;
+            for (int i = 0; i < n; i++) {
+                cum += c[i].logit;
+                if (r < cum) return c[i].id;
+            }
+            for (int i = n - 1; i >= 0; i--) /* rounding left r at the very end */
+                if (c[i].logit > 0) return c[i].id;
+        }
+    }
     qsort(c, (size_t)n, sizeof *c, by_rank);
     while (n > 1 && isnan(c[n - 1].logit)) n--; /* NaNs are last: never drawn beside a number */
     /* softmax at temperature; c[i].logit becomes a probability */
