@@ -61,9 +61,9 @@ typedef struct serve_job {
     int n_tokens;
     char *text; /* the generated text (n_text bytes, clipped at a stop string) */
     size_t n_text, cap_text;
-    const char *finish; /* "stop", "length" (or NULL while running) */
-    int n_fed;          /* prompt tokens fed */
-    int64_t n_past;     /* the slot's position when the job ended */
+    const char *finish;                        /* "stop", "length" (or NULL while running) */
+    int n_fed;                                 /* prompt tokens fed */
+    int64_t n_past;                            /* the slot's position when the job ended */
     double t_submit, t_start, t_first, t_done; /* queued, admitted to a slot, first token, done */
     int refs; /* the submitter and the engine; freed when both let go */
     struct serve_job *next;
