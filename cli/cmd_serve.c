@@ -101,7 +101,9 @@ static enum MHD_Result send_error(struct MHD_Connection *c, int status, const ch
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    char *s = cJSON_PrintUnformatted(error_json(status, msg, param));
+    cJSON *obj = error_json(status, msg, param);
+    char *s = cJSON_PrintUnformatted(obj);
+    cJSON_Delete(obj);
     if (!s) return MHD_NO;
     const enum MHD_Result ok =
         send_text(c, status, "application/json", s, strlen(s), status == 503);
