@@ -11,6 +11,7 @@
  */
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -166,8 +167,11 @@ static const char *want(const cJSON *root, const char *key, int (*is)(const cJSO
     return NULL;
 }
 
+/* an integer JSON number within 2^53 (exact in a double); checked before any cast, which would be
+ * undefined for 1e300 */
 static int is_int(const cJSON *v) {
-    return cJSON_IsNumber(v) && v->valuedouble == (double)(long long)v->valuedouble;
+    return cJSON_IsNumber(v) && fabs(v->valuedouble) <= 9007199254740992.0 &&
+           v->valuedouble == floor(v->valuedouble);
 }
 static int is_num(const cJSON *v) { return cJSON_IsNumber(v); }
 static int is_bool(const cJSON *v) { return cJSON_IsBool(v); }
@@ -318,10 +322,13 @@ static int parse_request(const server *sv, const char *body, size_t len, int cha
         const char *key;
         double lo, hi;
         int integer;
-    } nums[] = {{"temperature", 0, 2, 0},         {"top_p", 0, 1, 0},
-                {"top_k", 0, 1 << 24, 1},         {"min_p", 0, 1, 0},
-                {"repeat_penalty", 1e-3, 1e3, 0}, {"repeat_last_n", 0, 1 << 24, 1},
-                {"seed", -9.2e18, 9.2e18, 1}};
+    } nums[] = {{"temperature", 0, 2, 0},
+                {"top_p", 0, 1, 0},
+                {"top_k", 0, 1 << 24, 1},
+                {"min_p", 0, 1, 0},
+                {"repeat_penalty", 1e-3, 1e3, 0},
+                {"repeat_last_n", 0, 1 << 24, 1},
+                {"seed", -9007199254740992.0, 9007199254740992.0, 1}};
     for (size_t k = 0; k < sizeof nums / sizeof nums[0]; k++) {
         FIELD(nums[k].key, nums[k].integer ? is_int : is_num,
               nums[k].integer ? "an integer" : "a number")

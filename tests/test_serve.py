@@ -277,6 +277,8 @@ def test_bad_input(srv):
         ("temperature a string", "POST", "/v1/completions", {"prompt": "x", "temperature": "hot"},
          400),
         ("max_tokens negative", "POST", "/v1/completions", {"prompt": "x", "max_tokens": -1}, 400),
+        ("max_tokens 1e300", "POST", "/v1/completions", '{"prompt": "x", "max_tokens": 1e300}', 400),
+        ("seed 1e300", "POST", "/v1/completions", '{"prompt": "x", "seed": -1e300}', 400),
         ("token id out of range", "POST", "/v1/completions", {"prompt": [1, 99999]}, 400),
         ("messages missing", "POST", "/v1/chat/completions", {"model": "default"}, 400),
         ("bad role", "POST", "/v1/chat/completions",
