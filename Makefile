@@ -1,17 +1,18 @@
 # Top-level driver. `make` builds build/msrnn (Release); `make test` runs the whole suite twice:
 # a Release build and an ASan+UBSan build (which reuses the reference data the first run generated).
 JOBS ?= 2
+BUILD ?= build
 
-.PHONY: all test test-release test-asan clean format demo
+.PHONY: all test test-release test-asan clean format demo install uninstall
 
 all:
-	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-	cmake --build build -j $(JOBS)
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
 
 test: test-release test-asan
 
 test-release: all
-	cd build && ctest --output-on-failure -j 1
+	cd $(BUILD) && ctest --output-on-failure -j 1
 
 test-asan:
 	CC=clang cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DMSRNN_SANITIZE=ON -DMSRNN_FUZZ=ON \
@@ -28,6 +29,18 @@ demo: all
 	build/msrnn perplexity -m models/default.gguf -f $(SHARED)/data/gutenberg/pg55.txt --max-chunks 2
 	build/msrnn perplexity -m models/default.gguf -f $(SHARED)/data/gutenberg/pg55.txt --max-chunks 2 \
 		--kv tova --kv-size 512
+
+# Install into PREFIX (DESTDIR=... stages it, as packagers do): bin/msrnn, lib/libmsrnn.so.MAJOR
+# (+ the .so links and libmsrnn.a), include/msrnn.h, lib/pkgconfig/msrnn.pc, the man pages and
+# the bash completion. No root needed for a prefix one can write. `make uninstall` removes exactly
+# the files the last install recorded ($(BUILD)/install_manifest.txt), then the directories that
+# leaves empty below PREFIX. (BUILD: the build folder, build unless told.)
+PREFIX ?= /usr/local
+install: all
+	cmake --install $(BUILD) --prefix $(PREFIX)
+
+uninstall:
+	bash tools/uninstall.sh $(BUILD)/install_manifest.txt $(PREFIX)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -96,15 +96,100 @@ int arg_float(const char *cmd, const char *flag, const char *s, double lo, doubl
     return 0;
 }
 
+/* ---- option tables ----------------------------------------------------------------------- */
+
+void cli_label(char *buf, size_t cap, const cli_option *o) {
+    const int flag = o->shortopt || o->longopt;
+    snprintf(buf, cap, "%s%s%s%s%s", o->shortopt ? o->shortopt : "",
+             o->shortopt && o->longopt ? ", " : "", o->longopt ? o->longopt : "",
+             flag && o->metavar ? " " : "", o->metavar ? o->metavar : "");
+}
+
+static void blanks(FILE *f, int n) {
+    for (; n > 0; n--) fputc(' ', f);
+}
+
+/* The help's first line as it is; each later one on a line of its own, at column wrap. */
+static void help_lines(FILE *f, const char *help, int wrap) {
+    for (const char *line = help; line;) {
+        const char *nl = strchr(line, '\n');
+        fwrite(line, 1, nl ? (size_t)(nl - line) : strlen(line), f);
+        if (!nl) break;
+        fputc('\n', f);
+        blanks(f, wrap);
+        line = nl + 1;
+    }
+}
+
+void cli_print_table(FILE *f, const cli_table *t) {
+    if (t->heading) fprintf(f, "%s\n", t->heading);
+    int open = 0; /* a line of CLI_INLINE / CLI_JOIN entries is not ended yet */
+    for (size_t i = 0; i < t->n; i++) {
+        const cli_option *o = &t->options[i];
+        if (o->layout == CLI_SYNOPSIS) continue;
+        const int indent = o->indent ? o->indent : 2, wrap = o->wrap ? o->wrap : t->column;
+        const int has_help = o->help && *o->help;
+        char label[128];
+        cli_label(label, sizeof label, o);
+        if (o->layout == CLI_JOIN && open) {
+            fputs(t->join ? t->join : "  ", f);
+        } else {
+            if (open) fputc('\n', f);
+            blanks(f, indent);
+        }
+        fputs(label, f);
+        if (o->layout == CLI_INLINE || o->layout == CLI_JOIN) {
+            if (has_help) fputc(' ', f), help_lines(f, o->help, wrap);
+            open = 1;
+            continue;
+        }
+        open = 0;
+        if (has_help) {
+            const int used = indent + (int)strlen(label);
+            blanks(f, used + 2 > t->column ? 2 : t->column - used);
+            help_lines(f, o->help, wrap);
+        }
+        fputc('\n', f);
+    }
+    if (open) fputc('\n', f);
+}
+
+void cli_help(FILE *f, const cli_command *c) {
+    fputs("usage: ", f);
+    help_lines(f, c->synopsis, 7); /* later lines under the first, after "usage: " */
+    fputc('\n', f);
+    if (c->description) fputs(c->description, f);
+    for (size_t i = 0; i < sizeof c->tables / sizeof *c->tables && c->tables[i]; i++)
+        cli_print_table(f, c->tables[i]);
+}
+
 /* ---- known options ----------------------------------------------------------------------- */
 
-static void (*g_usage)(FILE *); /* the running command's usage text: its list of options */
+static const cli_command *g_command; /* the running command: its tables list its options */
+static void (*g_usage)(FILE *);      /* or its usage text */
 
-void arg_set_usage(void (*usage)(FILE *)) { g_usage = usage; }
+void arg_set_command(const cli_command *c) { g_command = c, g_usage = NULL; }
+void arg_set_usage(void (*usage)(FILE *)) { g_usage = usage, g_command = NULL; }
 
-/* Calls fn(option, len, ctx) for each option the usage text names: a '-' at the start of a word
- * (after a blank, '(', '[', '|' or ','), followed by a letter or a second '-'. */
-static void each_known(void (*fn)(const char *, size_t, void *), void *ctx) {
+/* Calls fn(option, len, ctx) for each known option: with a command, each flag of its tables (and,
+ * with mentions, the other commands' options its help names); with a usage function, each option
+ * its text names: a '-' at the start of a word (after a blank, '(', '[', '|' or ','), followed by a
+ * letter or a second '-'. */
+static void each_known(void (*fn)(const char *, size_t, void *), void *ctx, int mentions) {
+    if (g_command) {
+        for (size_t t = 0; t < sizeof g_command->tables / sizeof *g_command->tables; t++)
+            for (size_t i = 0; g_command->tables[t] && i < g_command->tables[t]->n; i++) {
+                const cli_option *o = &g_command->tables[t]->options[i];
+                if (o->shortopt) fn(o->shortopt, strlen(o->shortopt), ctx);
+                if (o->longopt) fn(o->longopt, strlen(o->longopt), ctx);
+            }
+        for (size_t k = 0; mentions && k < sizeof g_command->mentions / sizeof *g_command->mentions;
+             k++) {
+            const char *m = g_command->mentions[k], *opt = m ? strchr(m, ' ') : NULL;
+            if (opt) fn(opt + 1, strlen(opt + 1), ctx);
+        }
+        return;
+    }
     if (!g_usage) return;
     char *text = NULL;
     size_t len = 0;
@@ -129,10 +214,25 @@ static void is_known_fn(const char *o, size_t n, void *ctx) {
 }
 
 int arg_known(const char *a) {
-    if (!g_usage) return 1; /* no list to check against */
+    if (!g_usage && !g_command) return 1; /* no list to check against */
     const char *probe = a;
-    each_known(is_known_fn, &probe);
+    each_known(is_known_fn, &probe, 0);
     return probe == NULL;
+}
+
+/* The command whose option a is, when the running command's help names it as another's ("passkey"
+ * for train's "--make-data"), into cmd[0..cap); else 0. */
+static int mention_of(const char *a, char *cmd, size_t cap) {
+    for (size_t k = 0; g_command && k < sizeof g_command->mentions / sizeof *g_command->mentions;
+         k++) {
+        const char *m = g_command->mentions[k], *opt = m ? strchr(m, ' ') : NULL;
+        if (opt && !strcmp(opt + 1, a) && (size_t)(opt - m) < cap) {
+            memcpy(cmd, m, (size_t)(opt - m));
+            cmd[opt - m] = 0;
+            return 1;
+        }
+    }
+    return 0;
 }
 
 /* Edit distance of a[0..n) and b[0..m), both at most 63 bytes: insertions, deletions,
@@ -181,6 +281,20 @@ void arg_unknown(const char *cmd, const char *a) {
                     cmd, a, name, eq + 1);
             return;
         }
+        char other[64];
+        if (mention_of(name, other, sizeof other)) {
+            fprintf(stderr,
+                    "msrnn %s: unknown option '%s' (an option of msrnn %s, written '%s %s' "
+                    "there)\n",
+                    cmd, a, other, name, eq + 1);
+            return;
+        }
+    }
+    char other[64];
+    if (mention_of(a, other, sizeof other)) {
+        fprintf(stderr, "msrnn %s: unknown option '%s' (an option of msrnn %s, not of %s)\n", cmd,
+                a, other, cmd);
+        return;
     }
     if (a[0] != '-') {
         fprintf(stderr,
@@ -190,7 +304,7 @@ void arg_unknown(const char *cmd, const char *a) {
         return;
     }
     closest c = {a, strlen(a), "", 1 << 30};
-    each_known(closest_fn, &c);
+    each_known(closest_fn, &c, 1);
     /* close enough to be a typo: at most a quarter of the longer name changed, plus one */
     size_t longer = c.n > strlen(c.best) ? c.n : strlen(c.best);
     if (c.best[0] && c.dist <= (int)(longer / 4) + 1)

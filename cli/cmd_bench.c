@@ -11,17 +11,26 @@
 #include "cli.h"
 #include "common.h"
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: msrnn bench -m FILE [-p 512] [-n 128] [-r 5] [options] [--json]\n%s",
-            RUN_OPTIONS_HELP);
-    fprintf(f,
-            "  -p, --n-prompt N      prompt tokens for pp (default 512; 0 = skip)\n"
-            "  -n, --n-gen N         generated tokens for tg (default 128; 0 = skip)\n"
-            "  -r, --repetitions N   (default 5)\n"
-            "  --depth D1,D2,...     generation speed after a context of D tokens (tg N at each "
-            "depth),\n"
-            "                        with the memory's bytes there: flat for bounded memories\n");
-}
+static const cli_option options[] = {
+    {"-p", "--n-prompt", "N", .help = "prompt tokens for pp (default 512; 0 = skip)"},
+    {"-n", "--n-gen", "N", .help = "generated tokens for tg (default 128; 0 = skip)"},
+    {"-r", "--repetitions", "N", .help = "(default 5)"},
+    {NULL, "--depth", "D1,D2,...",
+     .help = "generation speed after a context of D tokens (tg N at each depth),\n"
+             "with the memory's bytes there: flat for bounded memories"},
+    {NULL, "--json", NULL, .help = "print the results as one JSON object instead of a table",
+     .layout = CLI_SYNOPSIS},
+};
+static const cli_table table = {.column = 24, CLI_OPTIONS(options)};
+
+const cli_command bench_command = {
+    .name = "bench",
+    .summary = "measure prompt-processing and generation speed",
+    .synopsis = "msrnn bench -m FILE [-p 512] [-n 128] [-r 5] [options] [--json]",
+    .tables = {&RUN_OPTIONS, &table},
+};
+
+static void usage(FILE *f) { cli_help(f, &bench_command); }
 
 static void mean_sd(const double *x, int n, double *mean, double *sd) {
     double s = 0, ss = 0;
@@ -114,7 +123,7 @@ done:
 }
 
 int cmd_bench(int argc, char **argv) {
-    arg_set_usage(usage);
+    arg_set_command(&bench_command);
     const char *cmd = "bench";
     run_options o;
     run_options_init(&o);

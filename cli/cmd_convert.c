@@ -8,24 +8,48 @@
 #include "common.h"
 #include "model/convert.h"
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: msrnn convert --to ARCH -m LLAMA.gguf -o OUT.gguf [options]\n"
-               "  copies every weight of a llama model and adds what ARCH needs\n"
-               "  --to infini     Infini-attention (METHODS.md §2): segment attention plus a\n"
-               "                  compressive memory per kv head, gates beta = 0\n"
-               "    --segment N   tokens per segment (2048)\n"
-               "    --rule R      memory rule: linear (default) or delta\n"
-               "  --to dijiang    DiJiang (METHODS.md §3): linear attention through a DCT feature\n"
-               "                  map P with a decay per head; W_G Xavier-uniform (gain 2^-2.5),\n"
-               "                  GroupNorm weight 1 and bias 0\n"
-               "    --features M  features per head, the columns of P (head dim)\n"
-               "    --sampler S   P's weights: halton (default, quasi-Monte Carlo) or random\n"
-               "                  (seeded uniform numbers, the official code's choice)\n"
-               "    --seed N      seed of the random sampler and of W_G (1)\n");
-}
+static const char *const archs[] = {"infini", "dijiang", NULL}; /* --to */
+static const char *const rules[] = {"linear", "delta", NULL};
+static const char *const samplers[] = {"halton", "random", NULL};
+
+/* --to's two values each head their own options (indented under it) */
+static const cli_option options[] = {
+    {"-m", "--model", "LLAMA.gguf", .help = "the llama model to convert"},
+    {"-o", "--output", "OUT.gguf", .help = "the model to write (atomically)"},
+    {NULL, "--to", "infini",
+     .help = "Infini-attention (METHODS.md §2): segment attention plus a\n"
+             "compressive memory per kv head, gates beta = 0",
+     .values = archs},
+    {NULL, "--segment", "N", .help = "tokens per segment (2048)", .indent = 4},
+    {NULL, "--rule", "R", .help = "memory rule: linear (default) or delta", .values = rules,
+     .indent = 4},
+    {NULL, "--to", "dijiang",
+     .help = "DiJiang (METHODS.md §3): linear attention through a DCT feature\n"
+             "map P with a decay per head; W_G Xavier-uniform (gain 2^-2.5),\n"
+             "GroupNorm weight 1 and bias 0",
+     .values = archs},
+    {NULL, "--features", "M", .help = "features per head, the columns of P (head dim)",
+     .indent = 4},
+    {NULL, "--sampler", "S",
+     .help = "P's weights: halton (default, quasi-Monte Carlo) or random\n"
+             "(seeded uniform numbers, the official code's choice)",
+     .values = samplers, .indent = 4},
+    {NULL, "--seed", "N", .help = "seed of the random sampler and of W_G (1)", .indent = 4},
+};
+static const cli_table table = {.column = 18, CLI_OPTIONS(options)};
+
+const cli_command convert_command = {
+    .name = "convert",
+    .summary = "turn a llama model into another architecture (--to infini | dijiang)",
+    .synopsis = "msrnn convert --to ARCH -m LLAMA.gguf -o OUT.gguf [options]",
+    .description = "  copies every weight of a llama model and adds what ARCH needs\n",
+    .tables = {&table},
+};
+
+static void usage(FILE *f) { cli_help(f, &convert_command); }
 
 int cmd_convert(int argc, char **argv) {
-    arg_set_usage(usage);
+    arg_set_command(&convert_command);
     const char *cmd = "convert", *in = NULL, *out = NULL, *to = NULL;
     hparams method;
     memset(&method, 0, sizeof method);

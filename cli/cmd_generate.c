@@ -10,25 +10,33 @@
 #include "cli.h"
 #include "common.h"
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: msrnn generate -m FILE (-p TEXT | -f FILE) [-n N] [options]\n%s",
-            RUN_OPTIONS_HELP);
-    fprintf(f, "  -p, --prompt TEXT     prompt\n"
-               "  -f, --file FILE       read the prompt from a file\n"
-               "  -n, --n-predict N     tokens to generate (default 128; stops early at EOS)\n"
-               "  --temp X              temperature (default 0.8; 0 = greedy)\n"
-               "  --top-k N             (default 40; 0 = off)\n"
-               "  --top-p X             (default 0.95; 1 = off)\n"
-               "  --min-p X             (default 0.05; 0 = off)\n"
-               "  --repeat-penalty X    (default 1.0 = off)\n"
-               "  --repeat-last-n N     tokens the penalty looks back (default 64)\n"
-               "  -s, --seed N          random seed (default: from the clock, printed)\n"
-               "  --ignore-eos          keep generating after EOS\n"
-               "  --json                print {prompt_ids, ids, text, prompt_tps, gen_tps}\n");
-}
+static const cli_option options[] = {
+    {"-p", "--prompt", "TEXT", .help = "prompt", .complete = ""},
+    {"-f", "--file", "FILE", .help = "read the prompt from a file"},
+    {"-n", "--n-predict", "N", .help = "tokens to generate (default 128; stops early at EOS)"},
+    {NULL, "--temp", "X", .help = "temperature (default 0.8; 0 = greedy)"},
+    {NULL, "--top-k", "N", .help = "(default 40; 0 = off)"},
+    {NULL, "--top-p", "X", .help = "(default 0.95; 1 = off)"},
+    {NULL, "--min-p", "X", .help = "(default 0.05; 0 = off)"},
+    {NULL, "--repeat-penalty", "X", .help = "(default 1.0 = off)"},
+    {NULL, "--repeat-last-n", "N", .help = "tokens the penalty looks back (default 64)"},
+    {"-s", "--seed", "N", .help = "random seed (default: from the clock, printed)"},
+    {NULL, "--ignore-eos", NULL, .help = "keep generating after EOS"},
+    {NULL, "--json", NULL, .help = "print {prompt_ids, ids, text, prompt_tps, gen_tps}"},
+};
+static const cli_table table = {.column = 24, CLI_OPTIONS(options)};
+
+const cli_command generate_command = {
+    .name = "generate",
+    .summary = "generate text from a prompt",
+    .synopsis = "msrnn generate -m FILE (-p TEXT | -f FILE) [-n N] [options]",
+    .tables = {&RUN_OPTIONS, &table},
+};
+
+static void usage(FILE *f) { cli_help(f, &generate_command); }
 
 int cmd_generate(int argc, char **argv) {
-    arg_set_usage(usage);
+    arg_set_command(&generate_command);
     const char *cmd = "generate";
     run_options o;
     run_options_init(&o);

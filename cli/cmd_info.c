@@ -16,11 +16,22 @@
 #define SHOW_STRING 96      /* bytes of a string value shown */
 #define SHOW_ELEM_STRING 32 /* bytes of a string inside an array shown */
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: msrnn info [--json] FILE\n"
-               "  prints a GGUF file's version, alignment, metadata and tensors;\n"
-               "  --json prints everything (arrays in full) as one JSON object\n");
-}
+static const cli_option options[] = {
+    {NULL, NULL, "FILE", .help = "the GGUF file", .complete = "*.gguf", .layout = CLI_SYNOPSIS},
+    {NULL, "--json", NULL, .help = "prints everything (arrays in full) as one JSON object",
+     .layout = CLI_INLINE},
+};
+static const cli_table table = {CLI_OPTIONS(options)};
+
+const cli_command info_command = {
+    .name = "info",
+    .summary = "print a GGUF file's metadata and tensors",
+    .synopsis = "msrnn info [--json] FILE",
+    .description = "  prints a GGUF file's version, alignment, metadata and tensors;\n",
+    .tables = {&table},
+};
+
+static void usage(FILE *f) { cli_help(f, &info_command); }
 
 /* ---- values ---------------------------------------------------------------------------------- */
 
@@ -224,7 +235,7 @@ static void print_json(const gguf_file *g) {
 }
 
 int cmd_info(int argc, char **argv) {
-    arg_set_usage(usage);
+    arg_set_command(&info_command);
     const char *path = NULL;
     int json = 0;
     for (int i = 1; i < argc; i++) {

@@ -11,33 +11,63 @@
 #include "nn/memlayer.h"
 #include "parts/part.h"
 
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: msrnn init-model --vocab-from GGUF -o OUT.gguf [shape options]\n"
-            "  --dim N (288)  --layers N (6)  --heads N (6)  --kv-heads N (= heads)\n"
-            "  --ffn N (768)  --ctx N (1024)  --type f32|f16|bf16|q8_0|q4_0 (f32)\n"
-            "  --tied         share the embedding as output head\n"
-            "  --arch A       llama (default), infini (Infini-attention, METHODS.md §2),\n"
-            "                 dijiang (DCT-feature linear attention, METHODS.md §3) or\n"
-            "                 memoryformer (hash-table projections, METHODS.md §4)\n"
-            "  --segment N    infini: tokens per segment (2048)\n"
-            "  --rule R       infini: memory rule, linear (default) or delta\n"
-            "  --features M   dijiang: features per head (head dim)\n"
-            "  --hash-bits T  memoryformer: τ, bits per chunk of Q/K/V and the block's first\n"
-            "                 layer (8; dim must be a multiple); --ffn is ignored (K·τ₂)\n"
-            "  --block-hash-bits T2  memoryformer: τ₂ of the block's second layer (τ + 2)\n"
-            "  --weighting W  memoryformer: paper (default) or code\n"
-            "  --temperature X  memoryformer: t of the paper's weighting (1)\n"
-            "  --no-bias      memoryformer: no bias on the memory layers\n"
-            "                 (tables are f32 unless --type is f16 or bf16)\n"
-            "  --std X        init standard deviation (0.02)\n"
-            "  --seed N       (0)\n"
-            "  --max-memory BYTES  refuse a model whose writing needs more memory (suffixes\n"
-            "                 K, M, G, KiB, MiB, GiB; default: the machine's available memory)\n");
-}
+static const char *const types[] = {"f32", "f16", "bf16", "q8_0", "q4_0", NULL}; /* --type */
+static const char *const archs[] = {"llama", "infini", "dijiang", "memoryformer", NULL};
+static const char *const rules[] = {"linear", "delta", NULL};
+static const char *const weightings[] = {"paper", "code", NULL};
+
+static const cli_option options[] = {
+    {NULL, "--vocab-from", "GGUF", .help = "the GGUF file whose vocabulary the model takes",
+     .layout = CLI_SYNOPSIS},
+    {"-o", "--output", "OUT.gguf", .help = "the model to write (atomically)"},
+    {NULL, "--dim", "N", .help = "(288)", .layout = CLI_INLINE},
+    {NULL, "--layers", "N", .help = "(6)", .layout = CLI_JOIN},
+    {NULL, "--heads", "N", .help = "(6)", .layout = CLI_JOIN},
+    {NULL, "--kv-heads", "N", .help = "(= heads)", .layout = CLI_JOIN},
+    {NULL, "--ffn", "N", .help = "(768)", .layout = CLI_INLINE},
+    {NULL, "--ctx", "N", .help = "(1024)", .layout = CLI_JOIN},
+    {NULL, "--type", "f32|f16|bf16|q8_0|q4_0", .help = "(f32)", .values = types,
+     .layout = CLI_JOIN},
+    {NULL, "--tied", NULL, .help = "share the embedding as output head"},
+    {NULL, "--arch", "A",
+     .help = "llama (default), infini (Infini-attention, METHODS.md §2),\n"
+             "dijiang (DCT-feature linear attention, METHODS.md §3) or\n"
+             "memoryformer (hash-table projections, METHODS.md §4)",
+     .values = archs},
+    {NULL, "--segment", "N", .help = "infini: tokens per segment (2048)"},
+    {NULL, "--rule", "R", .help = "infini: memory rule, linear (default) or delta",
+     .values = rules},
+    {NULL, "--features", "M", .help = "dijiang: features per head (head dim)"},
+    {NULL, "--hash-bits", "T",
+     .help = "memoryformer: τ, bits per chunk of Q/K/V and the block's first\n"
+             "layer (8; dim must be a multiple); --ffn is ignored (K·τ₂)"},
+    {NULL, "--block-hash-bits", "T2",
+     .help = "memoryformer: τ₂ of the block's second layer (τ + 2)"},
+    {NULL, "--weighting", "W", .help = "memoryformer: paper (default) or code",
+     .values = weightings},
+    {NULL, "--temperature", "X", .help = "memoryformer: t of the paper's weighting (1)"},
+    {NULL, "--no-bias", NULL,
+     .help = "memoryformer: no bias on the memory layers\n"
+             "(tables are f32 unless --type is f16 or bf16)"},
+    {NULL, "--std", "X", .help = "init standard deviation (0.02)"},
+    {NULL, "--seed", "N", .help = "(0)"},
+    {NULL, "--max-memory", "BYTES",
+     .help = "refuse a model whose writing needs more memory (suffixes\n"
+             "K, M, G, KiB, MiB, GiB; default: the machine's available memory)"},
+};
+static const cli_table table = {.column = 17, CLI_OPTIONS(options)};
+
+const cli_command init_model_command = {
+    .name = "init-model",
+    .summary = "write a new model with freshly initialised weights",
+    .synopsis = "msrnn init-model --vocab-from GGUF -o OUT.gguf [shape options]",
+    .tables = {&table},
+};
+
+static void usage(FILE *f) { cli_help(f, &init_model_command); }
 
 int cmd_init_model(int argc, char **argv) {
-    arg_set_usage(usage);
+    arg_set_command(&init_model_command);
     const char *cmd = "init-model", *vocab = NULL, *out = NULL;
     model_init_params p;
     memset(&p, 0, sizeof p);
@@ -103,11 +133,10 @@ int cmd_init_model(int argc, char **argv) {
         } else if (!strcmp(a, "--max-memory"))
             rc = max_memory_parse(cmd, a, v, &p.max_memory);
         else if (!strcmp(a, "--type")) {
-            const char *names[] = {"f32", "f16", "bf16", "q8_0", "q4_0"};
-            const tensor_type types[] = {TYPE_F32, TYPE_F16, TYPE_BF16, TYPE_Q8_0, TYPE_Q4_0};
+            const tensor_type as[] = {TYPE_F32, TYPE_F16, TYPE_BF16, TYPE_Q8_0, TYPE_Q4_0};
             rc = 2;
-            for (int k = 0; k < 5; k++)
-                if (!strcmp(v, names[k])) p.type = types[k], rc = 0;
+            for (int k = 0; types[k]; k++)
+                if (!strcmp(v, types[k])) p.type = as[k], rc = 0;
             if (rc)
                 fprintf(stderr, "msrnn %s: --type expects f32, f16, bf16, q8_0 or q4_0, got '%s'\n",
                         cmd, v);

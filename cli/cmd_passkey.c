@@ -19,25 +19,38 @@
 #define MAX_DEPTHS 101
 #define MAX_LENGTH (1LL << 30)
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: msrnn passkey -m FILE [--lengths L1,L2,...] [--depths D1,...] [options]\n%s",
-            RUN_OPTIONS_HELP);
-    fprintf(f, "  --lengths L1,L2,...   positions per trial: the prompt plus room for the answer;\n"
-               "                        suffixes K (1024) and M (1048576) (default 1K,2K,4K)\n"
-               "  --depths D1,D2,...    where the key goes, percent of the filler (default\n"
-               "                        0,25,50,75,100)\n"
-               "  --trials N            trials (random keys) per cell (default 5)\n"
-               "  --seed S              seed of the keys (default 1)\n"
-               "  --json                print one JSON object on stdout instead of the table\n"
-               "  --out OUT.json        write the JSON to a file too\n"
-               "  --plot OUT.svg        an SVG heat map of the accuracy\n"
-               "  --show-prompt         print the prompt of the first cell's first trial and stop\n"
-               "  --make-data OUT.bin   write passkey training data instead (a token shard for\n"
-               "                        msrnn train -c LENGTH): random keys at random depths,\n"
-               "                        each example ending with its answer (train --loss-last)\n"
-               "  --examples N          --make-data: examples (default 1000)\n"
-               "  --example-length N    --make-data: tokens per example (default 1024)\n");
-}
+static const cli_option options[] = {
+    {NULL, "--lengths", "L1,L2,...",
+     .help = "positions per trial: the prompt plus room for the answer;\n"
+             "suffixes K (1024) and M (1048576) (default 1K,2K,4K)"},
+    {NULL, "--depths", "D1,D2,...",
+     .help = "where the key goes, percent of the filler (default\n"
+             "0,25,50,75,100)"},
+    {NULL, "--trials", "N", .help = "trials (random keys) per cell (default 5)"},
+    {NULL, "--seed", "S", .help = "seed of the keys (default 1)"},
+    {NULL, "--json", NULL, .help = "print one JSON object on stdout instead of the table"},
+    {NULL, "--out", "OUT.json", .help = "write the JSON to a file too"},
+    {NULL, "--plot", "OUT.svg", .help = "an SVG heat map of the accuracy"},
+    {NULL, "--show-prompt", NULL,
+     .help = "print the prompt of the first cell's first trial and stop"},
+    {NULL, "--make-data", "OUT.bin",
+     .help = "write passkey training data instead (a token shard for\n"
+             "msrnn train -c LENGTH): random keys at random depths,\n"
+             "each example ending with its answer (train --loss-last)"},
+    {NULL, "--examples", "N", .help = "--make-data: examples (default 1000)"},
+    {NULL, "--example-length", "N", .help = "--make-data: tokens per example (default 1024)"},
+};
+static const cli_table table = {.column = 24, CLI_OPTIONS(options)};
+
+const cli_command passkey_command = {
+    .name = "passkey",
+    .summary = "passkey retrieval accuracy by length and depth under a memory",
+    .synopsis = "msrnn passkey -m FILE [--lengths L1,L2,...] [--depths D1,...] [options]",
+    .tables = {&RUN_OPTIONS, &table},
+    .mentions = {"train --loss-last"},
+};
+
+static void usage(FILE *f) { cli_help(f, &passkey_command); }
 
 /* "1K" -> 1024, "1M" -> 1048576, "5000" -> 5000 */
 static int parse_lengths(const char *cmd, const char *flag, const char *s, int64_t *out, int *n) {
@@ -196,7 +209,7 @@ static void write_json(FILE *f, const run_options *o, const char *own, const cha
 }
 
 int cmd_passkey(int argc, char **argv) {
-    arg_set_usage(usage);
+    arg_set_command(&passkey_command);
     const char *cmd = "passkey";
     run_options o;
     run_options_init(&o);

@@ -30,24 +30,32 @@ static int list_has(const char *list, const char *item) {
     return 0;
 }
 
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: msrnn perplexity -m FILE {-f TEXT ... | --manifest TSV --split NAME} "
-            "[options]\n%s",
-            RUN_OPTIONS_HELP);
-    fprintf(
-        f, "  -f, --file TEXT       a text to score (repeatable)\n"
-           "  --manifest TSV        with --split: score every file of a split of a manifest\n"
-           "                        (tab-separated, columns 'file' and 'split'), before any -f\n"
-           "  --split NAME          the manifest rows to score, e.g. validation or test\n"
-           "  --ctx C               chunk length in tokens, BOS included (default: the model's)\n"
-           "  --max-chunks N        score only the first N chunks of each text\n"
-           "  --sweep K1,K2,...     every policy at every size, plus full: the TOVA paper's table\n"
-           "  --policies P1,P2,...  policies of the sweep (default window,sink,h2o,tova,merge)\n"
-           "  --plot OUT.svg        with --sweep: perplexity against cache size\n"
-           "  --out OUT.json        with --sweep: write the results as JSON\n"
-           "  --json                print one JSON object on stdout\n");
-}
+static const cli_option options[] = {
+    {"-f", "--file", "TEXT", .help = "a text to score (repeatable)"},
+    {NULL, "--manifest", "TSV",
+     .help = "with --split: score every file of a split of a manifest\n"
+             "(tab-separated, columns 'file' and 'split'), before any -f"},
+    {NULL, "--split", "NAME", .help = "the manifest rows to score, e.g. validation or test"},
+    {NULL, "--ctx", "C", .help = "chunk length in tokens, BOS included (default: the model's)"},
+    {NULL, "--max-chunks", "N", .help = "score only the first N chunks of each text"},
+    {NULL, "--sweep", "K1,K2,...",
+     .help = "every policy at every size, plus full: the TOVA paper's table"},
+    {NULL, "--policies", "P1,P2,...",
+     .help = "policies of the sweep (default window,sink,h2o,tova,merge)"},
+    {NULL, "--plot", "OUT.svg", .help = "with --sweep: perplexity against cache size"},
+    {NULL, "--out", "OUT.json", .help = "with --sweep: write the results as JSON"},
+    {NULL, "--json", NULL, .help = "print one JSON object on stdout"},
+};
+static const cli_table table = {.column = 24, CLI_OPTIONS(options)};
+
+const cli_command perplexity_command = {
+    .name = "perplexity",
+    .summary = "long-document perplexity under a memory policy (--sweep: all)",
+    .synopsis = "msrnn perplexity -m FILE {-f TEXT ... | --manifest TSV --split NAME} [options]",
+    .tables = {&RUN_OPTIONS, &table},
+};
+
+static void usage(FILE *f) { cli_help(f, &perplexity_command); }
 
 typedef struct {
     char policy[16];
@@ -475,7 +483,7 @@ static int perplexity(int argc, char **argv, const char **given) {
 }
 
 int cmd_perplexity(int argc, char **argv) {
-    arg_set_usage(usage);
+    arg_set_command(&perplexity_command);
     const char **given = calloc((size_t)argc, sizeof *given);
     if (!given) {
         fprintf(stderr, "msrnn perplexity: out of memory\n");

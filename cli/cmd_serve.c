@@ -996,31 +996,39 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
 /* ---- the command ------------------------------------------------------------------------------
  */
 
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: msrnn serve -m FILE [options]\n"
-            "An OpenAI-compatible server: POST /v1/completions, /v1/chat/completions (\"stream\": "
-            "true for Server-Sent Events), GET /v1/models, /health, /metrics, /v1/sessions, "
-            "DELETE /v1/sessions/ID.\n%s",
-            RUN_OPTIONS_HELP);
-    fprintf(f,
-            "  --slots N             sequences decoded together (default 4)\n"
-            "  --mem-budget BYTES    as many slots as fit in BYTES (slots + batch workspace)\n"
-            "  --host ADDR           IPv4 address to listen on (default 127.0.0.1: loopback)\n"
-            "  --port N              (default 8080; 0: any free port, printed)\n"
-            "  --api-key KEY         require 'Authorization: Bearer KEY' (or $MSRNN_API_KEY)\n"
-            "  --alias NAME          the model's id in the API (default: the file's name)\n"
-            "  --batch-tokens N      tokens per forward pass (default 256)\n"
-            "  --prompt-chunk N      prompt tokens a slot feeds per pass (default 64)\n"
-            "  --queue N             requests waiting for a slot before 503 (default 4 x slots)\n"
-            "  --session-dir DIR     save named sessions there (when idle, evicted or at exit)\n"
-            "  --session-ttl S       seconds an idle session keeps its slot (default 600)\n"
-            "  --body-limit BYTES    largest request body (default 1MiB; larger: 413)\n"
-            "  --max-tokens N        chat's default max_tokens (default 512)\n");
-}
+static const cli_option options[] = {
+    {NULL, "--slots", "N", .help = "sequences decoded together (default 4)"},
+    {NULL, "--mem-budget", "BYTES",
+     .help = "as many slots as fit in BYTES (slots + batch workspace)"},
+    {NULL, "--host", "ADDR", .help = "IPv4 address to listen on (default 127.0.0.1: loopback)"},
+    {NULL, "--port", "N", .help = "(default 8080; 0: any free port, printed)"},
+    {NULL, "--api-key", "KEY", .help = "require 'Authorization: Bearer KEY' (or $MSRNN_API_KEY)"},
+    {NULL, "--alias", "NAME", .help = "the model's id in the API (default: the file's name)"},
+    {NULL, "--batch-tokens", "N", .help = "tokens per forward pass (default 256)"},
+    {NULL, "--prompt-chunk", "N", .help = "prompt tokens a slot feeds per pass (default 64)"},
+    {NULL, "--queue", "N", .help = "requests waiting for a slot before 503 (default 4 x slots)"},
+    {NULL, "--session-dir", "DIR",
+     .help = "save named sessions there (when idle, evicted or at exit)"},
+    {NULL, "--session-ttl", "S", .help = "seconds an idle session keeps its slot (default 600)"},
+    {NULL, "--body-limit", "BYTES", .help = "largest request body (default 1MiB; larger: 413)"},
+    {NULL, "--max-tokens", "N", .help = "chat's default max_tokens (default 512)"},
+};
+static const cli_table table = {.column = 24, CLI_OPTIONS(options)};
+
+const cli_command serve_command = {
+    .name = "serve",
+    .summary = "an OpenAI-compatible server: many sessions decoded in one batch",
+    .synopsis = "msrnn serve -m FILE [options]",
+    .description = "An OpenAI-compatible server: POST /v1/completions, /v1/chat/completions "
+                   "(\"stream\": true for Server-Sent Events), GET /v1/models, /health, /metrics, "
+                   "/v1/sessions, DELETE /v1/sessions/ID.\n",
+    .tables = {&RUN_OPTIONS, &table},
+};
+
+static void usage(FILE *f) { cli_help(f, &serve_command); }
 
 int cmd_serve(int argc, char **argv) {
-    arg_set_usage(usage);
+    arg_set_command(&serve_command);
     const char *cmd = "serve";
     run_options o;
     run_options_init(&o);

@@ -9,14 +9,31 @@
 #include "io/gguf.h"
 #include "text/tokenizer.h"
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: msrnn tokenize -m FILE (-p TEXT | -f FILE) [--no-bos] [--json | --ids]\n"
-               "  prints one 'id<TAB>piece' line per token; --ids prints the ids on one line;\n"
-               "  --json prints {\"ids\": [...]}\n");
-}
+/* The synopsis and the description name every option: --help prints no table */
+static const cli_option options[] = {
+    {"-m", "--model", "FILE", .help = "a GGUF file with a vocabulary (a vocab-only one works)",
+     .complete = "*.gguf"},
+    {"-p", "--prompt", "TEXT", .help = "the text to tokenize", .complete = ""},
+    {"-f", "--file", "FILE", .help = "read the text from a file"},
+    {NULL, "--no-bos", NULL, .help = "no BOS token before the text", .layout = CLI_SYNOPSIS},
+    {NULL, "--json", NULL, .help = "print {\"ids\": [...]}", .layout = CLI_SYNOPSIS},
+    {NULL, "--ids", NULL, .help = "print the ids on one line", .layout = CLI_SYNOPSIS},
+};
+static const cli_table table = {.column = 21, CLI_OPTIONS(options)};
+
+const cli_command tokenize_command = {
+    .name = "tokenize",
+    .summary = "show the token ids of a text",
+    .synopsis = "msrnn tokenize -m FILE (-p TEXT | -f FILE) [--no-bos] [--json | --ids]",
+    .description = "  prints one 'id<TAB>piece' line per token; --ids prints the ids on one line;\n"
+                   "  --json prints {\"ids\": [...]}\n",
+    .tables = {&table},
+};
+
+static void usage(FILE *f) { cli_help(f, &tokenize_command); }
 
 int cmd_tokenize(int argc, char **argv) {
-    arg_set_usage(usage);
+    arg_set_command(&tokenize_command);
     const char *cmd = "tokenize", *model = NULL, *text = NULL, *file = NULL;
     int bos = 1, json = 0, only_ids = 0;
     for (int i = 1; i < argc; i++) {

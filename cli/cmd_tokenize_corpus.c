@@ -13,22 +13,32 @@
 #include "train/corpus.h"
 #include "train/manifest.h"
 
-static void usage(FILE *f) {
-    fprintf(
-        f,
-        "usage: msrnn tokenize-corpus -m TOKENIZER.gguf -o OUT.bin [--manifest TSV --split NAME] "
-        "[FILE...] [-t N]\n"
-        "  -m FILE          any GGUF with a 'llama' (SentencePiece) vocabulary\n"
-        "  -o FILE          the token shard to write (atomically)\n"
-        "  --manifest TSV   tab-separated, header naming the columns 'file' and 'split'; files\n"
-        "                   are relative to the manifest's folder\n"
-        "  --split NAME     the manifest rows to take (in manifest order)\n"
-        "  FILE...          more documents, after the manifest's, in this order\n"
-        "  -t N             threads (default: OpenMP's)\n");
-}
+static const cli_option options[] = {
+    {"-m", "--model", "FILE", .help = "any GGUF with a 'llama' (SentencePiece) vocabulary",
+     .complete = "*.gguf"},
+    {"-o", "--output", "FILE", .help = "the token shard to write (atomically)",
+     .complete = "*.bin"},
+    {NULL, "--manifest", "TSV",
+     .help = "tab-separated, header naming the columns 'file' and 'split'; files\n"
+             "are relative to the manifest's folder"},
+    {NULL, "--split", "NAME", .help = "the manifest rows to take (in manifest order)"},
+    {NULL, NULL, "FILE...", .help = "more documents, after the manifest's, in this order"},
+    {"-t", "--threads", "N", .help = "threads (default: OpenMP's)"},
+};
+static const cli_table table = {.column = 21, CLI_OPTIONS(options)};
+
+const cli_command tokenize_corpus_command = {
+    .name = "tokenize-corpus",
+    .summary = "turn text files into a token shard for training",
+    .synopsis = "msrnn tokenize-corpus -m TOKENIZER.gguf -o OUT.bin [--manifest TSV --split NAME] "
+                "[FILE...] [-t N]",
+    .tables = {&table},
+};
+
+static void usage(FILE *f) { cli_help(f, &tokenize_corpus_command); }
 
 int cmd_tokenize_corpus(int argc, char **argv) {
-    arg_set_usage(usage);
+    arg_set_command(&tokenize_corpus_command);
     const char *cmd = "tokenize-corpus", *model = NULL, *out = NULL, *manifest = NULL,
                *split = NULL;
     int n_threads = 0, rc = 0, only_files = 0;

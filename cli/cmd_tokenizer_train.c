@@ -12,28 +12,39 @@
 #include "text/bpe_train.h"
 #include "train/manifest.h"
 
-static void usage(FILE *f) {
-    fprintf(
-        f,
-        "usage: msrnn tokenizer-train --vocab N -o OUT.gguf [options] [--manifest TSV --split "
-        "NAME] "
-        "[FILE...]\n"
-        "  --vocab N            pieces in all: 3 special + 256 byte + the characters + the merges\n"
-        "  -o, --output FILE    the vocabulary-only GGUF to write\n"
-        "  --manifest TSV       tab-separated, header naming the columns 'file' and 'split';\n"
-        "                       files are relative to the manifest's folder\n"
-        "  --split NAME         the manifest rows to take\n"
-        "  FILE...              more texts, after the manifest's; each file is one document\n"
-        "  --max-chars N        use at most N characters of text in all (files in order)\n"
-        "  --coverage X         the alphabet covers this share of character occurrences "
-        "(0.9995);\n"
-        "                       rarer characters are written as bytes (<0xNN>)\n"
-        "  --no-split-digits    let digits merge (by default each digit is its own piece)\n"
-        "  --whitespace-pieces  also learn pieces made only of '▁' (runs of spaces)\n"
-        "  --merges FILE        also write the merges in order, one 'LEFT RIGHT' line each\n"
-        "  --name NAME          general.name (msrnn-bpe-N)\n"
-        "  -t, --threads N      threads for counting words (default: all)\n");
-}
+static const cli_option options[] = {
+    {NULL, "--vocab", "N",
+     .help = "pieces in all: 3 special + 256 byte + the characters + the merges"},
+    {"-o", "--output", "FILE", .help = "the vocabulary-only GGUF to write", .complete = "*.gguf"},
+    {NULL, "--manifest", "TSV",
+     .help = "tab-separated, header naming the columns 'file' and 'split';\n"
+             "files are relative to the manifest's folder"},
+    {NULL, "--split", "NAME", .help = "the manifest rows to take"},
+    {NULL, NULL, "FILE...", .help = "more texts, after the manifest's; each file is one document"},
+    {NULL, "--max-chars", "N", .help = "use at most N characters of text in all (files in order)"},
+    {NULL, "--coverage", "X",
+     .help = "the alphabet covers this share of character occurrences (0.9995);\n"
+             "rarer characters are written as bytes (<0xNN>)"},
+    {NULL, "--no-split-digits", NULL,
+     .help = "let digits merge (by default each digit is its own piece)"},
+    {NULL, "--whitespace-pieces", NULL,
+     .help = "also learn pieces made only of '▁' (runs of spaces)"},
+    {NULL, "--merges", "FILE",
+     .help = "also write the merges in order, one 'LEFT RIGHT' line each"},
+    {NULL, "--name", "NAME", .help = "general.name (msrnn-bpe-N)"},
+    {"-t", "--threads", "N", .help = "threads for counting words (default: all)"},
+};
+static const cli_table table = {.column = 23, CLI_OPTIONS(options)};
+
+const cli_command tokenizer_train_command = {
+    .name = "tokenizer-train",
+    .summary = "learn a SentencePiece-style BPE vocabulary from text",
+    .synopsis = "msrnn tokenizer-train --vocab N -o OUT.gguf [options] [--manifest TSV --split "
+                "NAME] [FILE...]",
+    .tables = {&table},
+};
+
+static void usage(FILE *f) { cli_help(f, &tokenizer_train_command); }
 
 static void free_texts(bpe_text *texts, size_t n) {
     for (size_t i = 0; i < n; i++) free((char *)texts[i].text);
@@ -52,7 +63,7 @@ static int write_merges(const char *cmd, const bpe_vocab *v, const char *path) {
 }
 
 int cmd_tokenizer_train(int argc, char **argv) {
-    arg_set_usage(usage);
+    arg_set_command(&tokenizer_train_command);
     const char *cmd = "tokenizer-train", *out = NULL, *manifest = NULL, *split = NULL, *name = NULL,
                *merges = NULL;
     bpe_train_params p = bpe_train_default_params();

@@ -22,48 +22,92 @@
 #include "model/init.h"
 #include "train/trainer.h"
 
-static void usage(FILE *f) {
-    fprintf(
-        f, "usage: msrnn train --train TRAIN.bin -o OUT.gguf (--init MODEL.gguf | --tokenizer "
-           "TOK.gguf "
-           "[shape]) [options]\n"
-           "       msrnn train --resume --ckpt CKPT.gguf --train TRAIN.bin -o OUT.gguf\n"
-           "data and files:\n"
-           "  --train FILE       training token shard (msrnn tokenize-corpus)\n"
-           "  --val FILE         validation token shard\n"
-           "  --init FILE        the model to start from (msrnn init-model), or:\n"
-           "  --tokenizer FILE   vocabulary for a new model of the shape below\n"
-           "  -o, --output FILE  the final model (a plain llama GGUF)\n"
-           "  --f16              write the final model's matrices as f16 (default f32)\n"
-           "  --ckpt FILE        checkpoint (default OUT.ckpt.gguf)\n"
-           "  --resume           continue from --ckpt (its configuration is used)\n"
-           "  --strict           refuse a model file holding tensors it does not use\n"
-           "  --log FILE.csv     loss log (default OUT.log.csv)\n"
-           "  --plot FILE.svg    loss plot (default OUT.loss.svg)\n"
-           "  --config FILE      name = value lines (the flags below, without dashes)\n"
-           "shape of a new model (with --tokenizer):\n"
-           "  --dim N (256) --layers N (4) --heads N (4) --kv-heads N (= heads) --ffn N (704)\n"
-           "  --tied --init-std X (0.02) --init-seed N (1) --rope-base X (10000)\n"
-           "training:\n"
-           "  -c, --ctx N (512)  --batch N (8)  --accum N (1)  --steps N (1000)  --warmup N (100)\n"
-           "  --lr X (1e-3)  --lr-min X (1e-4)  --wd X (0.1)  --clip X (1.0, 0: off)\n"
-           "  --beta1 X (0.9)  --beta2 X (0.95)  --seed N (1: data order)\n"
-           "  --own-lr-scale X   learning-rate multiplier of the tensors a method gives one of\n"
-           "                     their own (infini's gates beta: 10, no weight decay)\n"
-           "  --loss-last N      the loss covers only the last N targets of each window (e.g. the\n"
-           "                     answer of passkey --make-data examples; default: all)\n"
-           "  --teacher FILE     distil: the loss is KL(teacher || model) on each window, the\n"
-           "                     teacher's logits computed on the same tokens (same vocabulary;\n"
-           "                     validation stays the next-token loss)\n"
-           "  --unfreeze LIST    also train these tensors a method keeps fixed by default\n"
-           "                     (comma-separated blk.L suffixes: dijiang's attn_decay, its\n"
-           "                     decay gamma, kept in (0, 1), learning rate x0.1)\n"
-           "  --eval-every N (100)  --eval-batches N (8)  --ckpt-every N (100)\n"
-           "  --stop-after N     stop (with a checkpoint) after N steps of this run\n"
-           "  -t, --threads N (all cores)  --json (print a JSON summary at the end)\n"
-           "  --max-memory BYTES  refuse a plan above this much memory (suffixes K, M, G, KiB,\n"
-           "                   MiB, GiB; default: the machine's available memory)\n");
-}
+static const cli_option files[] = {
+    {NULL, "--train", "FILE", .help = "training token shard (msrnn tokenize-corpus)",
+     .complete = "*.bin"},
+    {NULL, "--val", "FILE", .help = "validation token shard", .complete = "*.bin"},
+    {NULL, "--init", "FILE",
+     .help = "the model to start from (msrnn init-model), or:", .complete = "*.gguf"},
+    {NULL, "--tokenizer", "FILE", .help = "vocabulary for a new model of the shape below",
+     .complete = "*.gguf"},
+    {"-o", "--output", "FILE", .help = "the final model (a plain llama GGUF)",
+     .complete = "*.gguf"},
+    {NULL, "--f16", NULL, .help = "write the final model's matrices as f16 (default f32)"},
+    {NULL, "--ckpt", "FILE", .help = "checkpoint (default OUT.ckpt.gguf)", .complete = "*.gguf"},
+    {NULL, "--resume", NULL, .help = "continue from --ckpt (its configuration is used)"},
+    {NULL, "--strict", NULL, .help = "refuse a model file holding tensors it does not use"},
+    {NULL, "--log", "FILE.csv", .help = "loss log (default OUT.log.csv)"},
+    {NULL, "--plot", "FILE.svg", .help = "loss plot (default OUT.loss.svg)"},
+    {NULL, "--config", "FILE", .help = "name = value lines (the flags below, without dashes)"},
+};
+static const cli_option shape[] = {
+    {NULL, "--dim", "N", .help = "(256)", .layout = CLI_INLINE},
+    {NULL, "--layers", "N", .help = "(4)", .layout = CLI_JOIN},
+    {NULL, "--heads", "N", .help = "(4)", .layout = CLI_JOIN},
+    {NULL, "--kv-heads", "N", .help = "(= heads)", .layout = CLI_JOIN},
+    {NULL, "--ffn", "N", .help = "(704)", .layout = CLI_JOIN},
+    {NULL, "--tied", NULL, .help = "", .layout = CLI_INLINE},
+    {NULL, "--init-std", "X", .help = "(0.02)", .layout = CLI_JOIN},
+    {NULL, "--init-seed", "N", .help = "(1)", .layout = CLI_JOIN},
+    {NULL, "--rope-base", "X", .help = "(10000)", .layout = CLI_JOIN},
+};
+static const cli_option training[] = {
+    {"-c", "--ctx", "N", .help = "(512)", .layout = CLI_INLINE},
+    {NULL, "--batch", "N", .help = "(8)", .layout = CLI_JOIN},
+    {NULL, "--accum", "N", .help = "(1)", .layout = CLI_JOIN},
+    {NULL, "--steps", "N", .help = "(1000)", .layout = CLI_JOIN},
+    {NULL, "--warmup", "N", .help = "(100)", .layout = CLI_JOIN},
+    {NULL, "--lr", "X", .help = "(1e-3)", .layout = CLI_INLINE},
+    {NULL, "--lr-min", "X", .help = "(1e-4)", .layout = CLI_JOIN},
+    {NULL, "--wd", "X", .help = "(0.1)", .layout = CLI_JOIN},
+    {NULL, "--clip", "X", .help = "(1.0, 0: off)", .layout = CLI_JOIN},
+    {NULL, "--beta1", "X", .help = "(0.9)", .layout = CLI_INLINE},
+    {NULL, "--beta2", "X", .help = "(0.95)", .layout = CLI_JOIN},
+    {NULL, "--seed", "N", .help = "(1: data order)", .layout = CLI_JOIN},
+    {NULL, "--own-lr-scale", "X",
+     .help = "learning-rate multiplier of the tensors a method gives one of\n"
+             "their own (infini's gates beta: 10, no weight decay)"},
+    {NULL, "--loss-last", "N",
+     .help = "the loss covers only the last N targets of each window (e.g. the\n"
+             "answer of passkey --make-data examples; default: all)"},
+    {NULL, "--teacher", "FILE",
+     .help = "distil: the loss is KL(teacher || model) on each window, the\n"
+             "teacher's logits computed on the same tokens (same vocabulary;\n"
+             "validation stays the next-token loss)",
+     .complete = "*.gguf"},
+    {NULL, "--unfreeze", "LIST",
+     .help = "also train these tensors a method keeps fixed by default\n"
+             "(comma-separated blk.L suffixes: dijiang's attn_decay, its\n"
+             "decay gamma, kept in (0, 1), learning rate x0.1)"},
+    {NULL, "--eval-every", "N", .help = "(100)", .layout = CLI_INLINE},
+    {NULL, "--eval-batches", "N", .help = "(8)", .layout = CLI_JOIN},
+    {NULL, "--ckpt-every", "N", .help = "(100)", .layout = CLI_JOIN},
+    {NULL, "--stop-after", "N", .help = "stop (with a checkpoint) after N steps of this run"},
+    {"-t", "--threads", "N", .help = "(all cores)", .layout = CLI_INLINE},
+    {NULL, "--json", NULL, .help = "(print a JSON summary at the end)", .layout = CLI_JOIN},
+    {NULL, "--max-memory", "BYTES",
+     .help = "refuse a plan above this much memory (suffixes K, M, G, KiB,\n"
+             "MiB, GiB; default: the machine's available memory)",
+     .wrap = 19},
+};
+static const cli_table files_table = {"data and files:", 21, NULL, CLI_OPTIONS(files)};
+static const cli_table shape_table = {"shape of a new model (with --tokenizer):", 21, " ",
+                                      CLI_OPTIONS(shape)};
+static const cli_table training_table = {"training:", 21, NULL, CLI_OPTIONS(training)};
+
+const cli_command train_command = {
+    .name = "train",
+    .summary = "train a model (AdamW, checkpoints, --resume)",
+    .synopsis = "msrnn train --train TRAIN.bin -o OUT.gguf (--init MODEL.gguf | --tokenizer "
+                "TOK.gguf [shape]) [options]\n"
+                "msrnn train --resume --ckpt CKPT.gguf --train TRAIN.bin -o OUT.gguf",
+    .tables = {&files_table, &shape_table, &training_table},
+    .exit_status = "128 + N when a signal N (SIGINT: 130, SIGTERM: 143) interrupted the run after "
+                   "a clean checkpoint; --stop-after is a planned stop and exits 0.",
+    .mentions = {"passkey --make-data"},
+};
+
+static void usage(FILE *f) { cli_help(f, &train_command); }
 
 typedef struct {
     train_config cfg;
@@ -353,7 +397,7 @@ static void on_signal(int sig) {
 }
 
 int cmd_train(int argc, char **argv) {
-    arg_set_usage(usage);
+    arg_set_command(&train_command);
     const char *cmd = "train";
     options o;
     memset(&o, 0, sizeof o);

@@ -14,22 +14,43 @@
 #include "base/mem.h"
 #include "train/manifest.h"
 
-const char *const RUN_OPTIONS_HELP =
-    "  -m, --model FILE      GGUF model (required)\n"
-    "  -t, --threads N       threads (default: all cores)\n"
-    "  -c, --ctx-size N      context length (default: the model's)\n"
-    "  -b, --batch-size N    tokens per batch in prompt processing (default 512)\n"
-    "  --kv-type f32|f16     KV cache element type (default f32)\n"
-    "  --kv POLICY           attention memory: full (default), window, sink, h2o, tova,\n"
-    "                        tova-head, merge, merge-var, merge-clusters\n"
-    "  --kv-size K           entries kept per layer by a bounded memory\n"
-    "  --kv-sinks N          first tokens never evicted by sink and merge* (default 4; 0: none)\n"
-    "  --kv-merge-bias B     merge*: bias of the summary's logit (default -1; -inf: never read)\n"
-    "  --kv-clusters S       merge-clusters: summary columns per kv head (default 4)\n"
-    "  --max-memory BYTES    refuse to start above this much memory (suffixes K, M, G, KiB, MiB,\n"
-    "                        GiB; default: the machine's available memory)\n"
-    "  --strict              refuse a model file holding tensors the model does not use\n"
-    "                        (default: warn and run without them)\n";
+/* --kv's memories, as the library names them (the parser and the completion of --kv) */
+static const char *const KV_MEMORIES[] = {"full",           "window",    "sink",  "h2o",
+                                          "tova",           "tova-head", "merge", "merge-var",
+                                          "merge-clusters", NULL};
+
+static const cli_option run_options_list[] = {
+    {"-m", "--model", "FILE", .help = "GGUF model (required)", .complete = "*.gguf"},
+    {"-t", "--threads", "N", .help = "threads (default: all cores)"},
+    {"-c", "--ctx-size", "N", .help = "context length (default: the model's)"},
+    {"-b", "--batch-size", "N", .help = "tokens per batch in prompt processing (default 512)"},
+    {NULL, "--kv-type", "f32|f16", .help = "KV cache element type (default f32)"},
+    {NULL, "--kv", "POLICY",
+     .help = "attention memory: full (default), window, sink, h2o, tova,\n"
+             "tova-head, merge, merge-var, merge-clusters",
+     .values = KV_MEMORIES},
+    {NULL, "--kv-size", "K", .help = "entries kept per layer by a bounded memory"},
+    {NULL, "--kv-sinks", "N",
+     .help = "first tokens never evicted by sink and merge* (default 4; 0: none)"},
+    {NULL, "--kv-merge-bias", "B",
+     .help = "merge*: bias of the summary's logit (default -1; -inf: never read)"},
+    {NULL, "--kv-clusters", "S", .help = "merge-clusters: summary columns per kv head (default 4)"},
+    {NULL, "--max-memory", "BYTES",
+     .help = "refuse to start above this much memory (suffixes K, M, G, KiB, MiB,\n"
+             "GiB; default: the machine's available memory)"},
+    {NULL, "--strict", NULL,
+     .help = "refuse a model file holding tensors the model does not use\n"
+             "(default: warn and run without them)"},
+};
+const cli_table RUN_OPTIONS = {.column = 24, CLI_OPTIONS(run_options_list)};
+
+const char *run_options_help(void) {
+    static char *text; /* rendered once, kept to the end */
+    size_t len;
+    FILE *f = text ? NULL : open_memstream(&text, &len);
+    if (f) cli_print_table(f, &RUN_OPTIONS), fclose(f);
+    return text ? text : "";
+}
 
 void run_options_init(run_options *o) {
     memset(o, 0, sizeof *o);
@@ -70,12 +91,9 @@ int run_options_parse(const char *cmd, run_options *o, int argc, char **argv, in
     } else if (!strcmp(a, "--kv")) {
         if (!(v = arg_value(cmd, argc, argv, *i))) return (*rc = 2), 1;
         o->kv_flag = a;
-        static const char *const names[] = {"full",  "window",    "sink",
-                                            "h2o",   "tova",      "tova-head",
-                                            "merge", "merge-var", "merge-clusters"};
         o->sp.memory = NULL;
-        for (size_t k = 0; k < sizeof names / sizeof *names; k++)
-            if (!strcmp(v, names[k])) o->sp.memory = names[k];
+        for (size_t k = 0; KV_MEMORIES[k]; k++)
+            if (!strcmp(v, KV_MEMORIES[k])) o->sp.memory = KV_MEMORIES[k];
         if (!o->sp.memory) {
             fprintf(stderr,
                     "msrnn %s: --kv expects full, window, sink, h2o, tova, tova-head, merge, "

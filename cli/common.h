@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "args.h"
 #include "base/atomic_file.h"
 #include "msrnn.h"
 
@@ -24,7 +25,12 @@ void run_options_init(run_options *o);
 /* If argv[*i] is a shared option, consume it (and its value), set *rc (0 ok, 2 bad value),
  * return 1. */
 int run_options_parse(const char *cmd, run_options *o, int argc, char **argv, int *i, int *rc);
-extern const char *const RUN_OPTIONS_HELP;
+/* The shared options' table (-m, -t, -c, -b, --kv*, --max-memory, --strict), in the --help of
+ * every command that takes them. */
+extern const cli_table RUN_OPTIONS;
+/* The same as text, for a usage function that prints it (the fuzz targets'). */
+const char *run_options_help(void);
+#define RUN_OPTIONS_HELP run_options_help()
 
 /* Open the model and a session; prints the error and returns 1 on failure. */
 /* 2 (with a message naming the flag) when a memory flag was given that the chosen memory does not

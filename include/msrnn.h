@@ -2,9 +2,48 @@
  *
  * msrnn runs transformer language models stored as GGUF files on the CPU. A model is opened once
  * (weights are memory-mapped, never copied); any number of sessions can then be opened on it, each
- * with its own attention state (the KV cache) sized up front. Every call returns a status; on
- * failure msrnn_last_error() gives a message naming the file, field and expected value. The library
- * never prints to stdout and never exits the process.
+ * with its own memory (the KV cache, or a method's recurrent state) sized up front. Link with
+ * `pkg-config --cflags --libs msrnn`; examples/ holds two short programs.
+ *
+ * Conventions (every function follows them unless its comment says otherwise)
+ *
+ * Errors. A function that can fail returns an msrnn_status (MSRNN_OK is 0). On failure
+ * msrnn_last_error() gives a message naming what is wrong (the file, field or argument, and the
+ * value expected), an out-pointer is set to NULL, and nothing else the caller can see has changed.
+ * Bad input — a malformed file, an out-of-range token, an absurd size — is a status, never a
+ * crash. Functions that return a count, a size or a pointer into an object cannot fail once their
+ * object is open; passing NULL for an object they require is a programming error (like passing
+ * NULL to strlen).
+ *
+ * Ownership. Every object is opaque. Each *_open allocates one, which the matching *_close frees;
+ * *_close(NULL) does nothing. Sessions and batches keep a pointer to their model: close them
+ * before the model. Memory the library returns (msrnn_last_error's message, msrnn_status_name,
+ * msrnn_version, msrnn_model_get_info and its architecture string, unused tensor names, session
+ * logits) belongs to the library and lives as long as its object (or, for static strings, for
+ * ever). Memory the caller passes is only read or written during the call and never kept: the
+ * parameter structs and their strings may be freed once the call returns.
+ *
+ * Threads. The library has no mutable global state; msrnn_last_error() is per thread.
+ *   - A model is read-only once opened: any number of threads may use one model at once (info,
+ *     tokenizer, msrnn_session_open, msrnn_session_bytes_needed, msrnn_perplexity, and evaluating
+ *     its sessions).
+ *   - A session, a batch and a sampler are used by one thread at a time (the caller serialises
+ *     calls on one object); different sessions of one model may be evaluated by different threads
+ *     at the same time, with the same results as one at a time, bit for bit. msrnn_batch_eval
+ *     uses the sessions it is given: none of them may be in use elsewhere during that call.
+ *   - Each evaluation runs an OpenMP team of the object's n_threads (0: every core). Sessions
+ *     evaluated at the same time each run their own team: give each cores / concurrent sessions,
+ *     or the machine is oversubscribed.
+ *   - msrnn_model_close must not run while any other call uses the model or its sessions.
+ *
+ * Memory. Every buffer a session needs is allocated when it is opened (msrnn_session_bytes says
+ * how much, msrnn_session_bytes_needed beforehand); evaluating tokens allocates nothing, so a
+ * bounded memory runs for ever in the bytes it started with. The library never prints, never
+ * exits the process and installs no signal handlers.
+ *
+ * Stability. Within one major version (MSRNN_VERSION_MAJOR, the shared library's SONAME) no
+ * function is removed or changes its signature and no public struct changes its layout;
+ * tools/abi-check.py holds the library to it against the recorded ABI (abi/msrnn.abi).
  */
 #ifndef MSRNN_H
 #define MSRNN_H
@@ -16,6 +55,26 @@
 extern "C" {
 #endif
 
+/* ---- version --------------------------------------------------------------------------------- */
+
+/* The API version this header describes. MAJOR changes when a function is removed or changes its
+ * signature, or a public struct its layout (the shared library's SONAME is libmsrnn.so.MAJOR, so
+ * programs built against another major version refuse to load rather than misbehave); MINOR when
+ * functions are added; PATCH for fixes alone. */
+#define MSRNN_VERSION_MAJOR 1
+#define MSRNN_VERSION_MINOR 0
+#define MSRNN_VERSION_PATCH 0
+#define MSRNN_VERSION_STRING "1.0.0"
+#define MSRNN_VERSION_NUMBER                                                                       \
+    (MSRNN_VERSION_MAJOR * 10000 + MSRNN_VERSION_MINOR * 100 + MSRNN_VERSION_PATCH)
+
+/* The version of the library actually linked (which may be newer than the header a program was
+ * compiled with, within one major version): "MAJOR.MINOR.PATCH", a static string, and the same as
+ * MSRNN_VERSION_NUMBER's formula. A program can compare msrnn_version_number() / 10000 with
+ * MSRNN_VERSION_MAJOR at start-up, as zlib's users compare zlibVersion(). */
+const char *msrnn_version(void);
+int msrnn_version_number(void);
+
 typedef enum {
     MSRNN_OK = 0,
     MSRNN_ERR_IO,          /* a file could not be opened, read, mapped or written */
@@ -26,8 +85,10 @@ typedef enum {
     MSRNN_ERR_FULL,        /* the session's context is full */
 } msrnn_status;
 
-/* The message of the most recent failure on this thread ("" if none). */
+/* The message of the most recent failure on this thread ("" if none): a thread-local buffer,
+ * valid until the next failing call on the same thread. */
 const char *msrnn_last_error(void);
+/* A short static name of a status ("malformed file"); "unknown status" for a value not above. */
 const char *msrnn_status_name(msrnn_status st);
 
 /* ---- models ---------------------------------------------------------------------------------- */
@@ -52,8 +113,15 @@ typedef struct {
     const char *architecture; /* general.architecture: "llama", "infini" (a static string) */
 } msrnn_model_info;
 
+/* Open a GGUF model file: its header, metadata and tensor table are checked (every tensor's type,
+ * shape and extent against the architecture's parameter list), the file is memory-mapped and the
+ * tokenizer read. MSRNN_ERR_IO (the path cannot be opened or mapped), MSRNN_ERR_FORMAT (the message
+ * names the field or tensor and what was expected), MSRNN_ERR_UNSUPPORTED (an architecture or
+ * weight type msrnn does not run), MSRNN_ERR_NOMEM. */
 msrnn_status msrnn_model_open(const char *path, msrnn_model **out);
+/* Unmap the file and free the model. Its sessions and batches must be closed first. */
 void msrnn_model_close(msrnn_model *m);
+/* The model's hyper-parameters; the struct lives until msrnn_model_close. */
 const msrnn_model_info *msrnn_model_get_info(const msrnn_model *m);
 /* The tensors of the file that the model does not use: those its architecture's parameter list
  * (for the file's hyper-parameters) does not name, e.g. the layers beyond a lowered block_count.
@@ -101,6 +169,9 @@ typedef struct {
     int kv_clusters;   /* "merge-clusters": summary columns per kv head, 1..64 (0: 4) */
 } msrnn_session_params;
 
+/* The defaults every field above documents: the full memory of the model's context, all cores,
+ * n_batch 512, f32 cache, batched attention. Start from these and set what differs, so that a
+ * program keeps working when a later minor version documents a new default. */
 msrnn_session_params msrnn_session_default_params(void);
 /* A memory's settings with their defaults resolved, as msrnn_session_open will use them: sinks
  * (kv_sinks 0: 4, < 0: none; counted for sink and merge*), clusters (kv_clusters <= 0: 4; used by
@@ -111,6 +182,16 @@ typedef struct {
     int sinks, clusters, min_kv_size;
 } msrnn_memory_settings;
 msrnn_status msrnn_memory_settings_of(const msrnn_session_params *p, msrnn_memory_settings *out);
+/* 1 when a session of m opened with p keeps a memory of fixed size however many tokens it is fed
+ * (a bounded KV cache; Infini-attention's and DiJiang's recurrent state, even with memory "full",
+ * which for them names their one memory), so that no context limit applies to it; 0 when its
+ * memory grows with the input (the full KV cache) or p would be refused. Answered by the model's
+ * parts themselves, not by the memory's name. */
+int msrnn_memory_is_bounded(const msrnn_model *m, const msrnn_session_params *p);
+/* Open a session on m with parameters p (NULL: the defaults), allocating all its buffers now.
+ * MSRNN_ERR_INVALID for parameters the model's architecture refuses (an unknown memory name, a
+ * kv_size below its minimum, a memory the architecture does not have), MSRNN_ERR_NOMEM when the
+ * bytes exceed what the machine has available. */
 msrnn_status msrnn_session_open(msrnn_model *m, const msrnn_session_params *p, msrnn_session **out);
 void msrnn_session_close(msrnn_session *s);
 /* Forget every token seen: the next token is at position 0. */
@@ -131,7 +212,9 @@ msrnn_status msrnn_session_bytes_needed(const msrnn_model *m, const msrnn_sessio
 /* The entries a bounded memory holds now in `layer` (head: the kv head for "tova-head", else -1):
  * writes up to cap absolute positions in ascending order to pos and, if score is non-NULL, each
  * entry's current eviction score (tova: the newest query's probability averaged over the heads;
- * h2o: the accumulated probability summed over heads; others: 0). Returns the number of entries. */
+ * h2o: the accumulated probability summed over heads; others: 0). Returns the number of entries
+ * held, which may exceed cap (call once with cap 0 to size the arrays); 0 for a layer out of range
+ * and for architectures whose memory keeps no tokens (infini, dijiang). */
 int msrnn_session_kept(const msrnn_session *s, int layer, int head, int64_t *pos, float *score,
                        int cap);
 /* A summary memory's ("merge", "merge-var", "merge-clusters") state in `layer`: *merged (if
@@ -144,9 +227,14 @@ int msrnn_session_summary(const msrnn_session *s, int layer, int head, int64_t *
 /* Bytes of the attention memory alone (constant once a bounded memory is full). */
 size_t msrnn_session_memory_bytes(const msrnn_session *s);
 
-/* Feed n tokens. If logits_all is non-NULL it receives n × n_vocab logits (row i for token i);
- * the last token's logits are always available through msrnn_session_logits(). */
+/* Feed n >= 1 tokens (in batches of n_batch). If logits_all is non-NULL it receives n × n_vocab
+ * logits (row i for token i); the last token's logits are always available through
+ * msrnn_session_logits(). Every token is checked first (MSRNN_ERR_INVALID for one outside the
+ * vocabulary; MSRNN_ERR_FULL when the full memory's n_ctx would overflow, naming it), and then
+ * nothing has changed. A session opened with n_batch < 0 is refused (msrnn_batch_eval feeds it). */
 msrnn_status msrnn_session_eval(msrnn_session *s, const int32_t *tokens, int n, float *logits_all);
+/* The n_vocab logits of the last token fed: a buffer of the session's own (never NULL; zeros
+ * before the first token), overwritten by the next eval and valid until msrnn_session_close. */
 const float *msrnn_session_logits(const msrnn_session *s);
 
 /* ---- batches: several sessions advanced by one forward pass --------------------------------- */
@@ -182,17 +270,61 @@ msrnn_status msrnn_session_save(const msrnn_session *s, const char *path);
  * MSRNN_ERR_FORMAT or MSRNN_ERR_INVALID naming what differs; s is then left unchanged. */
 msrnn_status msrnn_session_load(msrnn_session *s, const char *path);
 
+/* ---- perplexity: the long-document protocol (METHODS.md §1) ---------------------------------- */
+
+/* Each text is tokenized whole (no BOS) and cut into consecutive chunks of ctx − 1 tokens (the
+ * last one shorter); each chunk is evaluated from an empty memory as BOS + chunk, the memory's
+ * policy applied token by token, so that every text token is scored exactly once. This is what
+ * `msrnn perplexity` runs, and gives the same numbers. */
+typedef struct {
+    int ctx;        /* chunk length in tokens, BOS included (0: the session's n_ctx if set, else the
+                       model's trained context); >= 2 */
+    int max_chunks; /* > 0: score only the first max_chunks chunks of each text */
+    /* The memory to score under (memory, kv_size, kv_sinks, kv_f16, kv_merge_bias, kv_clusters)
+     * and the threads (n_threads, 0: all cores; chunks are spread over one single-threaded session
+     * per thread, and the sums are added in chunk order, so the result does not depend on the
+     * thread count). n_ctx is taken as ctx; batched_attention is always 0 (every memory attends
+     * through the same per-token scan, so comparisons between memories are exact). */
+    msrnn_session_params session;
+} msrnn_perplexity_params;
+
+typedef struct {
+    uint64_t n_scored; /* text tokens scored */
+    double nll_sum;    /* their total negative log-likelihood, in nats */
+    double nll_mean;   /* nll_sum / n_scored */
+    double ppl;        /* exp(nll_mean) */
+    double
+        bits_per_byte;   /* nll_sum / ln 2 / bytes of text scored (pro rata when max_chunks cuts) */
+    double seconds;      /* wall time of the scoring (tokenization not included) */
+    double tokens_per_s; /* n_scored / seconds */
+    uint64_t memory_bytes; /* the most msrnn_session_memory_bytes() any of its sessions reached */
+} msrnn_perplexity_result;
+
+msrnn_perplexity_params msrnn_perplexity_default_params(void);
+/* Score texts[i] (lens[i] bytes of UTF-8; a NUL is not needed) for i < n_texts under p (NULL: the
+ * defaults) into *r. MSRNN_ERR_INVALID if ctx < 2, the session parameters are refused, or no text
+ * has a token to score; otherwise the first failure of a session stops the run and is returned
+ * with its message. r is written only on success. */
+msrnn_status msrnn_perplexity(msrnn_model *m, const char *const *texts, const size_t *lens,
+                              int n_texts, const msrnn_perplexity_params *p,
+                              msrnn_perplexity_result *r);
+
 /* ---- tokenizer (read from the model file's metadata) ----------------------------------------- */
 
-/* Encode UTF-8 text. Writes at most cap ids; *n_out is the number the full encoding needs
- * (so a call with cap too small returns MSRNN_ERR_INVALID and tells the size to allocate). */
+/* Encode len bytes of UTF-8 text (no NUL needed; a malformed byte is read as U+FFFD, as
+ * SentencePiece does) with the model's tokenizer, BOS first if add_bos. Writes at most cap ids;
+ * *n_out is the number the full encoding needs (so a call with cap too small returns
+ * MSRNN_ERR_INVALID and tells the size to allocate). MSRNN_ERR_UNSUPPORTED when the file has no
+ * vocabulary. */
 msrnn_status msrnn_tokenize(const msrnn_model *m, const char *text, size_t len, int add_bos,
                             int32_t *ids, size_t cap, size_t *n_out);
 /* An ids buffer of this many entries always holds the encoding of len bytes (BOS included). */
 size_t msrnn_tokenize_max(const msrnn_model *m, size_t len);
 /* The bytes of one token as it appears in text (prev: the previous id, -1 at the start; the
  * SentencePiece leading space is dropped after BOS or at the start). Returns the length, writing
- * at most cap bytes to buf. */
+ * at most cap bytes to buf (no NUL; a return above cap means the piece was cut). A byte token
+ * gives its one byte, so a character split over several tokens is whole only once they are
+ * joined. 0 for a control token, an id outside the vocabulary, or a file without one. */
 size_t msrnn_token_to_text(const msrnn_model *m, int32_t prev, int32_t id, char *buf, size_t cap);
 
 /* ---- sampling ---------------------------------------------------------------------------------
@@ -210,7 +342,13 @@ typedef struct {
 
 typedef struct msrnn_sampler msrnn_sampler;
 
+/* temperature 0.8, top_k 40, top_p 0.95, min_p 0.05, repeat_penalty 1 (off), repeat_last_n 64,
+ * seed 0 (every seed, 0 included, gives its own fixed sequence: the same seed, logits and history
+ * draw the same tokens on every run and machine). */
 msrnn_sampler_params msrnn_sampler_default_params(void);
+/* A sampler for logits of n_vocab entries: its random state and n_vocab-sized scratch, allocated
+ * now. MSRNN_ERR_INVALID for a NaN temperature, top_p < 0, min_p > 1, repeat_penalty <= 0,
+ * repeat_last_n < 0, or n_vocab outside 1..2^24. */
 msrnn_status msrnn_sampler_open(const msrnn_sampler_params *p, int n_vocab, msrnn_sampler **out);
 void msrnn_sampler_close(msrnn_sampler *s);
 /* Pick the next token from logits (not modified); history = the tokens so far (prompt included),

@@ -2,8 +2,8 @@
 
   * every global symbol libmsrnn.a defines starts with msrnn_ (internal names are local, as ggml
     keeps to its ggml_ prefix; the one exception is the lock clang's OpenMP names for unnamed
-    critical sections, which is no C identifier), and every function include/msrnn.h declares is
-    among them;
+    critical sections, which is no C identifier), and they are exactly the functions
+    include/msrnn.h declares;
   * a program defining functions with the library's internal names (matmul, rmsnorm_forward,
     gguf_open, softmax...) links against it without a clash and runs a model through the public API
     (Release build only: the sanitizer build's objects need the sanitizer runtime);
@@ -36,9 +36,12 @@ bad = sorted(s for s in pub
              if not s.startswith("msrnn_") and not s.startswith(".gomp_critical_user_"))
 check(not bad, f"libmsrnn.a exports non-msrnn_ symbols: {bad[:20]}")
 header = open(os.path.join(SRC, "include", "msrnn.h")).read()
-declared = set(re.findall(r"\b(msrnn_[a-z_0-9]+)\s*\(", header))
+code = re.sub(r"/\*.*?\*/", "", header, flags=re.S)  # the declarations, not the prose
+declared = set(re.findall(r"\b(msrnn_[a-z_0-9]+)\s*\(", code))
 missing = sorted(declared - pub)
 check(declared and not missing, f"public functions missing from libmsrnn.a: {missing}")
+extra = sorted(s for s in pub - declared if s.startswith("msrnn_"))
+check(not extra, f"libmsrnn.a exports msrnn_ names msrnn.h does not declare: {extra}")
 
 internal = defined_globals(INTERNAL)
 clash_names = ["matmul", "rmsnorm_forward", "gguf_open", "softmax", "adamw_step", "arch_find"]

@@ -125,21 +125,21 @@ msrnn_status atomic_file_open(const char *path, atomic_file **out) {
     char *copy = strdup(path);
     if (!f || !tmp || !copy) {
         free(f), free(tmp), free(copy);
-        return msrnn_fail(MSRNN_ERR_NOMEM, "%s: out of memory", path);
+        return status_fail(MSRNN_ERR_NOMEM, "%s: out of memory", path);
     }
     struct stat dst;
     if (stat(path, &dst) == 0 && !S_ISREG(dst.st_mode)) {
         free(f), free(tmp), free(copy);
-        return msrnn_fail(MSRNN_ERR_IO, "%s: exists and is %s, not a regular file to replace", path,
-                          S_ISDIR(dst.st_mode) ? "a folder" : "a device, pipe or socket");
+        return status_fail(MSRNN_ERR_IO, "%s: exists and is %s, not a regular file to replace",
+                           path, S_ISDIR(dst.st_mode) ? "a folder" : "a device, pipe or socket");
     }
     memcpy(tmp, path, n);
     memcpy(tmp + n, TMP_SUFFIX, sizeof TMP_SUFFIX);
     int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
         msrnn_status st =
-            msrnn_fail(MSRNN_ERR_IO, "%s: cannot create a temporary file beside it: %s", path,
-                       strerror(errno));
+            status_fail(MSRNN_ERR_IO, "%s: cannot create a temporary file beside it: %s", path,
+                        strerror(errno));
         free(f), free(tmp), free(copy);
         return st;
     }
@@ -152,7 +152,7 @@ msrnn_status atomic_file_open(const char *path, atomic_file **out) {
         if (f->stream) fclose(f->stream);
         f->stream = NULL;
         atomic_file_abort(f);
-        return msrnn_fail(MSRNN_ERR_NOMEM, "%s: out of memory", path);
+        return status_fail(MSRNN_ERR_NOMEM, "%s: out of memory", path);
     }
     *out = f;
     return MSRNN_OK;
@@ -185,8 +185,8 @@ msrnn_status atomic_file_commit(atomic_file *f) {
     f->fd = -1;
     if (!f->err && rename(f->tmp, f->path) != 0) fail_step(f, errno, "renaming");
     if (f->err) {
-        msrnn_status st = msrnn_fail(MSRNN_ERR_IO, "%s: %s the temporary file %s failed: %s",
-                                     f->path, f->step, f->tmp, strerror(f->err));
+        msrnn_status st = status_fail(MSRNN_ERR_IO, "%s: %s the temporary file %s failed: %s",
+                                      f->path, f->step, f->tmp, strerror(f->err));
         atomic_file_abort(f);
         return st;
     }

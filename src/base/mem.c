@@ -19,16 +19,16 @@ msrnn_status mem_check(uint64_t need, uint64_t limit, const char *what, const ch
     const uint64_t avail = mem_available();
     const double gib = 1.0 / (1 << 30);
     if (limit && need > limit)
-        return msrnn_fail(MSRNN_ERR_NOMEM,
-                          "%s needs %llu bytes (%.2f GiB), above the --max-memory limit of %llu "
-                          "bytes (%.2f GiB); lower %s",
-                          what, (unsigned long long)need, need * gib, (unsigned long long)limit,
-                          limit * gib, how);
+        return status_fail(MSRNN_ERR_NOMEM,
+                           "%s needs %llu bytes (%.2f GiB), above the --max-memory limit of %llu "
+                           "bytes (%.2f GiB); lower %s",
+                           what, (unsigned long long)need, need * gib, (unsigned long long)limit,
+                           limit * gib, how);
     if (avail && need > avail)
-        return msrnn_fail(MSRNN_ERR_NOMEM,
-                          "%s needs %llu bytes (%.2f GiB), above the %llu bytes (%.2f GiB) this "
-                          "machine has available (MemAvailable, swap not counted); lower %s",
-                          what, (unsigned long long)need, need * gib, (unsigned long long)avail,
-                          avail * gib, how);
+        return status_fail(MSRNN_ERR_NOMEM,
+                           "%s needs %llu bytes (%.2f GiB), above the %llu bytes (%.2f GiB) this "
+                           "machine has available (MemAvailable, swap not counted); lower %s",
+                           what, (unsigned long long)need, need * gib, (unsigned long long)avail,
+                           avail * gib, how);
     return MSRNN_OK;
 }

@@ -11,15 +11,15 @@
 
 msrnn_status file_open_regular(const char *path, int *fd_out, struct stat *sb) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return msrnn_fail(MSRNN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (fd < 0) return status_fail(MSRNN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     if (fstat(fd, sb) != 0) {
         int e = errno;
         close(fd);
-        return msrnn_fail(MSRNN_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
+        return status_fail(MSRNN_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
     }
     if (!S_ISREG(sb->st_mode)) {
         close(fd);
-        return msrnn_fail(MSRNN_ERR_IO, "%s: not a regular file", path);
+        return status_fail(MSRNN_ERR_IO, "%s: not a regular file", path);
     }
     *fd_out = fd;
     return MSRNN_OK;
@@ -33,29 +33,29 @@ msrnn_status file_read_all(const char *path, char **buf, size_t *len) {
     const size_t limit = MSRNN_MAX_TEXT_BYTES;
     if ((uint64_t)sb.st_size > limit) {
         close(fd);
-        return msrnn_fail(MSRNN_ERR_NOMEM,
-                          "%s: %lld bytes, above the limit of %zu bytes (1 GiB) read into memory",
-                          path, (long long)sb.st_size, limit);
+        return status_fail(MSRNN_ERR_NOMEM,
+                           "%s: %lld bytes, above the limit of %zu bytes (1 GiB) read into memory",
+                           path, (long long)sb.st_size, limit);
     }
     size_t cap = (size_t)sb.st_size + 1, n = 0;
     char *b = malloc(cap);
     if (!b) {
         close(fd);
-        return msrnn_fail(MSRNN_ERR_NOMEM, "%s: out of memory for %zu bytes", path, cap);
+        return status_fail(MSRNN_ERR_NOMEM, "%s: out of memory for %zu bytes", path, cap);
     }
     for (;;) {
         if (n + 1 == cap) { /* the file grew while reading */
             if (n >= limit) {
                 free(b), close(fd);
-                return msrnn_fail(MSRNN_ERR_NOMEM,
-                                  "%s: grew past the limit of %zu bytes (1 GiB) read into memory",
-                                  path, limit);
+                return status_fail(MSRNN_ERR_NOMEM,
+                                   "%s: grew past the limit of %zu bytes (1 GiB) read into memory",
+                                   path, limit);
             }
             cap = 2 * cap > limit + 1 ? limit + 1 : 2 * cap;
             char *nb = realloc(b, cap);
             if (!nb) {
                 free(b), close(fd);
-                return msrnn_fail(MSRNN_ERR_NOMEM, "%s: out of memory", path);
+                return status_fail(MSRNN_ERR_NOMEM, "%s: out of memory", path);
             }
             b = nb;
         }
@@ -64,7 +64,7 @@ msrnn_status file_read_all(const char *path, char **buf, size_t *len) {
         if (k < 0) {
             int e = errno;
             free(b), close(fd);
-            return msrnn_fail(MSRNN_ERR_IO, "%s: read error: %s", path, strerror(e));
+            return status_fail(MSRNN_ERR_IO, "%s: read error: %s", path, strerror(e));
         }
         if (k == 0) break;
         n += (size_t)k;

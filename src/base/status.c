@@ -6,7 +6,7 @@
 
 static _Thread_local char last_error[1024];
 
-msrnn_status msrnn_fail(msrnn_status st, const char *fmt, ...) {
+msrnn_status status_fail(msrnn_status st, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(last_error, sizeof last_error, fmt, ap);
@@ -14,7 +14,7 @@ msrnn_status msrnn_fail(msrnn_status st, const char *fmt, ...) {
     return st;
 }
 
-void msrnn_clear_error(void) { last_error[0] = 0; }
+void status_clear(void) { last_error[0] = 0; }
 
 const char *msrnn_last_error(void) { return last_error; }
 

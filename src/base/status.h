@@ -12,9 +12,9 @@
 #endif
 
 /* Record a message for msrnn_last_error() and return st, so that callers can write
- * `return msrnn_fail(MSRNN_ERR_FORMAT, "%s: tensor '%s' ...", path, name);` */
-msrnn_status msrnn_fail(msrnn_status st, const char *fmt, ...) MSRNN_PRINTF(2, 3);
-void msrnn_clear_error(void);
+ * `return status_fail(MSRNN_ERR_FORMAT, "%s: tensor '%s' ...", path, name);` */
+msrnn_status status_fail(msrnn_status st, const char *fmt, ...) MSRNN_PRINTF(2, 3);
+void status_clear(void);
 
 #define MSRNN_TRY(expr)                                                                            \
     do {                                                                                           \

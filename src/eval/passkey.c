@@ -45,11 +45,11 @@ static msrnn_status tokens_of(const msrnn_model *m, const char *text, toks *t) {
     size_t got = 0;
     t->ids = malloc((cap ? cap : 1) * sizeof *t->ids);
     t->n = 0;
-    if (!t->ids) return msrnn_fail(MSRNN_ERR_NOMEM, "passkey: out of memory");
+    if (!t->ids) return status_fail(MSRNN_ERR_NOMEM, "passkey: out of memory");
     msrnn_status st = msrnn_tokenize(m, text, len, 0, t->ids, cap, &got);
     if (st == MSRNN_OK && got == 0)
-        st =
-            msrnn_fail(MSRNN_ERR_FORMAT, "passkey: the tokenizer gives no tokens for \"%s\"", text);
+        st = status_fail(MSRNN_ERR_FORMAT, "passkey: the tokenizer gives no tokens for \"%s\"",
+                         text);
     if (st != MSRNN_OK) {
         free(t->ids);
         t->ids = NULL;
@@ -286,10 +286,10 @@ static msrnn_status run_trial(msrnn_model *m, msrnn_session *s, const texts *x, 
         const float *logits = msrnn_session_logits(s);
         const int32_t id = argmax(logits, in->n_vocab);
         if (!isfinite(logits[id]))
-            return msrnn_fail(MSRNN_ERR_FORMAT,
-                              "non-finite logits after %lld prompt tokens: the model's weights "
-                              "hold NaN or infinity",
-                              (long long)pr->n);
+            return status_fail(MSRNN_ERR_FORMAT,
+                               "non-finite logits after %lld prompt tokens: the model's weights "
+                               "hold NaN or infinity",
+                               (long long)pr->n);
         if (id == in->eos_id) break;
         char piece[256];
         size_t pl = msrnn_token_to_text(m, prev, id, piece, sizeof piece);
@@ -339,12 +339,12 @@ msrnn_status passkey_run(msrnn_model *m, const passkey_params *p, passkey_trial 
     MSRNN_TRY(passkey_min_length(m, &min_length));
     for (int i = 0; i < n_trials; i++) {
         if (trials[i].length < min_length)
-            return msrnn_fail(MSRNN_ERR_INVALID,
-                              "passkey: length %lld is below the shortest prompt, %lld tokens",
-                              (long long)trials[i].length, (long long)min_length);
+            return status_fail(MSRNN_ERR_INVALID,
+                               "passkey: length %lld is below the shortest prompt, %lld tokens",
+                               (long long)trials[i].length, (long long)min_length);
         if (!(trials[i].depth >= 0 && trials[i].depth <= 1))
-            return msrnn_fail(MSRNN_ERR_INVALID, "passkey: depth %g is outside 0..1",
-                              trials[i].depth);
+            return status_fail(MSRNN_ERR_INVALID, "passkey: depth %g is outside 0..1",
+                               trials[i].depth);
     }
     texts x;
     MSRNN_TRY(texts_open(m, &x));
@@ -353,7 +353,7 @@ msrnn_status passkey_run(msrnn_model *m, const passkey_params *p, passkey_trial 
     passkey_trial *out = calloc(n_trials > 0 ? (size_t)n_trials : 1, sizeof *out);
     if (!order || !out) {
         texts_free(&x), free(order), free(out);
-        return msrnn_fail(MSRNN_ERR_NOMEM, "passkey: out of memory for %d trials", n_trials);
+        return status_fail(MSRNN_ERR_NOMEM, "passkey: out of memory for %d trials", n_trials);
     }
 
     /* the trials that run, longest first; their prompts' tokens for the progress total */
@@ -387,7 +387,7 @@ msrnn_status passkey_run(msrnn_model *m, const passkey_params *p, passkey_trial 
     {
         msrnn_session *s = NULL;
         int32_t *batch = malloc((size_t)B * sizeof *batch);
-        msrnn_status ws = !batch ? msrnn_fail(MSRNN_ERR_NOMEM, "passkey: out of memory")
+        msrnn_status ws = !batch ? status_fail(MSRNN_ERR_NOMEM, "passkey: out of memory")
                                  : msrnn_session_open(m, &sp, &s);
         if (ws != MSRNN_OK) {
             record_failure(&fail, ws, msrnn_last_error());
@@ -415,7 +415,7 @@ msrnn_status passkey_run(msrnn_model *m, const passkey_params *p, passkey_trial 
     texts_free(&x), free(order);
     if (fail.st != MSRNN_OK) {
         free(out);
-        return msrnn_fail(fail.st, "%s", fail.msg);
+        return status_fail(fail.st, "%s", fail.msg);
     }
     memcpy(trials, out, (size_t)n_trials * sizeof *trials);
     free(out);
@@ -436,8 +436,8 @@ msrnn_status passkey_prompt(const msrnn_model *m, int64_t length, double depth, 
     prompt pr;
     prompt_plan(&pr, &x, &k0, &k, length, depth);
     if (pr.n > (int64_t)cap)
-        st = msrnn_fail(MSRNN_ERR_INVALID, "passkey: the prompt has %lld tokens, room for %zu",
-                        (long long)pr.n, cap);
+        st = status_fail(MSRNN_ERR_INVALID, "passkey: the prompt has %lld tokens, room for %zu",
+                         (long long)pr.n, cap);
     else
         prompt_fill(&pr, 0, (int)pr.n, out), *n = (size_t)pr.n;
     free(k0.ids), free(k.ids);
@@ -447,22 +447,22 @@ msrnn_status passkey_prompt(const msrnn_model *m, int64_t length, double depth, 
 
 msrnn_status passkey_make_data(const msrnn_model *m, const char *path, int n_examples, int length,
                                uint64_t seed, passkey_data_info *info) {
-    if (!m->tok) return msrnn_fail(MSRNN_ERR_FORMAT, "passkey: the model has no vocabulary");
+    if (!m->tok) return status_fail(MSRNN_ERR_FORMAT, "passkey: the model has no vocabulary");
     if (n_examples < 1 || n_examples > (1 << 24))
-        return msrnn_fail(MSRNN_ERR_INVALID, "passkey: %d examples, expected 1 to 2^24",
-                          n_examples);
+        return status_fail(MSRNN_ERR_INVALID, "passkey: %d examples, expected 1 to 2^24",
+                           n_examples);
     int64_t min_length;
     MSRNN_TRY(passkey_min_length(m, &min_length));
     if (length < min_length || length > (1 << 20))
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "passkey: example length %d, expected %lld to 2^20 tokens", length,
-                          (long long)min_length);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "passkey: example length %d, expected %lld to 2^20 tokens", length,
+                           (long long)min_length);
     texts x;
     MSRNN_TRY(texts_open(m, &x));
     toks q_alone = {0};
     int32_t *ex = malloc((size_t)length * sizeof *ex);
     msrnn_status st = ex ? tokens_of(m, QUESTION, &q_alone)
-                         : msrnn_fail(MSRNN_ERR_NOMEM, "passkey: out of memory");
+                         : status_fail(MSRNN_ERR_NOMEM, "passkey: out of memory");
     const msrnn_model_info *in = msrnn_model_get_info(m);
     token_shard_writer *w = NULL;
     if (st == MSRNN_OK)
@@ -486,8 +486,8 @@ msrnn_status passkey_make_data(const msrnn_model *m, const char *path, int n_exa
             prompt pr;
             prompt_plan(&pr, &x, &k0, &k, length - ans.n + (PASSKEY_MAX_GEN - 1), depth);
             if (pr.n + ans.n > length) {
-                st = msrnn_fail(MSRNN_ERR_INVALID,
-                                "passkey: example length %d is too short for the answer", length);
+                st = status_fail(MSRNN_ERR_INVALID,
+                                 "passkey: example length %d is too short for the answer", length);
             } else {
                 /* BOS, the slack as the tail of filler units (so that the text goes on into the
                  * prompt), the prompt, the answer: each example ends with its answer, which is

@@ -21,7 +21,7 @@ msrnn_status perplexity_text_tokenize(const msrnn_model *m, const char *text, si
     memset(t, 0, sizeof *t);
     size_t cap = msrnn_tokenize_max(m, len);
     t->ids = cap <= SIZE_MAX / sizeof *t->ids ? malloc((cap ? cap : 1) * sizeof *t->ids) : NULL;
-    if (!t->ids) return msrnn_fail(MSRNN_ERR_NOMEM, "out of memory");
+    if (!t->ids) return status_fail(MSRNN_ERR_NOMEM, "out of memory");
     msrnn_status st = msrnn_tokenize(m, text, len, 0, t->ids, cap, &t->n);
     if (st != MSRNN_OK) {
         perplexity_text_free(t);
@@ -99,7 +99,7 @@ msrnn_status perplexity_bytes(const msrnn_model *m, const ppl_text *texts, size_
                               const ppl_params *p, size_t *bytes, int *n_workers) {
     *bytes = 0;
     if (p->ctx < 2)
-        return msrnn_fail(MSRNN_ERR_INVALID, "perplexity: chunk length %d, expected >= 2", p->ctx);
+        return status_fail(MSRNN_ERR_INVALID, "perplexity: chunk length %d, expected >= 2", p->ctx);
     int workers, B;
     msrnn_session_params sp;
     run_plan(p, perplexity_n_chunks(texts, n_texts, p->ctx, p->max_chunks), &workers, &sp, &B);
@@ -114,7 +114,7 @@ msrnn_status perplexity_run(msrnn_model *m, const ppl_text *texts, size_t n_text
                             const ppl_params *p, ppl_result *r) {
     const int ctx = p->ctx;
     if (ctx < 2)
-        return msrnn_fail(MSRNN_ERR_INVALID, "perplexity: chunk length %d, expected >= 2", ctx);
+        return status_fail(MSRNN_ERR_INVALID, "perplexity: chunk length %d, expected >= 2", ctx);
     const msrnn_model_info *in = msrnn_model_get_info(m);
 
     /* the chunks, in order: text by text, C - 1 text tokens each */
@@ -125,7 +125,7 @@ msrnn_status perplexity_run(msrnn_model *m, const ppl_text *texts, size_t n_text
     double *chunk_nll = calloc(n_chunks ? n_chunks : 1, sizeof *chunk_nll);
     if (!chunks || !chunk_nll) {
         free(chunks), free(chunk_nll);
-        return msrnn_fail(MSRNN_ERR_NOMEM, "perplexity: out of memory for %zu chunks", n_chunks);
+        return status_fail(MSRNN_ERR_NOMEM, "perplexity: out of memory for %zu chunks", n_chunks);
     }
     for (size_t t = 0, c = 0; t < n_texts; t++)
         for (size_t c0 = 0, ci = 0; c0 < texts[t].n; c0 += (size_t)(ctx - 1), ci++) {
@@ -136,7 +136,7 @@ msrnn_status perplexity_run(msrnn_model *m, const ppl_text *texts, size_t n_text
         }
     if (total == 0) {
         free(chunks), free(chunk_nll);
-        return msrnn_fail(MSRNN_ERR_FORMAT, "the texts hold no tokens to score");
+        return status_fail(MSRNN_ERR_FORMAT, "the texts hold no tokens to score");
     }
 
     int workers, B;
@@ -155,7 +155,7 @@ msrnn_status perplexity_run(msrnn_model *m, const ppl_text *texts, size_t n_text
         float *logits = malloc((size_t)B * (size_t)in->n_vocab * sizeof *logits);
         int32_t *chunk = malloc((size_t)ctx * sizeof *chunk);
         msrnn_status st = !logits || !chunk
-                              ? msrnn_fail(MSRNN_ERR_NOMEM, "perplexity: out of memory")
+                              ? status_fail(MSRNN_ERR_NOMEM, "perplexity: out of memory")
                               : msrnn_session_open(m, &sp, &s);
         if (st != MSRNN_OK) {
             record_failure(&fail, st, msrnn_last_error());
@@ -196,10 +196,10 @@ msrnn_status perplexity_run(msrnn_model *m, const ppl_text *texts, size_t n_text
                                 break;
                             }
                     const int pos = b0 + (at ? at - 1 : 0);
-                    st = msrnn_fail(MSRNN_ERR_FORMAT,
-                                    "non-finite logits at token %zu of text %zu (position %d of "
-                                    "chunk %zu): the model's weights hold NaN or infinity",
-                                    ch->start + (size_t)pos, ch->text, pos, c);
+                    st = status_fail(MSRNN_ERR_FORMAT,
+                                     "non-finite logits at token %zu of text %zu (position %d of "
+                                     "chunk %zu): the model's weights hold NaN or infinity",
+                                     ch->start + (size_t)pos, ch->text, pos, c);
                     record_failure(&fail, st, msrnn_last_error());
 #pragma omp atomic write
                     stop = 1;
@@ -231,7 +231,7 @@ msrnn_status perplexity_run(msrnn_model *m, const ppl_text *texts, size_t n_text
     }
     if (fail.st != MSRNN_OK) {
         free(chunks), free(chunk_nll);
-        return msrnn_fail(fail.st, "%s", fail.msg);
+        return status_fail(fail.st, "%s", fail.msg);
     }
     double nll = 0; /* in chunk order: the same sum whatever the number of workers */
     for (size_t c = 0; c < n_chunks; c++) nll += chunk_nll[c];
@@ -253,5 +253,49 @@ msrnn_status perplexity_run(msrnn_model *m, const ppl_text *texts, size_t n_text
     r->memory_bytes = memory_bytes;
     r->allocated_bytes = allocated;
     r->n_workers = workers;
+    return MSRNN_OK;
+}
+
+/* ---- the public entry point (msrnn.h) ---- */
+
+msrnn_perplexity_params msrnn_perplexity_default_params(void) {
+    msrnn_perplexity_params p;
+    memset(&p, 0, sizeof p);
+    p.session = msrnn_session_default_params();
+    return p;
+}
+
+msrnn_status msrnn_perplexity(msrnn_model *m, const char *const *texts, const size_t *lens,
+                              int n_texts, const msrnn_perplexity_params *p,
+                              msrnn_perplexity_result *r) {
+    if (!m || !r || n_texts < 0 || (n_texts > 0 && (!texts || !lens)))
+        return status_fail(MSRNN_ERR_INVALID, "msrnn_perplexity: NULL model, texts or result");
+    const msrnn_perplexity_params defaults = msrnn_perplexity_default_params();
+    if (!p) p = &defaults;
+    for (int i = 0; i < n_texts; i++)
+        if (!texts[i] && lens[i])
+            return status_fail(MSRNN_ERR_INVALID, "msrnn_perplexity: text %d is NULL", i);
+    ppl_params pp = {p->ctx, p->max_chunks, p->session, NULL, NULL, NULL, NULL};
+    if (pp.ctx == 0)
+        pp.ctx = p->session.n_ctx > 0 ? p->session.n_ctx : msrnn_model_get_info(m)->n_ctx;
+    ppl_text *t = calloc(n_texts > 0 ? (size_t)n_texts : 1, sizeof *t);
+    if (!t) return status_fail(MSRNN_ERR_NOMEM, "out of memory");
+    msrnn_status st = MSRNN_OK;
+    for (int i = 0; i < n_texts && st == MSRNN_OK; i++)
+        st = perplexity_text_tokenize(m, texts[i] ? texts[i] : "", lens[i], &t[i]);
+    ppl_result res;
+    if (st == MSRNN_OK) st = perplexity_run(m, t, (size_t)n_texts, &pp, &res);
+    for (int i = 0; i < n_texts; i++) perplexity_text_free(&t[i]);
+    free(t);
+    if (st != MSRNN_OK) return st;
+    memset(r, 0, sizeof *r);
+    r->n_scored = res.n_scored;
+    r->nll_sum = res.nll_sum;
+    r->nll_mean = res.nll_mean;
+    r->ppl = res.ppl;
+    r->bits_per_byte = res.bits_per_byte;
+    r->seconds = res.seconds;
+    r->tokens_per_s = res.tokens_per_s;
+    r->memory_bytes = res.memory_bytes;
     return MSRNN_OK;
 }

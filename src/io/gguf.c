@@ -245,22 +245,22 @@ typedef struct {
 static size_t left(const reader *r) { return r->size - r->pos; }
 
 static msrnn_status nomem(const reader *r) {
-    return msrnn_fail(MSRNN_ERR_NOMEM, "%s: out of memory while reading %s", r->path, r->what);
+    return status_fail(MSRNN_ERR_NOMEM, "%s: out of memory while reading %s", r->path, r->what);
 }
 
 /* Take n bytes at the cursor; `field` names them for the message. */
 static msrnn_status take(reader *r, uint64_t n, const char *field, const uint8_t **p) {
     /* a length no real file reaches is a damaged field, not a cut-off file */
     if (n > ((uint64_t)1 << 40))
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: corrupt: the %s of %s claims %" PRIu64
-                          " bytes at offset %zu, an impossible length (file size %zu)",
-                          r->path, field, r->what, n, r->pos, r->size);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: corrupt: the %s of %s claims %" PRIu64
+                           " bytes at offset %zu, an impossible length (file size %zu)",
+                           r->path, field, r->what, n, r->pos, r->size);
     if (n > left(r))
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: truncated: the %s of %s needs %" PRIu64
-                          " bytes at offset %zu, but only %zu remain (file size %zu)",
-                          r->path, field, r->what, n, r->pos, left(r), r->size);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: truncated: the %s of %s needs %" PRIu64
+                           " bytes at offset %zu, but only %zu remain (file size %zu)",
+                           r->path, field, r->what, n, r->pos, left(r), r->size);
     *p = r->base + r->pos;
     r->pos += (size_t)n;
     return MSRNN_OK;
@@ -285,10 +285,10 @@ static msrnn_status read_str(reader *r, const char *field, uint64_t max, gguf_st
     const uint8_t *p = NULL;
     MSRNN_TRY(read_u64(r, field, &len));
     if (len > max && len <= left(r))
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: the %s of %s is %" PRIu64 " bytes long, more than the %" PRIu64
-                          " allowed",
-                          r->path, field, r->what, len, max);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: the %s of %s is %" PRIu64 " bytes long, more than the %" PRIu64
+                           " allowed",
+                           r->path, field, r->what, len, max);
     MSRNN_TRY(take(r, len, field, &p));
     s->ptr = (const char *)p;
     s->len = len;
@@ -301,8 +301,8 @@ static msrnn_status read_array(reader *r, int depth, gguf_value *v);
 
 static msrnn_status check_bool(const reader *r, uint8_t b) {
     if (b <= 1) return MSRNN_OK;
-    return msrnn_fail(MSRNN_ERR_FORMAT, "%s: %s: a bool is %u at offset %zu, expected 0 or 1",
-                      r->path, r->what, b, r->pos - 1);
+    return status_fail(MSRNN_ERR_FORMAT, "%s: %s: a bool is %u at offset %zu, expected 0 or 1",
+                       r->path, r->what, b, r->pos - 1);
 }
 
 static msrnn_status read_value(reader *r, gguf_type type, int depth, gguf_value *v) {
@@ -345,12 +345,12 @@ static msrnn_status read_array(reader *r, int depth, gguf_value *v) {
     uint64_t n;
     MSRNN_TRY(read_u32(r, "array element type", &elem));
     if (elem >= GGUF_TYPE_COUNT)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: %s: array element type is %u, expected a GGUF value type (0..%d)",
-                          r->path, r->what, elem, GGUF_TYPE_COUNT - 1);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: %s: array element type is %u, expected a GGUF value type (0..%d)",
+                           r->path, r->what, elem, GGUF_TYPE_COUNT - 1);
     if (elem == GGUF_TYPE_ARRAY && depth >= GGUF_MAX_DEPTH)
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: %s: arrays nested more than %d levels deep",
-                          r->path, r->what, GGUF_MAX_DEPTH);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: %s: arrays nested more than %d levels deep",
+                           r->path, r->what, GGUF_MAX_DEPTH);
     MSRNN_TRY(read_u64(r, "array length", &n));
 
     /* the least each element takes in the file bounds the count before anything is allocated */
@@ -358,17 +358,17 @@ static msrnn_status read_array(reader *r, int depth, gguf_value *v) {
                        : elem == GGUF_TYPE_ARRAY ? 12
                                                  : scalar_bytes((gguf_type)elem);
     if (n > GGUF_MAX_ARRAY)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: corrupt: %s claims an array of %" PRIu64
-                          " elements, more than the %llu allowed",
-                          r->path, r->what, n, GGUF_MAX_ARRAY);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: corrupt: %s claims an array of %" PRIu64
+                           " elements, more than the %llu allowed",
+                           r->path, r->what, n, GGUF_MAX_ARRAY);
     if (n > left(r) / min_bytes)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: truncated: %s is an array of %" PRIu64
-                          " %s elements (at least %zu bytes each), but only %zu bytes remain at "
-                          "offset %zu (file size %zu)",
-                          r->path, r->what, n, gguf_type_name((gguf_type)elem), min_bytes, left(r),
-                          r->pos, r->size);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: truncated: %s is an array of %" PRIu64
+                           " %s elements (at least %zu bytes each), but only %zu bytes remain at "
+                           "offset %zu (file size %zu)",
+                           r->path, r->what, n, gguf_type_name((gguf_type)elem), min_bytes, left(r),
+                           r->pos, r->size);
 
     v->arr.type = (gguf_type)elem;
     v->arr.n = n;
@@ -395,9 +395,9 @@ static msrnn_status read_array(reader *r, int depth, gguf_value *v) {
         if (elem == GGUF_TYPE_BOOL)
             for (uint64_t i = 0; i < n; i++)
                 if (p[i] > 1)
-                    return msrnn_fail(MSRNN_ERR_FORMAT,
-                                      "%s: %s: bool element %" PRIu64 " is %u, expected 0 or 1",
-                                      r->path, r->what, i, p[i]);
+                    return status_fail(MSRNN_ERR_FORMAT,
+                                       "%s: %s: bool element %" PRIu64 " is %u, expected 0 or 1",
+                                       r->path, r->what, i, p[i]);
         v->arr.data = d;
     }
     return MSRNN_OK;
@@ -424,15 +424,15 @@ static int int_value(const gguf_value *v, uint64_t *u, int *neg) {
 static msrnn_status check_count(const reader *r, uint64_t n, const char *what, size_t min_bytes,
                                 uint32_t max) {
     if (n > max)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: corrupt: the header claims %" PRIu64 " %s, more than the %u msrnn "
-                          "accepts",
-                          r->path, n, what, max);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: corrupt: the header claims %" PRIu64 " %s, more than the %u msrnn "
+                           "accepts",
+                           r->path, n, what, max);
     if (n > left(r) / min_bytes)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: truncated: the header claims %" PRIu64
-                          " %s, but the %zu bytes after it hold at most %zu",
-                          r->path, n, what, left(r), left(r) / min_bytes);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: truncated: the header claims %" PRIu64
+                           " %s, but the %zu bytes after it hold at most %zu",
+                           r->path, n, what, left(r), left(r) / min_bytes);
     return MSRNN_OK;
 }
 
@@ -440,21 +440,22 @@ static msrnn_status read_header(reader *r, gguf_file *f) {
     const uint8_t *magic = NULL;
     MSRNN_TRY(take(r, 4, "magic", &magic));
     if (memcmp(magic, "GGUF", 4) != 0)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: bad magic: expected \"GGUF\", found %02x %02x %02x %02x (not a GGUF "
-                          "file)",
-                          r->path, magic[0], magic[1], magic[2], magic[3]);
+        return status_fail(
+            MSRNN_ERR_FORMAT,
+            "%s: bad magic: expected \"GGUF\", found %02x %02x %02x %02x (not a GGUF "
+            "file)",
+            r->path, magic[0], magic[1], magic[2], magic[3]);
     MSRNN_TRY(read_u32(r, "version", &f->version));
     if (f->version != 2 && f->version != 3) {
         uint32_t swapped = __builtin_bswap32(f->version);
         if (swapped == 2 || swapped == 3)
-            return msrnn_fail(MSRNN_ERR_UNSUPPORTED,
-                              "%s: a big-endian GGUF file (version %u byte-swapped); msrnn reads "
-                              "only little-endian files",
-                              r->path, swapped);
-        return msrnn_fail(MSRNN_ERR_UNSUPPORTED,
-                          "%s: GGUF version %u is not supported (expected 2 or 3)", r->path,
-                          f->version);
+            return status_fail(MSRNN_ERR_UNSUPPORTED,
+                               "%s: a big-endian GGUF file (version %u byte-swapped); msrnn reads "
+                               "only little-endian files",
+                               r->path, swapped);
+        return status_fail(MSRNN_ERR_UNSUPPORTED,
+                           "%s: GGUF version %u is not supported (expected 2 or 3)", r->path,
+                           f->version);
     }
     MSRNN_TRY(read_u64(r, "tensor count", &f->n_tensors));
     MSRNN_TRY(read_u64(r, "key/value count", &f->n_kv));
@@ -474,21 +475,21 @@ static msrnn_status read_kvs(reader *r, gguf_file *f) {
         snprintf(r->what, sizeof r->what, "key/value pair #%" PRIu64, i);
         MSRNN_TRY(read_str(r, "key", GGUF_MAX_NAME, &kv->key));
         if (kv->key.len == 0)
-            return msrnn_fail(MSRNN_ERR_FORMAT, "%s: key/value pair #%" PRIu64 " has an empty key",
-                              r->path, i);
+            return status_fail(MSRNN_ERR_FORMAT, "%s: key/value pair #%" PRIu64 " has an empty key",
+                               r->path, i);
         quote(name, sizeof name, kv->key);
         snprintf(r->what, sizeof r->what, "key '%s'", name);
         MSRNN_TRY(read_u32(r, "value type", &type));
         if (type >= GGUF_TYPE_COUNT)
-            return msrnn_fail(MSRNN_ERR_FORMAT,
-                              "%s: key '%s' has value type %u, expected a GGUF value type (0..%d)",
-                              r->path, name, type, GGUF_TYPE_COUNT - 1);
+            return status_fail(MSRNN_ERR_FORMAT,
+                               "%s: key '%s' has value type %u, expected a GGUF value type (0..%d)",
+                               r->path, name, type, GGUF_TYPE_COUNT - 1);
         MSRNN_TRY(read_value(r, (gguf_type)type, 0, &kv->value));
         uint32_t dup = index_insert(&s->kv_index, (uint32_t)i);
         if (dup != UINT32_MAX)
-            return msrnn_fail(MSRNN_ERR_FORMAT,
-                              "%s: duplicate key '%s' (pairs #%u and #%" PRIu64 ")", r->path, name,
-                              dup, i);
+            return status_fail(MSRNN_ERR_FORMAT,
+                               "%s: duplicate key '%s' (pairs #%u and #%" PRIu64 ")", r->path, name,
+                               dup, i);
     }
 
     f->alignment = GGUF_DEFAULT_ALIGNMENT;
@@ -497,11 +498,11 @@ static msrnn_status read_kvs(reader *r, gguf_file *f) {
         uint64_t v;
         int neg;
         if (!int_value(&a->value, &v, &neg))
-            return msrnn_fail(MSRNN_ERR_FORMAT,
-                              "%s: general.alignment has type %s, expected uint32", r->path,
-                              gguf_type_name(a->value.type));
+            return status_fail(MSRNN_ERR_FORMAT,
+                               "%s: general.alignment has type %s, expected uint32", r->path,
+                               gguf_type_name(a->value.type));
         if (neg || !is_pow2(v) || v < GGUF_MIN_ALIGNMENT || v > GGUF_MAX_ALIGNMENT)
-            return msrnn_fail(
+            return status_fail(
                 MSRNN_ERR_FORMAT,
                 "%s: general.alignment is %s%" PRIu64 ", expected a power of two from %d to %u",
                 r->path, neg ? "-" : "", neg ? -v : v, GGUF_MIN_ALIGNMENT, GGUF_MAX_ALIGNMENT);
@@ -521,37 +522,37 @@ static msrnn_status check_tensor_shape(const reader *r, gguf_tensor *t, uint32_t
     const type_traits_t *tr = type_traits(type);
     const char *tname = ggml_type_name(type);
     if (!tname)
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: tensor '%s' has type %u, which is no GGML type",
-                          r->path, name, type);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: tensor '%s' has type %u, which is no GGML type",
+                           r->path, name, type);
     if (!tr || !tr->supported)
-        return msrnn_fail(MSRNN_ERR_UNSUPPORTED,
-                          "%s: tensor '%s' has type %s (%u), which msrnn does not support "
-                          "(expected f32, f16, bf16, q8_0 or q4_0)",
-                          r->path, name, tname, type);
+        return status_fail(MSRNN_ERR_UNSUPPORTED,
+                           "%s: tensor '%s' has type %s (%u), which msrnn does not support "
+                           "(expected f32, f16, bf16, q8_0 or q4_0)",
+                           r->path, name, tname, type);
     t->type = (tensor_type)type;
 
     uint64_t n = 1;
     for (uint32_t d = 0; d < t->n_dims; d++) {
         if (t->ne[d] == 0)
-            return msrnn_fail(MSRNN_ERR_FORMAT,
-                              "%s: tensor '%s' has shape [%s]: dimension %u is 0, expected >= 1",
-                              r->path, name, shape, d);
+            return status_fail(MSRNN_ERR_FORMAT,
+                               "%s: tensor '%s' has shape [%s]: dimension %u is 0, expected >= 1",
+                               r->path, name, shape, d);
         if (t->ne[d] > (uint64_t)INT64_MAX / n)
-            return msrnn_fail(MSRNN_ERR_FORMAT,
-                              "%s: tensor '%s' has shape [%s], more than 2^63 elements", r->path,
-                              name, shape);
+            return status_fail(MSRNN_ERR_FORMAT,
+                               "%s: tensor '%s' has shape [%s], more than 2^63 elements", r->path,
+                               name, shape);
         n *= t->ne[d];
     }
     if (t->ne[0] % (uint64_t)tr->block_size)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: tensor '%s' of type %s has ne[0] = %" PRIu64
-                          ", expected a multiple of the block size %d",
-                          r->path, name, tr->name, t->ne[0], tr->block_size);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: tensor '%s' of type %s has ne[0] = %" PRIu64
+                           ", expected a multiple of the block size %d",
+                           r->path, name, tr->name, t->ne[0], tr->block_size);
     uint64_t blocks = n / (uint64_t)tr->block_size;
     if (blocks > UINT64_MAX / tr->block_bytes)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: tensor '%s' of type %s and shape [%s] needs more than 2^64 bytes",
-                          r->path, name, tr->name, shape);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: tensor '%s' of type %s and shape [%s] needs more than 2^64 bytes",
+                           r->path, name, tr->name, shape);
     t->n_elements = n;
     t->n_bytes = blocks * tr->block_bytes;
     return MSRNN_OK;
@@ -570,30 +571,30 @@ static msrnn_status read_tensor_infos(reader *r, gguf_file *f) {
         snprintf(r->what, sizeof r->what, "tensor #%" PRIu64, i);
         MSRNN_TRY(read_str(r, "name", GGUF_MAX_NAME, &t->name));
         if (t->name.len == 0)
-            return msrnn_fail(MSRNN_ERR_FORMAT, "%s: tensor #%" PRIu64 " has an empty name",
-                              r->path, i);
+            return status_fail(MSRNN_ERR_FORMAT, "%s: tensor #%" PRIu64 " has an empty name",
+                               r->path, i);
         quote(name, sizeof name, t->name);
         snprintf(r->what, sizeof r->what, "tensor '%s'", name);
         MSRNN_TRY(read_u32(r, "dimension count", &t->n_dims));
         if (t->n_dims < 1 || t->n_dims > 4)
-            return msrnn_fail(MSRNN_ERR_FORMAT,
-                              "%s: tensor '%s' has %u dimensions, expected 1 to 4", r->path, name,
-                              t->n_dims);
+            return status_fail(MSRNN_ERR_FORMAT,
+                               "%s: tensor '%s' has %u dimensions, expected 1 to 4", r->path, name,
+                               t->n_dims);
         for (uint32_t d = 0; d < 4; d++) t->ne[d] = 1;
         for (uint32_t d = 0; d < t->n_dims; d++) MSRNN_TRY(read_u64(r, "shape", &t->ne[d]));
         MSRNN_TRY(read_u32(r, "type", &type));
         MSRNN_TRY(read_u64(r, "data offset", &t->offset));
         MSRNN_TRY(check_tensor_shape(r, t, type, name));
         if (t->offset % f->alignment)
-            return msrnn_fail(MSRNN_ERR_FORMAT,
-                              "%s: tensor '%s' data offset %" PRIu64
-                              " is not a multiple of the alignment %" PRIu64,
-                              r->path, name, t->offset, f->alignment);
+            return status_fail(MSRNN_ERR_FORMAT,
+                               "%s: tensor '%s' data offset %" PRIu64
+                               " is not a multiple of the alignment %" PRIu64,
+                               r->path, name, t->offset, f->alignment);
         uint32_t dup = index_insert(&s->tensor_index, (uint32_t)i);
         if (dup != UINT32_MAX)
-            return msrnn_fail(MSRNN_ERR_FORMAT,
-                              "%s: duplicate tensor name '%s' (tensors #%u and #%" PRIu64 ")",
-                              r->path, name, dup, i);
+            return status_fail(MSRNN_ERR_FORMAT,
+                               "%s: duplicate tensor name '%s' (tensors #%u and #%" PRIu64 ")",
+                               r->path, name, dup, i);
     }
     return MSRNN_OK;
 }
@@ -618,11 +619,12 @@ static msrnn_status place_tensor_data(reader *r, gguf_file *f) {
         gguf_tensor *t = &f->tensors[i];
         if (t->offset > avail || t->n_bytes > avail - t->offset) {
             quote(name, sizeof name, t->name);
-            return msrnn_fail(MSRNN_ERR_FORMAT,
-                              "%s: tensor '%s' data [offset %" PRIu64 ", %" PRIu64
-                              " bytes] runs past the end of the file (data section at %" PRIu64
-                              ", %" PRIu64 " bytes; file size %zu)",
-                              r->path, name, t->offset, t->n_bytes, f->data_offset, avail, r->size);
+            return status_fail(MSRNN_ERR_FORMAT,
+                               "%s: tensor '%s' data [offset %" PRIu64 ", %" PRIu64
+                               " bytes] runs past the end of the file (data section at %" PRIu64
+                               ", %" PRIu64 " bytes; file size %zu)",
+                               r->path, name, t->offset, t->n_bytes, f->data_offset, avail,
+                               r->size);
         }
         t->data = r->base + f->data_offset + t->offset;
     }
@@ -638,10 +640,10 @@ static msrnn_status place_tensor_data(reader *r, gguf_file *f) {
         quote(name, sizeof name, f->tensors[e[i - 1].index].name);
         quote(other, sizeof other, f->tensors[e[i].index].name);
         msrnn_status st =
-            msrnn_fail(MSRNN_ERR_FORMAT,
-                       "%s: tensors '%s' [offset %" PRIu64 ", %" PRIu64
-                       " bytes] and '%s' [offset %" PRIu64 "] overlap",
-                       r->path, name, e[i - 1].offset, e[i - 1].n_bytes, other, e[i].offset);
+            status_fail(MSRNN_ERR_FORMAT,
+                        "%s: tensors '%s' [offset %" PRIu64 ", %" PRIu64
+                        " bytes] and '%s' [offset %" PRIu64 "] overlap",
+                        r->path, name, e[i - 1].offset, e[i - 1].n_bytes, other, e[i].offset);
         free(e);
         return st;
     }
@@ -657,7 +659,7 @@ static msrnn_status parse(const char *path, const uint8_t *base, size_t size, in
     char *owned_path = strdup(path);
     if (!f || !s || !owned_path) {
         free(f), free(s), free(owned_path);
-        return msrnn_fail(MSRNN_ERR_NOMEM, "%s: out of memory", path);
+        return status_fail(MSRNN_ERR_NOMEM, "%s: out of memory", path);
     }
     f->path = owned_path;
     f->base = base;
@@ -687,8 +689,8 @@ msrnn_status gguf_open(const char *path, gguf_file **out) {
     MSRNN_TRY(file_open_regular(path, &fd, &sb));
     if ((uint64_t)sb.st_size > SIZE_MAX) {
         close(fd);
-        return msrnn_fail(MSRNN_ERR_NOMEM, "%s: %lld bytes do not fit in the address space", path,
-                          (long long)sb.st_size);
+        return status_fail(MSRNN_ERR_NOMEM, "%s: %lld bytes do not fit in the address space", path,
+                           (long long)sb.st_size);
     }
     size_t size = (size_t)sb.st_size;
     if (size == 0) { /* mmap cannot map nothing; parse() reports the truncation */
@@ -698,7 +700,8 @@ msrnn_status gguf_open(const char *path, gguf_file **out) {
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
     close(fd);
-    if (map == MAP_FAILED) return msrnn_fail(MSRNN_ERR_IO, "%s: cannot map: %s", path, strerror(e));
+    if (map == MAP_FAILED)
+        return status_fail(MSRNN_ERR_IO, "%s: cannot map: %s", path, strerror(e));
     msrnn_status st = parse(path, map, size, 1, out);
     if (st != MSRNN_OK) munmap(map, size);
     return st;
@@ -750,14 +753,14 @@ const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name) {
 static msrnn_status lookup(const gguf_file *f, const char *key, int required, const gguf_kv **kv) {
     *kv = gguf_find_kv(f, key);
     if (!*kv && required)
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: required key '%s' is missing", f->path, key);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: required key '%s' is missing", f->path, key);
     return MSRNN_OK;
 }
 
 static msrnn_status wrong_type(const gguf_file *f, const char *key, const gguf_value *v,
                                const char *expected) {
-    return msrnn_fail(MSRNN_ERR_FORMAT, "%s: key '%s' has type %s, expected %s", f->path, key,
-                      gguf_type_name(v->type), expected);
+    return status_fail(MSRNN_ERR_FORMAT, "%s: key '%s' has type %s, expected %s", f->path, key,
+                       gguf_type_name(v->type), expected);
 }
 
 msrnn_status gguf_get_u32(const gguf_file *f, const char *key, int required, uint32_t *out) {
@@ -768,9 +771,9 @@ msrnn_status gguf_get_u32(const gguf_file *f, const char *key, int required, uin
     if (!kv) return MSRNN_OK;
     if (!int_value(&kv->value, &v, &neg)) return wrong_type(f, key, &kv->value, "an integer");
     if (neg || v > UINT32_MAX)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: key '%s' is %s%" PRIu64 ", expected a value from 0 to %u", f->path,
-                          key, neg ? "-" : "", neg ? -v : v, UINT32_MAX);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: key '%s' is %s%" PRIu64 ", expected a value from 0 to %u", f->path,
+                           key, neg ? "-" : "", neg ? -v : v, UINT32_MAX);
     *out = (uint32_t)v;
     return MSRNN_OK;
 }
@@ -812,8 +815,8 @@ msrnn_status gguf_get_arr(const gguf_file *f, const char *key, int required, ggu
         char expected[64];
         snprintf(expected, sizeof expected, "an array of %s", gguf_type_name(elem));
         if (kv->value.type == GGUF_TYPE_ARRAY)
-            return msrnn_fail(MSRNN_ERR_FORMAT, "%s: key '%s' is an array of %s, expected %s",
-                              f->path, key, gguf_type_name(kv->value.arr.type), expected);
+            return status_fail(MSRNN_ERR_FORMAT, "%s: key '%s' is an array of %s, expected %s",
+                               f->path, key, gguf_type_name(kv->value.arr.type), expected);
         return wrong_type(f, key, &kv->value, expected);
     }
     *data = kv->value.arr.data;
@@ -911,12 +914,12 @@ static msrnn_status writer_put(gguf_writer *w, const char *key, bytes v) {
     size_t n = strlen(key);
     if (n == 0 || n > GGUF_MAX_NAME) {
         free(v.p);
-        return msrnn_fail(MSRNN_ERR_INVALID, "gguf writer: key '%.64s' must be 1 to %d bytes long",
-                          key, GGUF_MAX_NAME);
+        return status_fail(MSRNN_ERR_INVALID, "gguf writer: key '%.64s' must be 1 to %d bytes long",
+                           key, GGUF_MAX_NAME);
     }
     if (v.failed) {
         free(v.p);
-        return msrnn_fail(MSRNN_ERR_NOMEM, "gguf writer: out of memory storing key '%s'", key);
+        return status_fail(MSRNN_ERR_NOMEM, "gguf writer: out of memory storing key '%s'", key);
     }
     for (size_t i = 0; i < w->n_kv; i++)
         if (strcmp(w->kv[i].key, key) == 0) {
@@ -928,7 +931,7 @@ static msrnn_status writer_put(gguf_writer *w, const char *key, bytes v) {
     if (!k || !grow((void **)&w->kv, &w->cap_kv, w->n_kv, sizeof *w->kv)) {
         free(k);
         free(v.p);
-        return msrnn_fail(MSRNN_ERR_NOMEM, "gguf writer: out of memory storing key '%s'", key);
+        return status_fail(MSRNN_ERR_NOMEM, "gguf writer: out of memory storing key '%s'", key);
     }
     w->kv[w->n_kv++] = (writer_kv){k, v};
     return MSRNN_OK;
@@ -969,13 +972,13 @@ msrnn_status gguf_writer_set_arr(gguf_writer *w, const char *key, gguf_type elem
                                  uint64_t n) {
     size_t each = scalar_bytes(elem);
     if (each == 0)
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "gguf writer: key '%s': gguf_writer_set_arr takes numbers or bools, not "
-                          "%s (use gguf_writer_set_arr_str or gguf_writer_set_kv)",
-                          key, gguf_type_name(elem));
+        return status_fail(MSRNN_ERR_INVALID,
+                           "gguf writer: key '%s': gguf_writer_set_arr takes numbers or bools, not "
+                           "%s (use gguf_writer_set_arr_str or gguf_writer_set_kv)",
+                           key, gguf_type_name(elem));
     if (n > GGUF_MAX_ARRAY || (n && !data))
-        return msrnn_fail(MSRNN_ERR_INVALID, "gguf writer: key '%s': bad array of %" PRIu64 " %s",
-                          key, n, gguf_type_name(elem));
+        return status_fail(MSRNN_ERR_INVALID, "gguf writer: key '%s': bad array of %" PRIu64 " %s",
+                           key, n, gguf_type_name(elem));
     bytes b = {0};
     put_u32(&b, GGUF_TYPE_ARRAY);
     put_u32(&b, elem);
@@ -993,8 +996,8 @@ msrnn_status gguf_writer_set_arr(gguf_writer *w, const char *key, gguf_type elem
 msrnn_status gguf_writer_set_arr_str(gguf_writer *w, const char *key, const char *const *strs,
                                      const uint64_t *lens, uint64_t n) {
     if (n > GGUF_MAX_ARRAY || (n && !strs))
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "gguf writer: key '%s': bad array of %" PRIu64 " strings", key, n);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "gguf writer: key '%s': bad array of %" PRIu64 " strings", key, n);
     bytes b = {0};
     put_u32(&b, GGUF_TYPE_ARRAY);
     put_u32(&b, GGUF_TYPE_STRING);
@@ -1026,11 +1029,11 @@ msrnn_status gguf_writer_set_kv(gguf_writer *w, const gguf_kv *kv) {
     const gguf_value *v = &kv->value;
     if (kv->key.len == 0 || kv->key.len > GGUF_MAX_NAME ||
         memchr(kv->key.ptr, 0, (size_t)kv->key.len))
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "gguf writer: a copied key must be 1 to %d bytes without NUL",
-                          GGUF_MAX_NAME);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "gguf writer: a copied key must be 1 to %d bytes without NUL",
+                           GGUF_MAX_NAME);
     char *key = strndup(kv->key.ptr, (size_t)kv->key.len);
-    if (!key) return msrnn_fail(MSRNN_ERR_NOMEM, "gguf writer: out of memory copying a key");
+    if (!key) return status_fail(MSRNN_ERR_NOMEM, "gguf writer: out of memory copying a key");
 
     bytes b = {0};
     put_u32(&b, v->type);
@@ -1056,8 +1059,8 @@ msrnn_status gguf_writer_set_kv(gguf_writer *w, const gguf_kv *kv) {
         /* fall through */
     default: {
         msrnn_status st =
-            msrnn_fail(MSRNN_ERR_INVALID, "gguf writer: key '%s' has a malformed value (type %d)",
-                       key, (int)v->type);
+            status_fail(MSRNN_ERR_INVALID, "gguf writer: key '%s' has a malformed value (type %d)",
+                        key, (int)v->type);
         free(b.p);
         free(key);
         return st;
@@ -1074,42 +1077,43 @@ static msrnn_status describe_tensor(const gguf_writer *w, const char *name, tens
                                     writer_tensor *t) {
     size_t len = strlen(name);
     if (len == 0 || len > GGUF_MAX_NAME)
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "gguf writer: tensor name '%.64s' must be 1 to %d "
-                          "bytes long",
-                          name, GGUF_MAX_NAME);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "gguf writer: tensor name '%.64s' must be 1 to %d "
+                           "bytes long",
+                           name, GGUF_MAX_NAME);
     for (size_t i = 0; i < w->n_tensors; i++)
         if (strcmp(w->tensors[i].name, name) == 0)
-            return msrnn_fail(MSRNN_ERR_INVALID, "gguf writer: tensor '%s' added twice", name);
+            return status_fail(MSRNN_ERR_INVALID, "gguf writer: tensor '%s' added twice", name);
     if (!data || !ne)
-        return msrnn_fail(MSRNN_ERR_INVALID, "gguf writer: tensor '%s' has no data or shape", name);
+        return status_fail(MSRNN_ERR_INVALID, "gguf writer: tensor '%s' has no data or shape",
+                           name);
     const type_traits_t *tr = type_traits(type);
     if (!tr || !tr->supported)
-        return msrnn_fail(MSRNN_ERR_INVALID, "gguf writer: tensor '%s' has unsupported type %d",
-                          name, (int)type);
+        return status_fail(MSRNN_ERR_INVALID, "gguf writer: tensor '%s' has unsupported type %d",
+                           name, (int)type);
     if (n_dims < 1 || n_dims > 4)
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "gguf writer: tensor '%s' has %u dimensions, expected 1 to 4", name,
-                          n_dims);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "gguf writer: tensor '%s' has %u dimensions, expected 1 to 4", name,
+                           n_dims);
     *t = (writer_tensor){.type = type, .n_dims = n_dims, .ne = {1, 1, 1, 1}, .data = data};
     uint64_t n = 1;
     for (uint32_t d = 0; d < n_dims; d++) {
         if (ne[d] == 0 || ne[d] > (uint64_t)INT64_MAX / n)
-            return msrnn_fail(MSRNN_ERR_INVALID,
-                              "gguf writer: tensor '%s' dimension %u is %" PRIu64
-                              " (0, or the tensor is too large)",
-                              name, d, ne[d]);
+            return status_fail(MSRNN_ERR_INVALID,
+                               "gguf writer: tensor '%s' dimension %u is %" PRIu64
+                               " (0, or the tensor is too large)",
+                               name, d, ne[d]);
         t->ne[d] = ne[d];
         n *= ne[d];
     }
     if (ne[0] % (uint64_t)tr->block_size)
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "gguf writer: tensor '%s' of type %s has ne[0] = %" PRIu64
-                          ", expected a multiple of %d",
-                          name, tr->name, ne[0], tr->block_size);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "gguf writer: tensor '%s' of type %s has ne[0] = %" PRIu64
+                           ", expected a multiple of %d",
+                           name, tr->name, ne[0], tr->block_size);
     uint64_t blocks = n / (uint64_t)tr->block_size;
     if (blocks > SIZE_MAX / tr->block_bytes || n > SIZE_MAX / sizeof(float))
-        return msrnn_fail(MSRNN_ERR_INVALID, "gguf writer: tensor '%s' is too large", name);
+        return status_fail(MSRNN_ERR_INVALID, "gguf writer: tensor '%s' is too large", name);
     t->n_elements = n;
     t->n_bytes = blocks * tr->block_bytes;
     return MSRNN_OK;
@@ -1122,9 +1126,9 @@ static msrnn_status append_tensor(gguf_writer *w, const char *name, writer_tenso
     if (!t.name || (copy && !t.owned) ||
         !grow((void **)&w->tensors, &w->cap_tensors, w->n_tensors, sizeof *w->tensors)) {
         free(t.name), free(t.owned);
-        return msrnn_fail(MSRNN_ERR_NOMEM,
-                          "gguf writer: out of memory adding tensor '%s' (%" PRIu64 " bytes)", name,
-                          t.n_bytes);
+        return status_fail(MSRNN_ERR_NOMEM,
+                           "gguf writer: out of memory adding tensor '%s' (%" PRIu64 " bytes)",
+                           name, t.n_bytes);
     }
     if (copy) t.data = memcpy(t.owned, t.data, (size_t)t.n_bytes);
     w->tensors[w->n_tensors++] = t;
@@ -1161,15 +1165,15 @@ static msrnn_status writer_alignment(const gguf_writer *w, uint64_t *alignment) 
         uint32_t type, v;
         memcpy(&type, w->kv[i].value.p, 4);
         if (type != GGUF_TYPE_UINT32)
-            return msrnn_fail(MSRNN_ERR_INVALID,
-                              "gguf writer: general.alignment has type %s, expected uint32",
-                              gguf_type_name((gguf_type)type));
+            return status_fail(MSRNN_ERR_INVALID,
+                               "gguf writer: general.alignment has type %s, expected uint32",
+                               gguf_type_name((gguf_type)type));
         memcpy(&v, w->kv[i].value.p + 4, 4);
         if (!is_pow2(v) || v < GGUF_MIN_ALIGNMENT || v > GGUF_MAX_ALIGNMENT)
-            return msrnn_fail(MSRNN_ERR_INVALID,
-                              "gguf writer: general.alignment is %u, expected a power of two from "
-                              "%d to %u",
-                              v, GGUF_MIN_ALIGNMENT, GGUF_MAX_ALIGNMENT);
+            return status_fail(MSRNN_ERR_INVALID,
+                               "gguf writer: general.alignment is %u, expected a power of two from "
+                               "%d to %u",
+                               v, GGUF_MIN_ALIGNMENT, GGUF_MAX_ALIGNMENT);
         *alignment = v;
     }
     return MSRNN_OK;
@@ -1241,7 +1245,7 @@ msrnn_status gguf_writer_write(gguf_writer *w, const char *path) {
     for (size_t i = 0; i < w->n_tensors && !scratch; i++)
         if (w->tensors[i].from_f32 &&
             !(scratch = malloc(GGUF_WRITER_CHUNK * sizeof(float)))) /* >= any type's bytes */
-            return msrnn_fail(MSRNN_ERR_NOMEM, "%s: out of memory", path);
+            return status_fail(MSRNN_ERR_NOMEM, "%s: out of memory", path);
     atomic_file *o;
     msrnn_status st = atomic_file_open(path, &o);
     if (st == MSRNN_OK) {

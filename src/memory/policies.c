@@ -57,7 +57,7 @@ msrnn_status msrnn_memory_settings_of(const msrnn_session_params *p, msrnn_memor
     const char *name = p->memory ? p->memory : "full";
     const kv_policy *policy;
     if (kv_policy_find(name, &policy))
-        return msrnn_fail(MSRNN_ERR_INVALID, "unknown memory '%s' (%s)", name, kv_policy_names());
+        return status_fail(MSRNN_ERR_INVALID, "unknown memory '%s' (%s)", name, kv_policy_names());
     out->sinks = kv_params_sinks(p);
     out->clusters = kv_params_clusters(p);
     out->min_kv_size = kv_policy_min_size(policy, p);

@@ -39,8 +39,8 @@ static msrnn_status get_dim(const gguf_file *f, const char *arch, const char *ke
     uint32_t v = (uint32_t)*out;
     MSRNN_TRY(gguf_get_u32(f, full, required, &v));
     if ((int64_t)v < lo || (int64_t)v > hi)
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: %s = %u is out of range [%d, %d]", f->path, full,
-                          v, lo, hi);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: %s = %u is out of range [%d, %d]", f->path, full,
+                           v, lo, hi);
     *out = (int)v;
     return MSRNN_OK;
 }
@@ -56,9 +56,9 @@ msrnn_status arch_read_hparams(const gguf_file *f, const arch_row **arch_out, hp
     MSRNN_TRY(gguf_get_str(f, "general.architecture", 1, &name));
     const arch_row *arch = arch_find(name.ptr, name.len);
     if (!arch)
-        return msrnn_fail(MSRNN_ERR_UNSUPPORTED,
-                          "%s: general.architecture is '%.*s'; msrnn runs %s", f->path,
-                          (int)(name.len > 64 ? 64 : name.len), name.ptr, arch_names());
+        return status_fail(MSRNN_ERR_UNSUPPORTED,
+                           "%s: general.architecture is '%.*s'; msrnn runs %s", f->path,
+                           (int)(name.len > 64 ? 64 : name.len), name.ptr, arch_names());
     *arch_out = arch;
     const char *a = arch->name;
     memset(hp, 0, sizeof *hp);
@@ -75,40 +75,40 @@ msrnn_status arch_read_hparams(const gguf_file *f, const arch_row **arch_out, hp
     in->n_ctx = 2048;
     MSRNN_TRY(get_dim(f, a, "context_length", 0, 1, 1 << 30, &in->n_ctx));
     if (in->dim % in->n_heads)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: embedding_length %d is not a multiple of head_count %d", f->path,
-                          in->dim, in->n_heads);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: embedding_length %d is not a multiple of head_count %d", f->path,
+                           in->dim, in->n_heads);
     if (in->n_heads % in->n_kv_heads)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: head_count %d is not a multiple of head_count_kv %d", f->path,
-                          in->n_heads, in->n_kv_heads);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: head_count %d is not a multiple of head_count_kv %d", f->path,
+                           in->n_heads, in->n_kv_heads);
     in->head_dim = in->dim / in->n_heads;
     hp->n_rot = in->head_dim;
     MSRNN_TRY(get_dim(f, a, "rope.dimension_count", 0, 2, in->head_dim, &hp->n_rot));
     if (hp->n_rot % 2)
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: %s.rope.dimension_count %d must be even", f->path,
-                          a, hp->n_rot);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: %s.rope.dimension_count %d must be even", f->path,
+                           a, hp->n_rot);
     in->rope_base = 10000.0f;
     MSRNN_TRY(get_f32(f, a, "rope.freq_base", &in->rope_base));
     in->norm_eps = 1e-5f;
     MSRNN_TRY(get_f32(f, a, "attention.layer_norm_rms_epsilon", &in->norm_eps));
     if (!(in->rope_base > 0) || !(in->norm_eps >= 0))
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: rope.freq_base %g and rms epsilon %g must be positive", f->path,
-                          in->rope_base, in->norm_eps);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: rope.freq_base %g and rms epsilon %g must be positive", f->path,
+                           in->rope_base, in->norm_eps);
     const gguf_tensor *emb = gguf_find_tensor(f, "token_embd.weight");
     if (!emb)
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: tensor 'token_embd.weight' is missing", f->path);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: tensor 'token_embd.weight' is missing", f->path);
     if (emb->n_dims != 2 || emb->ne[1] < 1 || emb->ne[1] > (1u << 24))
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: token_embd.weight must be [dim, n_vocab]",
-                          f->path);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: token_embd.weight must be [dim, n_vocab]",
+                           f->path);
     in->n_vocab = (int)emb->ne[1];
     int nv = in->n_vocab;
     MSRNN_TRY(get_dim(f, a, "vocab_size", 0, 1, 1 << 24, &nv));
     if (nv != in->n_vocab)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: %s.vocab_size %d disagrees with token_embd.weight's %d rows",
-                          f->path, a, nv, in->n_vocab);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: %s.vocab_size %d disagrees with token_embd.weight's %d rows",
+                           f->path, a, nv, in->n_vocab);
     in->tied_output = gguf_find_tensor(f, "output.weight") == NULL;
     if (arch->mixer->read_keys) MSRNN_TRY(arch->mixer->read_keys(f, a, hp));
     if (arch->ffn->read_keys) MSRNN_TRY(arch->ffn->read_keys(f, a, hp));
@@ -150,7 +150,8 @@ msrnn_status param_list_build(const arch_row *arch, const hparams *hp, param_lis
     pl->n_ffn = arch->ffn->params(hp, fp);
     pl->per_layer = 2 + pl->n_mixer + pl->n_ffn;
     pl->p = calloc((size_t)in->n_layers * pl->per_layer + 3, sizeof *pl->p);
-    if (!pl->p) return msrnn_fail(MSRNN_ERR_NOMEM, "out of memory listing %d layers", in->n_layers);
+    if (!pl->p)
+        return status_fail(MSRNN_ERR_NOMEM, "out of memory listing %d layers", in->n_layers);
     const int64_t D = in->dim, V = in->n_vocab;
     pl->embd = pl->n;
     add(pl, "token_embd.weight", D, V, 1, 1, 1, 1.0f, 0, INIT_NORMAL, 0, 0);

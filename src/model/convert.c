@@ -17,8 +17,8 @@ static msrnn_status copy_keys(const gguf_file *f, const char *arch, gguf_writer 
             const int n =
                 snprintf(key, sizeof key, "%s.%.*s", arch, (int)(kv.key.len - 6), kv.key.ptr + 6);
             if (n < 0 || (size_t)n >= sizeof key)
-                return msrnn_fail(MSRNN_ERR_FORMAT, "%s: key '%.*s...' is too long", f->path, 64,
-                                  kv.key.ptr);
+                return status_fail(MSRNN_ERR_FORMAT, "%s: key '%.*s...' is too long", f->path, 64,
+                                   kv.key.ptr);
             kv.key.ptr = key, kv.key.len = (uint64_t)n;
         }
         MSRNN_TRY(gguf_writer_set_kv(w, &kv));
@@ -30,16 +30,16 @@ msrnn_status model_convert(const char *in_path, const char *arch_name, const hpa
                            const char *out_path) {
     const arch_row *target = arch_find(arch_name, strlen(arch_name));
     if (!target || !strcmp(arch_name, "llama"))
-        return msrnn_fail(MSRNN_ERR_INVALID, "convert: cannot convert to '%s' (msrnn has %s)",
-                          arch_name, arch_names());
+        return status_fail(MSRNN_ERR_INVALID, "convert: cannot convert to '%s' (msrnn has %s)",
+                           arch_name, arch_names());
     gguf_file *probe = NULL;
     MSRNN_TRY(gguf_open(in_path, &probe));
     gguf_str src_arch = {"", 0};
     msrnn_status st = gguf_get_str(probe, "general.architecture", 1, &src_arch);
     if (st == MSRNN_OK && !gguf_str_eq(src_arch, "llama"))
-        st = msrnn_fail(MSRNN_ERR_UNSUPPORTED,
-                        "convert: %s is a '%.*s' model; convert reads llama models", in_path,
-                        (int)(src_arch.len > 32 ? 32 : src_arch.len), src_arch.ptr);
+        st = status_fail(MSRNN_ERR_UNSUPPORTED,
+                         "convert: %s is a '%.*s' model; convert reads llama models", in_path,
+                         (int)(src_arch.len > 32 ? 32 : src_arch.len), src_arch.ptr);
     gguf_close(probe);
     MSRNN_TRY(st);
     msrnn_model *m = NULL; /* validates every tensor of the input as a llama model */
@@ -60,7 +60,7 @@ msrnn_status model_convert(const char *in_path, const char *arch_name, const hpa
     float *zeros = calloc(fresh, sizeof(float)), *ones = malloc(fresh * sizeof(float)),
           *buf = malloc(fresh * sizeof(float));
     gguf_writer *w = gguf_writer_new();
-    if (!zeros || !ones || !buf || !w) st = msrnn_fail(MSRNN_ERR_NOMEM, "convert: out of memory");
+    if (!zeros || !ones || !buf || !w) st = status_fail(MSRNN_ERR_NOMEM, "convert: out of memory");
     for (size_t i = 0; ones && i < fresh; i++) ones[i] = 1.0f;
     if (st == MSRNN_OK) st = copy_keys(m->file, target->name, w);
     if (st == MSRNN_OK && target->mixer->write_keys)
@@ -80,9 +80,9 @@ msrnn_status model_convert(const char *in_path, const char *arch_name, const hpa
             continue;
         }
         if (d->matrix || (d->init != INIT_ZEROS && d->init != INIT_ONES)) {
-            st = msrnn_fail(MSRNN_ERR_INVALID,
-                            "convert: '%s' needs tensor %s, which has no fixed initial value",
-                            target->name, d->name);
+            st = status_fail(MSRNN_ERR_INVALID,
+                             "convert: '%s' needs tensor %s, which has no fixed initial value",
+                             target->name, d->name);
             break;
         }
         st = gguf_writer_add_tensor_ref(w, d->name, TYPE_F32, (uint32_t)d->n_dims, ne,

@@ -40,30 +40,30 @@ msrnn_status model_write_init(const model_init_params *p, const char *vocab_path
     if (p->dim <= 0 || p->n_layers <= 0 || p->n_heads <= 0 || p->n_kv_heads <= 0 ||
         p->ffn_dim <= 0 || p->n_ctx <= 0 || p->dim % p->n_heads || p->n_heads % p->n_kv_heads ||
         (p->dim / p->n_heads) % 2)
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "init: inconsistent shape (dim %d, heads %d, kv heads "
-                          "%d, ffn %d, layers %d, ctx %d)",
-                          p->dim, p->n_heads, p->n_kv_heads, p->ffn_dim, p->n_layers, p->n_ctx);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "init: inconsistent shape (dim %d, heads %d, kv heads "
+                           "%d, ffn %d, layers %d, ctx %d)",
+                           p->dim, p->n_heads, p->n_kv_heads, p->ffn_dim, p->n_layers, p->n_ctx);
     const type_traits_t *tt = type_traits(p->type);
     if (!tt || p->dim % tt->block_size || p->ffn_dim % tt->block_size)
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "init: dim %d and ffn %d must be multiples of %s's "
-                          "block of %d",
-                          p->dim, p->ffn_dim, tt ? tt->name : "?", tt ? tt->block_size : 0);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "init: dim %d and ffn %d must be multiples of %s's "
+                           "block of %d",
+                           p->dim, p->ffn_dim, tt ? tt->name : "?", tt ? tt->block_size : 0);
     const char *arch_name = p->arch ? p->arch : "llama";
     const arch_row *arch = arch_find(arch_name, strlen(arch_name));
     if (!arch)
-        return msrnn_fail(MSRNN_ERR_INVALID, "init: unknown architecture '%s' (msrnn has %s)",
-                          arch_name, arch_names());
+        return status_fail(MSRNN_ERR_INVALID, "init: unknown architecture '%s' (msrnn has %s)",
+                           arch_name, arch_names());
     gguf_file *vf = NULL;
     MSRNN_TRY(gguf_open(vocab_path, &vf));
     const gguf_kv *toks = gguf_find_kv(vf, "tokenizer.ggml.tokens");
     if (!toks || toks->value.type != GGUF_TYPE_ARRAY || !gguf_find_kv(vf, "tokenizer.ggml.model")) {
         gguf_close(vf);
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s has no tokenizer (no tokenizer.ggml.model and tokenizer.ggml.tokens "
-                          "keys): a model made from it could not read or write text",
-                          vocab_path);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s has no tokenizer (no tokenizer.ggml.model and tokenizer.ggml.tokens "
+                           "keys): a model made from it could not read or write text",
+                           vocab_path);
     }
     spm_tokenizer *tok = NULL; /* the whole vocabulary must be usable, not only present */
     msrnn_status tst = spm_tokenizer_from_gguf(vf, &tok);
@@ -72,7 +72,7 @@ msrnn_status model_write_init(const model_init_params *p, const char *vocab_path
         char why[768];
         snprintf(why, sizeof why, "%s", msrnn_last_error());
         gguf_close(vf);
-        return msrnn_fail(tst, "%s has no usable tokenizer: %s", vocab_path, why);
+        return status_fail(tst, "%s has no usable tokenizer: %s", vocab_path, why);
     }
     const int n_vocab = p->n_vocab > 0 ? p->n_vocab : (int)toks->value.arr.n;
     hparams hp;
@@ -95,11 +95,11 @@ msrnn_status model_write_init(const model_init_params *p, const char *vocab_path
         if (hp.hash_bits > MEM_MAX_BITS || hp.block_hash_bits > MEM_MAX_BITS ||
             p->dim % hp.hash_bits || p->n_kv_heads != p->n_heads) {
             gguf_close(vf);
-            return msrnn_fail(MSRNN_ERR_INVALID,
-                              "init: memoryformer needs hash bits τ %d and τ₂ %d in [1, %d], dim "
-                              "%d a multiple of τ and kv heads %d = heads %d",
-                              hp.hash_bits, hp.block_hash_bits, MEM_MAX_BITS, p->dim, p->n_kv_heads,
-                              p->n_heads);
+            return status_fail(MSRNN_ERR_INVALID,
+                               "init: memoryformer needs hash bits τ %d and τ₂ %d in [1, %d], dim "
+                               "%d a multiple of τ and kv heads %d = heads %d",
+                               hp.hash_bits, hp.block_hash_bits, MEM_MAX_BITS, p->dim,
+                               p->n_kv_heads, p->n_heads);
         }
         in->ffn_dim = p->dim / hp.hash_bits * hp.block_hash_bits; /* the block's width K·τ₂ */
     }
@@ -110,7 +110,7 @@ msrnn_status model_write_init(const model_init_params *p, const char *vocab_path
         return st;
     }
     gguf_writer *w = gguf_writer_new();
-    if (!w) st = msrnn_fail(MSRNN_ERR_NOMEM, "init: out of memory");
+    if (!w) st = status_fail(MSRNN_ERR_NOMEM, "init: out of memory");
     for (uint64_t i = 0; st == MSRNN_OK && i < vf->n_kv; i++)
         if (vf->kv[i].key.len > 10 && !memcmp(vf->kv[i].key.ptr, "tokenizer.", 10))
             st = gguf_writer_set_kv(w, &vf->kv[i]);
@@ -150,9 +150,9 @@ msrnn_status model_write_init(const model_init_params *p, const char *vocab_path
         if (pl.p[i].n > biggest) biggest = pl.p[i].n;
         if (st == MSRNN_OK && pl.p[i].matrix && pl.p[i].n_dims < 3 &&
             pl.p[i].ne[0] % tt->block_size)
-            st = msrnn_fail(MSRNN_ERR_INVALID,
-                            "init: %s has rows of %lld, not a multiple of %s's block of %d",
-                            pl.p[i].name, (long long)pl.p[i].ne[0], tt->name, tt->block_size);
+            st = status_fail(MSRNN_ERR_INVALID,
+                             "init: %s has rows of %lld, not a multiple of %s's block of %d",
+                             pl.p[i].name, (long long)pl.p[i].ne[0], tt->name, tt->block_size);
     }
     /* the writer holds a copy of every tensor until the file is written, plus two buffers */
     uint64_t need = 2 * (uint64_t)biggest * sizeof(float);
@@ -166,7 +166,7 @@ msrnn_status model_write_init(const model_init_params *p, const char *vocab_path
     if (st == MSRNN_OK) st = mem_check(need, p->max_memory, what, "--dim, --layers or --ffn");
     float *buf = st == MSRNN_OK ? malloc(biggest * sizeof(float)) : NULL;
     void *qbuf = st == MSRNN_OK ? malloc(biggest * sizeof(float)) : NULL;
-    if (st == MSRNN_OK && (!buf || !qbuf)) st = msrnn_fail(MSRNN_ERR_NOMEM, "init: out of memory");
+    if (st == MSRNN_OK && (!buf || !qbuf)) st = status_fail(MSRNN_ERR_NOMEM, "init: out of memory");
     uint64_t rng = p->seed;
     const float std = p->init_std > 0 ? p->init_std : 0.02f,
                 out_std = std / sqrtf(2.0f * p->n_layers);

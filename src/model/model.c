@@ -11,50 +11,50 @@
 /* Bind tensor d of the list: a matrix of any type msrnn computes with, or an f32 vector. */
 static msrnn_status bind(const gguf_file *f, const param_desc *d, weight *w) {
     const gguf_tensor *t = gguf_find_tensor(f, d->name);
-    if (!t) return msrnn_fail(MSRNN_ERR_FORMAT, "%s: tensor '%s' is missing", f->path, d->name);
+    if (!t) return status_fail(MSRNN_ERR_FORMAT, "%s: tensor '%s' is missing", f->path, d->name);
     if (!d->matrix) {
         if (d->n_dims == 2 &&
             (t->n_dims != 2 || t->ne[0] != (uint64_t)d->ne[0] || t->ne[1] != (uint64_t)d->ne[1]))
-            return msrnn_fail(MSRNN_ERR_FORMAT,
-                              "%s: tensor '%s' has shape [%llu, %llu] (%u dims), expected "
-                              "[%lld, %lld] from the hyper-parameters",
-                              f->path, d->name, (unsigned long long)t->ne[0],
-                              (unsigned long long)(t->n_dims > 1 ? t->ne[1] : 1), t->n_dims,
-                              (long long)d->ne[0], (long long)d->ne[1]);
+            return status_fail(MSRNN_ERR_FORMAT,
+                               "%s: tensor '%s' has shape [%llu, %llu] (%u dims), expected "
+                               "[%lld, %lld] from the hyper-parameters",
+                               f->path, d->name, (unsigned long long)t->ne[0],
+                               (unsigned long long)(t->n_dims > 1 ? t->ne[1] : 1), t->n_dims,
+                               (long long)d->ne[0], (long long)d->ne[1]);
         if (t->n_elements != (uint64_t)d->n || t->ne[0] != (uint64_t)d->ne[0])
-            return msrnn_fail(MSRNN_ERR_FORMAT, "%s: tensor '%s' has %llu elements, expected %zu",
-                              f->path, d->name, (unsigned long long)t->n_elements, d->n);
+            return status_fail(MSRNN_ERR_FORMAT, "%s: tensor '%s' has %llu elements, expected %zu",
+                               f->path, d->name, (unsigned long long)t->n_elements, d->n);
         if (t->type != TYPE_F32)
-            return msrnn_fail(MSRNN_ERR_UNSUPPORTED,
-                              "%s: norm tensor '%s' must be f32 (type %d found)", f->path, d->name,
-                              (int)t->type);
+            return status_fail(MSRNN_ERR_UNSUPPORTED,
+                               "%s: norm tensor '%s' must be f32 (type %d found)", f->path, d->name,
+                               (int)t->type);
     } else if (d->n_dims == 3) { /* a table: [row length, rows, slabs], f32, f16 or bf16 */
         if (t->n_dims != 3 || t->ne[0] != (uint64_t)d->ne[0] || t->ne[1] != (uint64_t)d->ne[1] ||
             t->ne[2] != (uint64_t)d->ne[2])
-            return msrnn_fail(MSRNN_ERR_FORMAT,
-                              "%s: tensor '%s' has shape [%llu, %llu, %llu] (%u dims), expected "
-                              "[%lld, %lld, %lld] from the hyper-parameters",
-                              f->path, d->name, (unsigned long long)t->ne[0],
-                              (unsigned long long)(t->n_dims > 1 ? t->ne[1] : 1),
-                              (unsigned long long)(t->n_dims > 2 ? t->ne[2] : 1), t->n_dims,
-                              (long long)d->ne[0], (long long)d->ne[1], (long long)d->ne[2]);
+            return status_fail(MSRNN_ERR_FORMAT,
+                               "%s: tensor '%s' has shape [%llu, %llu, %llu] (%u dims), expected "
+                               "[%lld, %lld, %lld] from the hyper-parameters",
+                               f->path, d->name, (unsigned long long)t->ne[0],
+                               (unsigned long long)(t->n_dims > 1 ? t->ne[1] : 1),
+                               (unsigned long long)(t->n_dims > 2 ? t->ne[2] : 1), t->n_dims,
+                               (long long)d->ne[0], (long long)d->ne[1], (long long)d->ne[2]);
         if (t->type != TYPE_F32 && t->type != TYPE_F16 && t->type != TYPE_BF16)
-            return msrnn_fail(MSRNN_ERR_UNSUPPORTED,
-                              "%s: table '%s' has type %d; tables must be f32, f16 or bf16",
-                              f->path, d->name, (int)t->type);
+            return status_fail(MSRNN_ERR_UNSUPPORTED,
+                               "%s: table '%s' has type %d; tables must be f32, f16 or bf16",
+                               f->path, d->name, (int)t->type);
     } else {
         if (t->n_dims != 2 || t->ne[0] != (uint64_t)d->ne[0] || t->ne[1] != (uint64_t)d->ne[1])
-            return msrnn_fail(MSRNN_ERR_FORMAT,
-                              "%s: tensor '%s' has shape [%llu, %llu] (%u dims), expected "
-                              "[%lld, %lld] from the hyper-parameters",
-                              f->path, d->name, (unsigned long long)t->ne[0],
-                              (unsigned long long)t->ne[1], t->n_dims, (long long)d->ne[0],
-                              (long long)d->ne[1]);
+            return status_fail(MSRNN_ERR_FORMAT,
+                               "%s: tensor '%s' has shape [%llu, %llu] (%u dims), expected "
+                               "[%lld, %lld] from the hyper-parameters",
+                               f->path, d->name, (unsigned long long)t->ne[0],
+                               (unsigned long long)t->ne[1], t->n_dims, (long long)d->ne[0],
+                               (long long)d->ne[1]);
         if (!kernels_for(t->type))
-            return msrnn_fail(MSRNN_ERR_UNSUPPORTED,
-                              "%s: tensor '%s' has type %d, which msrnn cannot compute with "
-                              "(supported: f32, f16, bf16, q8_0, q4_0)",
-                              f->path, d->name, (int)t->type);
+            return status_fail(MSRNN_ERR_UNSUPPORTED,
+                               "%s: tensor '%s' has type %d, which msrnn cannot compute with "
+                               "(supported: f32, f16, bf16, q8_0, q4_0)",
+                               f->path, d->name, (int)t->type);
     }
     w->data = t->data;
     w->type = t->type;
@@ -67,7 +67,7 @@ static msrnn_status bind(const gguf_file *f, const param_desc *d, weight *w) {
 static msrnn_status bind_weights(msrnn_model *m) {
     MSRNN_TRY(param_list_build(m->arch, &m->hp, &m->params));
     m->w = calloc((size_t)m->params.n, sizeof *m->w);
-    if (!m->w) return msrnn_fail(MSRNN_ERR_NOMEM, "out of memory binding %d tensors", m->params.n);
+    if (!m->w) return status_fail(MSRNN_ERR_NOMEM, "out of memory binding %d tensors", m->params.n);
     for (int i = 0; i < m->params.n; i++) MSRNN_TRY(bind(m->file, &m->params.p[i], &m->w[i]));
     return MSRNN_OK;
 }
@@ -78,7 +78,7 @@ static msrnn_status find_unused(msrnn_model *m) {
     if (f->n_tensors == 0) return MSRNN_OK;
     const int ckpt = gguf_find_kv(f, "msrnn.train.step") != NULL;
     uint8_t *used = calloc(f->n_tensors, 1);
-    if (!used) return msrnn_fail(MSRNN_ERR_NOMEM, "out of memory");
+    if (!used) return status_fail(MSRNN_ERR_NOMEM, "out of memory");
     for (int k = 0; k < m->params.n; k++) { /* every one is there: bind_weights checked */
         const gguf_tensor *t = gguf_find_tensor(f, m->params.p[k].name);
         if (t) used[t - f->tensors] = 1;
@@ -92,7 +92,7 @@ static msrnn_status find_unused(msrnn_model *m) {
         if (!m->unused) m->unused = calloc(f->n_tensors, sizeof *m->unused);
         char *copy = m->unused ? malloc(name.len + 1) : NULL;
         if (!copy) {
-            st = msrnn_fail(MSRNN_ERR_NOMEM, "out of memory");
+            st = status_fail(MSRNN_ERR_NOMEM, "out of memory");
             break;
         }
         memcpy(copy, name.ptr, name.len);
@@ -106,7 +106,7 @@ static msrnn_status find_unused(msrnn_model *m) {
 msrnn_status msrnn_model_open(const char *path, msrnn_model **out) {
     *out = NULL;
     msrnn_model *m = calloc(1, sizeof *m);
-    if (!m) return msrnn_fail(MSRNN_ERR_NOMEM, "out of memory");
+    if (!m) return status_fail(MSRNN_ERR_NOMEM, "out of memory");
     msrnn_status st = gguf_open(path, &m->file);
     if (st == MSRNN_OK) st = arch_read_hparams(m->file, &m->arch, &m->hp);
     if (st == MSRNN_OK) st = bind_weights(m);
@@ -130,10 +130,10 @@ msrnn_status msrnn_model_open(const char *path, msrnn_model **out) {
         eos < (uint32_t)info->n_vocab)
         info->eos_id = (int)eos;
     if (m->tok && spm_n_vocab(m->tok) > info->n_vocab) {
-        msrnn_status e = msrnn_fail(MSRNN_ERR_FORMAT,
-                                    "%s: the tokenizer has %d tokens but the "
-                                    "model only %d",
-                                    m->file->path, spm_n_vocab(m->tok), info->n_vocab);
+        msrnn_status e = status_fail(MSRNN_ERR_FORMAT,
+                                     "%s: the tokenizer has %d tokens but the "
+                                     "model only %d",
+                                     m->file->path, spm_n_vocab(m->tok), info->n_vocab);
         msrnn_model_close(m);
         return e;
     }
@@ -167,7 +167,7 @@ const char *msrnn_model_unused_name(const msrnn_model *m, int i) {
 msrnn_status msrnn_tokenize(const msrnn_model *m, const char *text, size_t len, int add_bos,
                             int32_t *ids, size_t cap, size_t *n_out) {
     if (!m->tok)
-        return msrnn_fail(MSRNN_ERR_UNSUPPORTED, "%s: the file has no tokenizer", m->file->path);
+        return status_fail(MSRNN_ERR_UNSUPPORTED, "%s: the file has no tokenizer", m->file->path);
     return spm_encode(m->tok, text, len, add_bos, ids, cap, n_out);
 }
 

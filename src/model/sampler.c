@@ -29,20 +29,20 @@ msrnn_sampler_params msrnn_sampler_default_params(void) {
 msrnn_status msrnn_sampler_open(const msrnn_sampler_params *p, int n_vocab, msrnn_sampler **out) {
     *out = NULL;
     if (n_vocab <= 0 || n_vocab > (1 << 24))
-        return msrnn_fail(MSRNN_ERR_INVALID, "sampler: vocabulary size %d", n_vocab);
+        return status_fail(MSRNN_ERR_INVALID, "sampler: vocabulary size %d", n_vocab);
     if (!(p->temperature == p->temperature) || !(p->top_p >= 0) || !(p->min_p <= 1) ||
         !(p->repeat_penalty > 0) || p->repeat_last_n < 0)
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "sampler: temperature %g, top-p %g, min-p %g, "
-                          "repeat penalty %g (must be > 0), repeat-last-n %d (must be >= 0)",
-                          p->temperature, p->top_p, p->min_p, p->repeat_penalty, p->repeat_last_n);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "sampler: temperature %g, top-p %g, min-p %g, "
+                           "repeat penalty %g (must be > 0), repeat-last-n %d (must be >= 0)",
+                           p->temperature, p->top_p, p->min_p, p->repeat_penalty, p->repeat_last_n);
     msrnn_sampler *s = calloc(1, sizeof *s);
-    if (!s) return msrnn_fail(MSRNN_ERR_NOMEM, "sampler: out of memory");
+    if (!s) return status_fail(MSRNN_ERR_NOMEM, "sampler: out of memory");
     s->logits = malloc((size_t)n_vocab * sizeof *s->logits);
     s->cands = malloc((size_t)n_vocab * sizeof *s->cands);
     if (!s->logits || !s->cands) {
         msrnn_sampler_close(s);
-        return msrnn_fail(MSRNN_ERR_NOMEM, "sampler: out of memory");
+        return status_fail(MSRNN_ERR_NOMEM, "sampler: out of memory");
     }
     s->p = *p;
     s->n_vocab = n_vocab;

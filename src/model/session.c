@@ -41,7 +41,9 @@ typedef struct {
 
 struct msrnn_session {
     msrnn_model *model;
-    msrnn_session_params params;
+    msrnn_session_params params; /* params.memory points at memory_name: the caller's string need
+                                    not outlive msrnn_session_open */
+    char memory_name[32];
     int64_t n_past;
     void *mixer_state, *ffn_state;
     float *logits; /* (V) the last token's */
@@ -99,8 +101,8 @@ static msrnn_status batch_ws_open(const msrnn_model *m, int n_batch, int n_threa
     memset(ws, 0, sizeof *ws);
     ws->slab = carve(sizes, WS_N_BUF, ptr, &ws->bytes);
     if (!ws->slab)
-        return msrnn_fail(MSRNN_ERR_NOMEM,
-                          "session: cannot allocate the batch workspace (%d tokens)", n_batch);
+        return status_fail(MSRNN_ERR_NOMEM,
+                           "session: cannot allocate the batch workspace (%d tokens)", n_batch);
     ws->n_batch = n_batch, ws->n_threads = n_threads;
     ws->x = ptr[0], ws->xn = ptr[1], ws->out = ptr[2], ws->mixer_work = ptr[3];
     ws->ffn_work = ptr[4], ws->scratch = ptr[5], ws->pos = ptr[6];
@@ -125,9 +127,9 @@ static msrnn_status session_plan(const msrnn_model *m, const msrnn_session_param
     if (p.n_batch == 0) p.n_batch = 512;
     if (batch_only) p.n_batch = -1;
     if (p.n_threads > 1024 || p.n_batch > (1 << 16) || p.n_ctx > (1 << 28))
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "session: n_threads %d, n_batch %d or n_ctx %d is absurd", p.n_threads,
-                          p.n_batch, p.n_ctx);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "session: n_threads %d, n_batch %d or n_ctx %d is absurd", p.n_threads,
+                           p.n_batch, p.n_ctx);
     if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
     if (!p.memory) p.memory = "full";
     const part_kind *mixer = m->arch->mixer, *ffn = m->arch->ffn;
@@ -141,6 +143,10 @@ static msrnn_status session_plan(const msrnn_model *m, const msrnn_session_param
     *total = slab_bytes(state_sizes, 3) + (batch_only ? 0 : slab_bytes(ws, WS_N_BUF));
     *out = p;
     return MSRNN_OK;
+}
+
+int msrnn_memory_is_bounded(const msrnn_model *m, const msrnn_session_params *p) {
+    return model_memory_bounded(m, p);
 }
 
 int model_memory_bounded(const msrnn_model *m, const msrnn_session_params *pp) {
@@ -184,14 +190,14 @@ msrnn_status msrnn_session_open(msrnn_model *m, const msrnn_session_params *pp,
     const part_kind *mixer = m->arch->mixer, *ffn = m->arch->ffn;
 
     msrnn_session *s = calloc(1, sizeof *s);
-    if (!s) return msrnn_fail(MSRNN_ERR_NOMEM, "session: out of memory");
+    if (!s) return status_fail(MSRNN_ERR_NOMEM, "session: out of memory");
     void *ptr[3];
     s->state_slab = carve(sizes, 3, ptr, &s->state_bytes);
     msrnn_status st = s->state_slab ? MSRNN_OK
-                                    : msrnn_fail(MSRNN_ERR_NOMEM,
-                                                 "session: cannot allocate %zu bytes of state "
-                                                 "(context %d)",
-                                                 sizes[0] + sizes[1], p.n_ctx);
+                                    : status_fail(MSRNN_ERR_NOMEM,
+                                                  "session: cannot allocate %zu bytes of state "
+                                                  "(context %d)",
+                                                  sizes[0] + sizes[1], p.n_ctx);
     if (st == MSRNN_OK && p.n_batch > 0) st = batch_ws_open(m, p.n_batch, p.n_threads, &s->ws);
     if (st != MSRNN_OK) {
         msrnn_session_close(s);
@@ -199,6 +205,8 @@ msrnn_status msrnn_session_open(msrnn_model *m, const msrnn_session_params *pp,
     }
     s->model = m;
     s->params = p;
+    snprintf(s->memory_name, sizeof s->memory_name, "%s", p.memory);
+    s->params.memory = s->memory_name;
     s->mixer_state = ptr[0], s->ffn_state = ptr[1], s->logits = ptr[2];
     mixer->state_init(s->mixer_state, hp, &p);
     ffn->state_init(s->ffn_state, hp, &p);
@@ -333,15 +341,15 @@ static msrnn_status eval_batch(msrnn_session *s, const int32_t *tokens, int n, f
 static msrnn_status check_feed(const msrnn_session *s, const int32_t *tokens, int n,
                                const char *what) {
     const msrnn_model_info *in = &s->model->hp.info;
-    if (n <= 0 || !tokens) return msrnn_fail(MSRNN_ERR_INVALID, "%s: %d tokens", what, n);
+    if (n <= 0 || !tokens) return status_fail(MSRNN_ERR_INVALID, "%s: %d tokens", what, n);
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= in->n_vocab)
-            return msrnn_fail(MSRNN_ERR_INVALID,
-                              "%s: token %d at index %d is outside the vocabulary [0, %d)", what,
-                              tokens[i], i, in->n_vocab);
+            return status_fail(MSRNN_ERR_INVALID,
+                               "%s: token %d at index %d is outside the vocabulary [0, %d)", what,
+                               tokens[i], i, in->n_vocab);
     if (!session_bounded(s) && s->n_past + n > s->params.n_ctx)
-        return msrnn_fail(MSRNN_ERR_FULL, "%s: %d tokens after %lld exceed the context of %d", what,
-                          n, (long long)s->n_past, s->params.n_ctx);
+        return status_fail(MSRNN_ERR_FULL, "%s: %d tokens after %lld exceed the context of %d",
+                           what, n, (long long)s->n_past, s->params.n_ctx);
     return MSRNN_OK;
 }
 
@@ -349,9 +357,10 @@ msrnn_status msrnn_session_eval(msrnn_session *s, const int32_t *tokens, int n, 
     const msrnn_model_info *in = &s->model->hp.info;
     MSRNN_TRY(check_feed(s, tokens, n, "eval"));
     if (s->params.n_batch < 0)
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "eval: the session was opened without a workspace (n_batch < 0); advance "
-                          "it with msrnn_batch_eval");
+        return status_fail(
+            MSRNN_ERR_INVALID,
+            "eval: the session was opened without a workspace (n_batch < 0); advance "
+            "it with msrnn_batch_eval");
     kernels_set_threads(s->params.n_threads);
     for (int i = 0; i < n; i += s->params.n_batch) {
         int nb = n - i < s->params.n_batch ? n - i : s->params.n_batch;
@@ -378,10 +387,10 @@ msrnn_status msrnn_batch_open(msrnn_model *m, int n_tokens, int n_threads, msrnn
     if (n_tokens <= 0) n_tokens = 512;
     if (n_threads <= 0) n_threads = omp_get_num_procs();
     if (n_tokens > (1 << 16) || n_threads > 1024)
-        return msrnn_fail(MSRNN_ERR_INVALID, "batch: n_tokens %d or n_threads %d is absurd",
-                          n_tokens, n_threads);
+        return status_fail(MSRNN_ERR_INVALID, "batch: n_tokens %d or n_threads %d is absurd",
+                           n_tokens, n_threads);
     msrnn_batch *b = calloc(1, sizeof *b);
-    if (!b) return msrnn_fail(MSRNN_ERR_NOMEM, "batch: out of memory");
+    if (!b) return status_fail(MSRNN_ERR_NOMEM, "batch: out of memory");
     const size_t V = (size_t)m->hp.info.n_vocab;
     b->model = m;
     b->seq_start = malloc(((size_t)n_tokens + 1) * sizeof(int));
@@ -390,7 +399,7 @@ msrnn_status msrnn_batch_open(msrnn_model *m, int n_tokens, int n_threads, msrnn
     b->head_buf = malloc(HEAD_ROWS * V * sizeof(float));
     msrnn_status st = b->seq_start && b->mixer_state && b->ffn_state && b->head_buf
                           ? batch_ws_open(m, n_tokens, n_threads, &b->ws)
-                          : msrnn_fail(MSRNN_ERR_NOMEM, "batch: out of memory");
+                          : status_fail(MSRNN_ERR_NOMEM, "batch: out of memory");
     if (st != MSRNN_OK) {
         msrnn_batch_close(b);
         return st;
@@ -416,26 +425,26 @@ size_t msrnn_batch_bytes(const msrnn_batch *b) { return b->bytes; }
 msrnn_status msrnn_batch_eval(msrnn_batch *b, msrnn_session *const *sessions,
                               const int32_t *const *tokens, const int *n_tokens, int n_seq) {
     if (n_seq <= 0 || !sessions || !tokens || !n_tokens)
-        return msrnn_fail(MSRNN_ERR_INVALID, "batch: %d sequences", n_seq);
+        return status_fail(MSRNN_ERR_INVALID, "batch: %d sequences", n_seq);
     int64_t total = 0;
     char what[48];
     for (int i = 0; i < n_seq; i++) {
         snprintf(what, sizeof what, "batch: sequence %d", i);
-        if (!sessions[i]) return msrnn_fail(MSRNN_ERR_INVALID, "%s: no session", what);
+        if (!sessions[i]) return status_fail(MSRNN_ERR_INVALID, "%s: no session", what);
         if (sessions[i]->model != b->model)
-            return msrnn_fail(MSRNN_ERR_INVALID, "%s: the session is of another model", what);
+            return status_fail(MSRNN_ERR_INVALID, "%s: the session is of another model", what);
         for (int j = 0; j < i; j++)
             if (sessions[j] == sessions[i])
-                return msrnn_fail(MSRNN_ERR_INVALID,
-                                  "%s: the same session as sequence %d (each may appear once)",
-                                  what, j);
+                return status_fail(MSRNN_ERR_INVALID,
+                                   "%s: the same session as sequence %d (each may appear once)",
+                                   what, j);
         MSRNN_TRY(check_feed(sessions[i], tokens[i], n_tokens[i], what));
         total += n_tokens[i];
     }
     if (total > b->ws.n_batch)
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "batch: %lld tokens, more than the %d the batch was opened for",
-                          (long long)total, b->ws.n_batch);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "batch: %lld tokens, more than the %d the batch was opened for",
+                           (long long)total, b->ws.n_batch);
     kernels_set_threads(b->ws.n_threads);
     return forward(b->model, &b->ws, sessions, tokens, n_tokens, n_seq, b->seq_start,
                    b->mixer_state, b->ffn_state, b->head_buf, NULL);
@@ -552,29 +561,29 @@ msrnn_status msrnn_session_save(const msrnn_session *s, const char *path) {
 /* A field of the file that must equal the session's, else an error naming it. */
 #define SAME_INT(field, name)                                                                      \
     if (fh.field != want.field)                                                                    \
-        return msrnn_fail(MSRNN_ERR_INVALID, "%s: saved with %s %lld, the session has %lld", path, \
-                          name, (long long)fh.field, (long long)want.field);
+        return status_fail(MSRNN_ERR_INVALID, "%s: saved with %s %lld, the session has %lld",      \
+                           path, name, (long long)fh.field, (long long)want.field);
 
 static msrnn_status load_checked(msrnn_session *s, const char *path, int fd, uint64_t size,
                                  uint8_t **data_out) {
     const session_header want = header_of(s);
     session_header fh;
     if (size < sizeof fh)
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: %llu bytes, too short for a saved session", path,
-                          (unsigned long long)size);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: %llu bytes, too short for a saved session", path,
+                           (unsigned long long)size);
     if (pread(fd, &fh, sizeof fh, 0) != (ssize_t)sizeof fh)
-        return msrnn_fail(MSRNN_ERR_IO, "%s: cannot read the header", path);
+        return status_fail(MSRNN_ERR_IO, "%s: cannot read the header", path);
     if (memcmp(fh.magic, SESSION_MAGIC, 8))
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: not a saved msrnn session (bad magic)", path);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: not a saved msrnn session (bad magic)", path);
     if (fh.version != SESSION_VERSION || fh.header_bytes != sizeof fh)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: saved session version %u (header %u bytes); this msrnn reads "
-                          "version %d (%zu bytes)",
-                          path, fh.version, fh.header_bytes, SESSION_VERSION, sizeof fh);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: saved session version %u (header %u bytes); this msrnn reads "
+                           "version %d (%zu bytes)",
+                           path, fh.version, fh.header_bytes, SESSION_VERSION, sizeof fh);
     fh.arch[sizeof fh.arch - 1] = fh.memory[sizeof fh.memory - 1] = 0;
     if (strcmp(fh.arch, want.arch))
-        return msrnn_fail(MSRNN_ERR_INVALID, "%s: saved from a '%s' model, the session's is '%s'",
-                          path, fh.arch, want.arch);
+        return status_fail(MSRNN_ERR_INVALID, "%s: saved from a '%s' model, the session's is '%s'",
+                           path, fh.arch, want.arch);
     SAME_INT(n_vocab, "n_vocab")
     SAME_INT(dim, "dim")
     SAME_INT(n_layers, "n_layers")
@@ -584,50 +593,50 @@ static msrnn_status load_checked(msrnn_session *s, const char *path, int fd, uin
     SAME_INT(ffn_dim, "ffn_dim")
     SAME_INT(weight_bytes, "weight bytes")
     if (fh.weight_sum != want.weight_sum)
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "%s: saved from a model with other weights (the same shapes, another "
-                          "checksum)",
-                          path);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "%s: saved from a model with other weights (the same shapes, another "
+                           "checksum)",
+                           path);
     if (strcmp(fh.memory, want.memory))
-        return msrnn_fail(MSRNN_ERR_INVALID, "%s: saved with memory '%s', the session has '%s'",
-                          path, fh.memory, want.memory);
+        return status_fail(MSRNN_ERR_INVALID, "%s: saved with memory '%s', the session has '%s'",
+                           path, fh.memory, want.memory);
     SAME_INT(kv_size, "kv_size")
     SAME_INT(sinks, "kv_sinks")
     SAME_INT(clusters, "kv_clusters")
     SAME_INT(kv_f16, "kv_f16")
     if (memcmp(&fh.merge_bias, &want.merge_bias, sizeof(float)))
-        return msrnn_fail(MSRNN_ERR_INVALID, "%s: saved with kv_merge_bias %g, the session has %g",
-                          path, (double)fh.merge_bias, (double)want.merge_bias);
+        return status_fail(MSRNN_ERR_INVALID, "%s: saved with kv_merge_bias %g, the session has %g",
+                           path, (double)fh.merge_bias, (double)want.merge_bias);
     SAME_INT(mixer_bytes, "a memory state of bytes (another n_ctx or layout)")
     SAME_INT(ffn_bytes, "an FFN state of bytes")
     SAME_INT(logits_bytes, "logits of bytes")
     const uint64_t data = fh.mixer_bytes + fh.ffn_bytes + fh.logits_bytes;
     if (size != sizeof fh + data)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: %llu bytes, expected %llu (header %zu + state %llu): truncated or "
-                          "padded",
-                          path, (unsigned long long)size, (unsigned long long)(sizeof fh + data),
-                          sizeof fh, (unsigned long long)data);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: %llu bytes, expected %llu (header %zu + state %llu): truncated or "
+                           "padded",
+                           path, (unsigned long long)size, (unsigned long long)(sizeof fh + data),
+                           sizeof fh, (unsigned long long)data);
     if (fh.n_past < 0 || (!session_bounded(s) && fh.n_past > s->params.n_ctx))
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: position %lld is out of range", path,
-                          (long long)fh.n_past);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: position %lld is out of range", path,
+                           (long long)fh.n_past);
     uint8_t *buf = malloc(data ? data : 1);
     if (!buf)
-        return msrnn_fail(MSRNN_ERR_NOMEM, "%s: cannot allocate %llu bytes", path,
-                          (unsigned long long)data);
+        return status_fail(MSRNN_ERR_NOMEM, "%s: cannot allocate %llu bytes", path,
+                           (unsigned long long)data);
     for (uint64_t got = 0; got < data;) {
         const ssize_t r = pread(fd, buf + got, data - got, (off_t)(sizeof fh + got));
         if (r <= 0) {
             free(buf);
-            return msrnn_fail(MSRNN_ERR_IO, "%s: read failed after %llu bytes", path,
-                              (unsigned long long)got);
+            return status_fail(MSRNN_ERR_IO, "%s: read failed after %llu bytes", path,
+                               (unsigned long long)got);
         }
         got += (uint64_t)r;
     }
     if (checksum(CHECKSUM_SEED, buf, data) != fh.data_sum) {
         free(buf);
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: the state's checksum does not match (corrupt)",
-                          path);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: the state's checksum does not match (corrupt)",
+                           path);
     }
     s->n_past = fh.n_past;
     *data_out = buf;

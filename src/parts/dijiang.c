@@ -165,15 +165,15 @@ static msrnn_status dj_read_keys(const gguf_file *f, const char *arch, hparams *
     uint32_t m = (uint32_t)hp->info.head_dim;
     MSRNN_TRY(gguf_get_u32(f, key, 0, &m));
     if (m < 1 || m > MAX_FEATURES)
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: %s = %u is out of range [1, %d]", f->path, key, m,
-                          MAX_FEATURES);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: %s = %u is out of range [1, %d]", f->path, key, m,
+                           MAX_FEATURES);
     hp->features = (int)m;
     snprintf(key, sizeof key, "%s.attention.group_norm_epsilon", arch);
     hp->gn_eps = 1e-5f;
     MSRNN_TRY(gguf_get_f32(f, key, 0, &hp->gn_eps));
     if (!(hp->gn_eps >= 0) || !isfinite(hp->gn_eps))
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: %s = %g must be finite and >= 0", f->path, key,
-                          hp->gn_eps);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: %s = %g must be finite and >= 0", f->path, key,
+                           hp->gn_eps);
     /* γ must lie in (0, 1); a missing or misshapen tensor is reported when it is bound */
     for (int l = 0; l < hp->info.n_layers; l++) {
         char name[64];
@@ -184,10 +184,10 @@ static msrnn_status dj_read_keys(const gguf_file *f, const char *arch, hparams *
             float g;
             memcpy(&g, (const uint8_t *)t->data + 4 * (size_t)h, 4);
             if (!(g > 0.0f && g < 1.0f))
-                return msrnn_fail(MSRNN_ERR_FORMAT,
-                                  "%s: tensor '%s' holds %g for head %d; a decay must lie in "
-                                  "(0, 1)",
-                                  f->path, name, g, h);
+                return status_fail(MSRNN_ERR_FORMAT,
+                                   "%s: tensor '%s' holds %g for head %d; a decay must lie in "
+                                   "(0, 1)",
+                                   f->path, name, g, h);
         }
     }
     return MSRNN_OK;
@@ -266,14 +266,14 @@ static float *state_S(const dj_state *s, int layer, int h) {
 static msrnn_status dj_check(const hparams *hp, const msrnn_session_params *p) {
     (void)hp;
     if (p->memory && strcmp(p->memory, "full") && strcmp(p->memory, "dijiang"))
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "memory '%s': a dijiang model's memory is its own (a fixed recurrent "
-                          "state per head); leave the memory unset or 'dijiang'",
-                          p->memory);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "memory '%s': a dijiang model's memory is its own (a fixed recurrent "
+                           "state per head); leave the memory unset or 'dijiang'",
+                           p->memory);
     if (p->kv_f16)
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "a dijiang model keeps no KV cache (kv_f16 / --kv-type f16 does not "
-                          "apply)");
+        return status_fail(MSRNN_ERR_INVALID,
+                           "a dijiang model keeps no KV cache (kv_f16 / --kv-type f16 does not "
+                           "apply)");
     return MSRNN_OK;
 }
 

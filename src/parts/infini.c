@@ -86,8 +86,8 @@ static msrnn_status in_read_keys(const gguf_file *f, const char *arch, hparams *
     uint32_t n = 0;
     MSRNN_TRY(gguf_get_u32(f, key, 1, &n));
     if (n < 1 || n > MAX_SEGMENT)
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: %s = %u is out of range [1, %d]", f->path, key, n,
-                          MAX_SEGMENT);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: %s = %u is out of range [1, %d]", f->path, key, n,
+                           MAX_SEGMENT);
     hp->segment = (int)n;
     snprintf(key, sizeof key, "%s.memory_rule", arch);
     gguf_str rule;
@@ -97,8 +97,8 @@ static msrnn_status in_read_keys(const gguf_file *f, const char *arch, hparams *
     else if (gguf_str_eq(rule, "delta"))
         hp->memory_rule = MEMORY_RULE_DELTA;
     else
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: %s is '%.*s'; expected 'linear' or 'delta'",
-                          f->path, key, (int)(rule.len > 32 ? 32 : rule.len), rule.ptr);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: %s is '%.*s'; expected 'linear' or 'delta'",
+                           f->path, key, (int)(rule.len > 32 ? 32 : rule.len), rule.ptr);
     return MSRNN_OK;
 }
 
@@ -179,14 +179,14 @@ static head_mem head_of(const infini_state *s, int layer, int g) {
 static msrnn_status in_check(const hparams *hp, const msrnn_session_params *p) {
     (void)hp;
     if (p->memory && strcmp(p->memory, "full") && strcmp(p->memory, "infini"))
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "memory '%s': an infini model's memory is its own (segment attention "
-                          "plus a compressive memory); leave the memory unset or 'infini'",
-                          p->memory);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "memory '%s': an infini model's memory is its own (segment attention "
+                           "plus a compressive memory); leave the memory unset or 'infini'",
+                           p->memory);
     if (p->kv_f16)
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "an infini model keeps its segment's keys and values in f32 "
-                          "(kv_f16 / --kv-type f16 is not supported)");
+        return status_fail(MSRNN_ERR_INVALID,
+                           "an infini model keeps its segment's keys and values in f32 "
+                           "(kv_f16 / --kv-type f16 is not supported)");
     return MSRNN_OK;
 }
 

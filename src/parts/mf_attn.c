@@ -28,8 +28,8 @@ static msrnn_status get_bits(const gguf_file *f, const char *arch, const char *w
     uint32_t v = (uint32_t)*out;
     MSRNN_TRY(gguf_get_u32(f, key, required, &v));
     if (v < 1 || v > MEM_MAX_BITS)
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: %s = %u is out of range [1, %d]", f->path, key, v,
-                          MEM_MAX_BITS);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: %s = %u is out of range [1, %d]", f->path, key, v,
+                           MEM_MAX_BITS);
     *out = (int)v;
     return MSRNN_OK;
 }
@@ -48,36 +48,36 @@ static msrnn_status mf_read_keys(const gguf_file *f, const char *arch, hparams *
     else if (gguf_str_eq(wt, "code"))
         hp->weighting = MEM_WEIGHT_CODE;
     else
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: %s is '%.*s'; expected 'paper' or 'code'", f->path,
-                          key, (int)(wt.len > 32 ? 32 : wt.len), wt.ptr);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: %s is '%.*s'; expected 'paper' or 'code'",
+                           f->path, key, (int)(wt.len > 32 ? 32 : wt.len), wt.ptr);
     hp->temperature = 1.0f;
     snprintf(key, sizeof key, "%s.temperature", arch);
     MSRNN_TRY(gguf_get_f32(f, key, 0, &hp->temperature));
     if (!(hp->temperature > 0) || !isfinite(hp->temperature))
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: %s = %g must be a positive number", f->path, key,
-                          (double)hp->temperature);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: %s = %g must be a positive number", f->path, key,
+                           (double)hp->temperature);
     hp->ln_eps = 1e-5f;
     snprintf(key, sizeof key, "%s.attention.layer_norm_epsilon", arch);
     MSRNN_TRY(gguf_get_f32(f, key, 0, &hp->ln_eps));
     if (!(hp->ln_eps >= 0) || !isfinite(hp->ln_eps))
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: %s = %g must be a number >= 0", f->path, key,
-                          (double)hp->ln_eps);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: %s = %g must be a number >= 0", f->path, key,
+                           (double)hp->ln_eps);
     if (in->n_kv_heads != in->n_heads)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: memoryformer is multi-head attention only: head_count_kv %d must "
-                          "equal head_count %d",
-                          f->path, in->n_kv_heads, in->n_heads);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: memoryformer is multi-head attention only: head_count_kv %d must "
+                           "equal head_count %d",
+                           f->path, in->n_kv_heads, in->n_heads);
     if (in->dim % hp->hash_bits)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: embedding_length %d is not a multiple of %s.hash_bits %d", f->path,
-                          in->dim, arch, hp->hash_bits);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: embedding_length %d is not a multiple of %s.hash_bits %d", f->path,
+                           in->dim, arch, hp->hash_bits);
     const int F = in->dim / hp->hash_bits * hp->block_hash_bits;
     if (in->ffn_dim && in->ffn_dim != F)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: %s.feed_forward_length %d must be the block's width K·τ₂ = %d / %d "
-                          "· %d = %d",
-                          f->path, arch, in->ffn_dim, in->dim, hp->hash_bits, hp->block_hash_bits,
-                          F);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: %s.feed_forward_length %d must be the block's width K·τ₂ = %d / %d "
+                           "· %d = %d",
+                           f->path, arch, in->ffn_dim, in->dim, hp->hash_bits, hp->block_hash_bits,
+                           F);
     in->ffn_dim = F;
     /* the optional biases: present in layer 0 means present in every layer (bind checks) */
     hp->mf_biases = (gguf_find_tensor(f, "blk.0.attn_qkv_bias") ? MF_BIAS_QKV : 0) |

@@ -290,8 +290,8 @@ static msrnn_status kv_attend(memory *m, int layer, int n, const float *q, const
     const memory_shape *s = &m->shape;
     const layout L = layout_of(m);
     if (!m->policy && count_of(m, &L, layer)[0] + n > L.slots)
-        return msrnn_fail(MSRNN_ERR_FULL, "the KV cache holds %d tokens and %d more do not fit",
-                          L.slots, n);
+        return status_fail(MSRNN_ERR_FULL, "the KV cache holds %d tokens and %d more do not fit",
+                           L.slots, n);
     if (!m->policy && s->batched_attention && !s->kv_f16 && n >= 8) {
         attend_batched(m, &L, layer, n, q, k, v, pos, out);
         return MSRNN_OK;
@@ -393,32 +393,32 @@ msrnn_status kv_cache_check(const hparams *hp, const msrnn_session_params *p) {
     const char *name = p->memory ? p->memory : "full";
     const kv_policy *policy;
     if (kv_policy_find(name, &policy))
-        return msrnn_fail(MSRNN_ERR_INVALID, "unknown memory '%s' (%s)", name, kv_policy_names());
+        return status_fail(MSRNN_ERR_INVALID, "unknown memory '%s' (%s)", name, kv_policy_names());
     if (!policy) return MSRNN_OK;
     const int sinks = kv_params_sinks(p);
     if (p->kv_size < 1 || p->kv_size > (1 << 24))
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "memory '%s' needs a budget (kv_size) in [1, 2^24], got %d", name,
-                          p->kv_size);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "memory '%s' needs a budget (kv_size) in [1, 2^24], got %d", name,
+                           p->kv_size);
     if (policy == &policy_sink && p->kv_size < kv_policy_min_size(policy, p))
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "memory 'sink': the budget %d must exceed the %d sink tokens", p->kv_size,
-                          sinks);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "memory 'sink': the budget %d must exceed the %d sink tokens",
+                           p->kv_size, sinks);
     const kv_summary *sm = policy->summary;
     if (sm && sm->clusters && (p->kv_clusters < 0 || p->kv_clusters > 64))
-        return msrnn_fail(MSRNN_ERR_INVALID, "memory '%s': %d clusters, expected 1 to 64", name,
-                          p->kv_clusters);
+        return status_fail(MSRNN_ERR_INVALID, "memory '%s': %d clusters, expected 1 to 64", name,
+                           p->kv_clusters);
     const int summary_entries = kv_policy_summary_entries(policy, p);
     if (sm && p->kv_size < kv_policy_min_size(policy, p))
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "memory '%s': the budget %d must hold the %d sink tokens, the summary's "
-                          "%d entries and at least one recent token (>= %d)",
-                          name, p->kv_size, sinks, summary_entries, sinks + summary_entries + 1);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "memory '%s': the budget %d must hold the %d sink tokens, the summary's "
+                           "%d entries and at least one recent token (>= %d)",
+                           name, p->kv_size, sinks, summary_entries, sinks + summary_entries + 1);
     if (policy->summary && (isnan(p->kv_merge_bias) || p->kv_merge_bias > 1e4f))
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "memory '%s': the summary's bias %g is not a number below 1e4 (-inf "
-                          "is allowed)",
-                          name, (double)p->kv_merge_bias);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "memory '%s': the summary's bias %g is not a number below 1e4 (-inf "
+                           "is allowed)",
+                           name, (double)p->kv_merge_bias);
     return MSRNN_OK;
 }
 

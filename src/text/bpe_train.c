@@ -291,9 +291,9 @@ static msrnn_status make_chunks(const bpe_train_params *p, const bpe_text *texts
         if (len == 0) continue;
         if (!s || len > UINT32_MAX) { /* a word's length is a uint32 */
             free(ch);
-            return msrnn_fail(MSRNN_ERR_INVALID,
-                              "tokenizer training: text %zu is %s (at most 4 GiB each)", k,
-                              s ? "too long" : "NULL");
+            return status_fail(MSRNN_ERR_INVALID,
+                               "tokenizer training: text %zu is %s (at most 4 GiB each)", k,
+                               s ? "too long" : "NULL");
         }
         if (p->max_chars) { /* cut at the first character past the budget */
             size_t i = 0, cl;
@@ -315,7 +315,7 @@ static msrnn_status make_chunks(const bpe_train_params *p, const bpe_text *texts
                 chunk *c2 = realloc(ch, nc * sizeof *c2);
                 if (!c2) {
                     free(ch);
-                    return msrnn_fail(MSRNN_ERR_NOMEM, "tokenizer training: out of memory");
+                    return status_fail(MSRNN_ERR_NOMEM, "tokenizer training: out of memory");
                 }
                 ch = c2, cap = nc;
             }
@@ -347,7 +347,7 @@ static void merge_tables(word_table *tables, int n) {
  * characters. */
 static msrnn_status choose_alphabet(bpe_counts *c, const int64_t never[128]) {
     int64_t *count = calloc(N_CODEPOINTS, sizeof *count);
-    if (!count) return msrnn_fail(MSRNN_ERR_NOMEM, "tokenizer training: out of memory");
+    if (!count) return status_fail(MSRNN_ERR_NOMEM, "tokenizer training: out of memory");
     for (int k = 0; k < 128; k++) count[k] += never[k];
     for (size_t w = 0; w < c->n_words; w++) {
         const uint8_t *s = (const uint8_t *)c->arena + c->words[w].off;
@@ -364,7 +364,7 @@ static msrnn_status choose_alphabet(bpe_counts *c, const int64_t never[128]) {
     uint32_t *chars = malloc(((size_t)n_distinct + 1) * sizeof *chars);
     if (!chars) {
         free(count);
-        return msrnn_fail(MSRNN_ERR_NOMEM, "tokenizer training: out of memory");
+        return status_fail(MSRNN_ERR_NOMEM, "tokenizer training: out of memory");
     }
     int n = 0;
     for (uint32_t cp = 0; cp < N_CODEPOINTS; cp++)
@@ -399,11 +399,11 @@ msrnn_status bpe_count_words(const bpe_train_params *p, const bpe_text *texts, s
     *out = NULL;
     if (!p || !(p->character_coverage > 0 && p->character_coverage <= 1) ||
         p->max_piece_chars < 2 || p->max_piece_chars > 256 || (n_texts && !texts))
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "tokenizer training: character coverage must be in (0, 1] and the "
-                          "longest piece 2..256 characters");
+        return status_fail(MSRNN_ERR_INVALID,
+                           "tokenizer training: character coverage must be in (0, 1] and the "
+                           "longest piece 2..256 characters");
     bpe_counts *c = calloc(1, sizeof *c);
-    if (!c) return msrnn_fail(MSRNN_ERR_NOMEM, "tokenizer training: out of memory");
+    if (!c) return status_fail(MSRNN_ERR_NOMEM, "tokenizer training: out of memory");
     c->p = *p;
     chunk *chunks = NULL;
     size_t n_chunks = 0;
@@ -414,8 +414,8 @@ msrnn_status bpe_count_words(const bpe_train_params *p, const bpe_text *texts, s
     }
     if (n_chunks == 0) {
         bpe_counts_free(c);
-        return msrnn_fail(MSRNN_ERR_INVALID, "tokenizer training: no text (%zu empty inputs)",
-                          n_texts);
+        return status_fail(MSRNN_ERR_INVALID, "tokenizer training: no text (%zu empty inputs)",
+                           n_texts);
     }
 
     int nt = p->n_threads > 0 ? p->n_threads : omp_get_max_threads();
@@ -424,7 +424,7 @@ msrnn_status bpe_count_words(const bpe_train_params *p, const bpe_text *texts, s
     if (!tables) {
         free(chunks);
         bpe_counts_free(c);
-        return msrnn_fail(MSRNN_ERR_NOMEM, "tokenizer training: out of memory");
+        return status_fail(MSRNN_ERR_NOMEM, "tokenizer training: out of memory");
     }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
     for (size_t k = 0; k < n_chunks; k++)
@@ -453,7 +453,7 @@ msrnn_status bpe_count_words(const bpe_train_params *p, const bpe_text *texts, s
     free(tables);
     if (failed) {
         bpe_counts_free(c);
-        return msrnn_fail(MSRNN_ERR_NOMEM, "tokenizer training: out of memory counting words");
+        return status_fail(MSRNN_ERR_NOMEM, "tokenizer training: out of memory counting words");
     }
 
     st = choose_alphabet(c, never);
@@ -838,13 +838,13 @@ static msrnn_status vocab_alloc(bpe_vocab *v, int n) {
     v->scores = calloc((size_t)n, sizeof *v->scores);
     v->types = calloc((size_t)n, sizeof *v->types);
     if (!v->pieces || !v->lens || !v->scores || !v->types)
-        return msrnn_fail(MSRNN_ERR_NOMEM, "tokenizer training: out of memory");
+        return status_fail(MSRNN_ERR_NOMEM, "tokenizer training: out of memory");
     return MSRNN_OK;
 }
 
 static msrnn_status vocab_set(bpe_vocab *v, int i, const char *s, size_t n, float score, int type) {
     if (!(v->pieces[i] = malloc(n + 1)))
-        return msrnn_fail(MSRNN_ERR_NOMEM, "tokenizer training: out of memory");
+        return status_fail(MSRNN_ERR_NOMEM, "tokenizer training: out of memory");
     memcpy(v->pieces[i], s, n);
     v->pieces[i][n] = 0;
     v->lens[i] = n;
@@ -864,7 +864,7 @@ static msrnn_status build_vocab(const merger *m, int n_alphabet, int n_merges, b
     v->merge_left = malloc(((size_t)n_merges + 1) * sizeof *v->merge_left);
     v->merge_right = malloc(((size_t)n_merges + 1) * sizeof *v->merge_right);
     if (!v->merge_left || !v->merge_right)
-        return msrnn_fail(MSRNN_ERR_NOMEM, "tokenizer training: out of memory");
+        return status_fail(MSRNN_ERR_NOMEM, "tokenizer training: out of memory");
     v->n_merges = n_merges;
     v->n_alphabet = n_alphabet;
     MSRNN_TRY(vocab_set(v, 0, "<unk>", 5, 0, TOKEN_TYPE_UNKNOWN));
@@ -893,12 +893,12 @@ msrnn_status bpe_learn(const bpe_counts *c, int vocab_size, bpe_vocab *out) {
     memset(out, 0, sizeof *out);
     out->max_merges = -1;
     if (vocab_size < bpe_min_vocab(c) || vocab_size > (1 << 24))
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "tokenizer training: a vocabulary of %d pieces is %s: the %d special and "
-                          "byte pieces and the %d characters of the alphabet need %d",
-                          vocab_size,
-                          vocab_size > (1 << 24) ? "too large (at most 16777216)" : "too small",
-                          BPE_N_RESERVED, c->n_alphabet, bpe_min_vocab(c));
+        return status_fail(
+            MSRNN_ERR_INVALID,
+            "tokenizer training: a vocabulary of %d pieces is %s: the %d special and "
+            "byte pieces and the %d characters of the alphabet need %d",
+            vocab_size, vocab_size > (1 << 24) ? "too large (at most 16777216)" : "too small",
+            BPE_N_RESERVED, c->n_alphabet, bpe_min_vocab(c));
     const int target = vocab_size - bpe_min_vocab(c);
     merger m = {.p = &c->p, .words = c->words};
     int32_t *sym_of = malloc(N_CODEPOINTS * sizeof *sym_of);
@@ -908,7 +908,7 @@ msrnn_status bpe_learn(const bpe_counts *c, int vocab_size, bpe_vocab *out) {
     m.set = malloc(m.set_cap * sizeof *m.set);
     if (!sym_of || !m.set || !m.merged_from) {
         free(sym_of), free(m.set), free(m.merged_from);
-        return msrnn_fail(MSRNN_ERR_NOMEM, "tokenizer training: out of memory");
+        return status_fail(MSRNN_ERR_NOMEM, "tokenizer training: out of memory");
     }
     for (size_t i = 0; i < m.set_cap; i++) m.set[i] = -1;
     for (uint32_t cp = 0; cp < N_CODEPOINTS; cp++) sym_of[cp] = -1;
@@ -963,16 +963,16 @@ msrnn_status bpe_learn(const bpe_counts *c, int vocab_size, bpe_vocab *out) {
     }
     msrnn_status st = MSRNN_OK;
     if (m.failed)
-        st = msrnn_fail(MSRNN_ERR_NOMEM,
-                        "tokenizer training: out of memory learning merges "
-                        "(%zu symbols in the distinct words)",
-                        m.n);
+        st = status_fail(MSRNN_ERR_NOMEM,
+                         "tokenizer training: out of memory learning merges "
+                         "(%zu symbols in the distinct words)",
+                         m.n);
     else if (n_merges < target) {
         out->max_merges = n_merges;
-        st = msrnn_fail(MSRNN_ERR_INVALID,
-                        "tokenizer training: a vocabulary of %d pieces is too large for this "
-                        "text: it has only %d merges, for at most %d pieces",
-                        vocab_size, n_merges, bpe_min_vocab(c) + n_merges);
+        st = status_fail(MSRNN_ERR_INVALID,
+                         "tokenizer training: a vocabulary of %d pieces is too large for this "
+                         "text: it has only %d merges, for at most %d pieces",
+                         vocab_size, n_merges, bpe_min_vocab(c) + n_merges);
     } else {
         st = build_vocab(&m, c->n_alphabet, n_merges, out);
         if (st != MSRNN_OK) bpe_vocab_free(out);
@@ -1001,7 +1001,7 @@ void bpe_vocab_free(bpe_vocab *v) {
 
 msrnn_status bpe_vocab_write_gguf(const bpe_vocab *v, const char *name, const char *path) {
     gguf_writer *w = gguf_writer_new();
-    if (!w) return msrnn_fail(MSRNN_ERR_NOMEM, "%s: out of memory", path);
+    if (!w) return status_fail(MSRNN_ERR_NOMEM, "%s: out of memory", path);
     msrnn_status st = gguf_writer_set_str(w, "general.name", name ? name : "msrnn-bpe");
     if (st == MSRNN_OK) st = gguf_writer_set_str(w, "tokenizer.ggml.model", "llama");
     if (st == MSRNN_OK)

@@ -121,7 +121,7 @@ static msrnn_status table_init(piece_table *pt, size_t n) {
     size_t cap = 16;
     while (cap < 2 * n) cap *= 2;
     pt->slots = malloc(cap * sizeof *pt->slots);
-    if (!pt->slots) return msrnn_fail(MSRNN_ERR_NOMEM, "tokenizer: out of memory (piece table)");
+    if (!pt->slots) return status_fail(MSRNN_ERR_NOMEM, "tokenizer: out of memory (piece table)");
     for (size_t i = 0; i < cap; i++) pt->slots[i].id = -1;
     pt->mask = (uint32_t)(cap - 1);
     return MSRNN_OK;
@@ -179,7 +179,7 @@ static msrnn_status build_trie(spm_tokenizer *t) {
     t->trie_child = malloc(cap * sizeof *t->trie_child);
     t->trie_term = calloc(total, sizeof *t->trie_term);
     if (!t->trie_keys || !t->trie_child || !t->trie_term)
-        return msrnn_fail(MSRNN_ERR_NOMEM, "tokenizer: out of memory (user-defined pieces)");
+        return status_fail(MSRNN_ERR_NOMEM, "tokenizer: out of memory (user-defined pieces)");
     t->trie_mask = (uint32_t)(cap - 1);
     t->trie_nodes = 1;
     for (int i = 0; i < t->n_vocab; i++) {
@@ -221,41 +221,41 @@ msrnn_status spm_tokenizer_build(const spm_vocab *v, spm_tokenizer **out) {
     *out = NULL;
     if (!v || v->n_vocab <= 0 || v->n_vocab > SPM_MAX_VOCAB || !v->pieces || !v->piece_lens ||
         !v->scores)
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "tokenizer: need 1..%d pieces with their lengths and scores",
-                          SPM_MAX_VOCAB);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "tokenizer: need 1..%d pieces with their lengths and scores",
+                           SPM_MAX_VOCAB);
     const int n = v->n_vocab;
     if (v->bos_id < -1 || v->bos_id >= n || v->eos_id < -1 || v->eos_id >= n || v->unk_id < -1 ||
         v->unk_id >= n)
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "tokenizer: special ids (bos %d, eos %d, unknown %d) must be -1 or in "
-                          "0..%d",
-                          v->bos_id, v->eos_id, v->unk_id, n - 1);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "tokenizer: special ids (bos %d, eos %d, unknown %d) must be -1 or in "
+                           "0..%d",
+                           v->bos_id, v->eos_id, v->unk_id, n - 1);
     uint64_t total = 0;
     for (int i = 0; i < n; i++) {
         if (v->piece_lens[i] > SPM_MAX_PIECE)
-            return msrnn_fail(MSRNN_ERR_FORMAT, "tokenizer: piece %d is %llu bytes (at most %d)", i,
-                              (unsigned long long)v->piece_lens[i], SPM_MAX_PIECE);
+            return status_fail(MSRNN_ERR_FORMAT, "tokenizer: piece %d is %llu bytes (at most %d)",
+                               i, (unsigned long long)v->piece_lens[i], SPM_MAX_PIECE);
         if (v->piece_lens[i] && !v->pieces[i])
-            return msrnn_fail(MSRNN_ERR_INVALID, "tokenizer: piece %d has no bytes", i);
+            return status_fail(MSRNN_ERR_INVALID, "tokenizer: piece %d has no bytes", i);
         total += v->piece_lens[i];
         if (v->types && (v->types[i] < 0 || v->types[i] > TOKEN_TYPE_BYTE))
-            return msrnn_fail(MSRNN_ERR_FORMAT,
-                              "tokenizer: token %d has type %d (expected 0..%d, llama.cpp's "
-                              "numbering)",
-                              i, (int)v->types[i], TOKEN_TYPE_BYTE);
+            return status_fail(MSRNN_ERR_FORMAT,
+                               "tokenizer: token %d has type %d (expected 0..%d, llama.cpp's "
+                               "numbering)",
+                               i, (int)v->types[i], TOKEN_TYPE_BYTE);
         if (v->types && v->types[i] == TOKEN_TYPE_BYTE &&
             parse_byte_piece(v->pieces[i], v->piece_lens[i]) < 0)
-            return msrnn_fail(MSRNN_ERR_FORMAT,
-                              "tokenizer: byte token %d is '%.*s' (expected <0xNN>)", i,
-                              (int)(v->piece_lens[i] < 32 ? v->piece_lens[i] : 32), v->pieces[i]);
+            return status_fail(MSRNN_ERR_FORMAT,
+                               "tokenizer: byte token %d is '%.*s' (expected <0xNN>)", i,
+                               (int)(v->piece_lens[i] < 32 ? v->piece_lens[i] : 32), v->pieces[i]);
     }
     if (total >= UINT32_MAX)
-        return msrnn_fail(MSRNN_ERR_FORMAT, "tokenizer: pieces total %llu bytes (too many)",
-                          (unsigned long long)total);
+        return status_fail(MSRNN_ERR_FORMAT, "tokenizer: pieces total %llu bytes (too many)",
+                           (unsigned long long)total);
 
     spm_tokenizer *t = calloc(1, sizeof *t);
-    if (!t) return msrnn_fail(MSRNN_ERR_NOMEM, "tokenizer: out of memory");
+    if (!t) return status_fail(MSRNN_ERR_NOMEM, "tokenizer: out of memory");
     t->n_vocab = n;
     t->bos_id = v->bos_id;
     t->eos_id = v->eos_id;
@@ -269,7 +269,7 @@ msrnn_status spm_tokenizer_build(const spm_vocab *v, spm_tokenizer **out) {
     t->resolved = malloc((size_t)n * sizeof *t->resolved);
     if (!t->blob || !t->offs || !t->scores || !t->types || !t->byte_val || !t->resolved) {
         spm_tokenizer_free(t);
-        return msrnn_fail(MSRNN_ERR_NOMEM, "tokenizer: out of memory (%d pieces)", n);
+        return status_fail(MSRNN_ERR_NOMEM, "tokenizer: out of memory (%d pieces)", n);
     }
     uint32_t off = 0;
     for (int i = 0; i < n; i++) {
@@ -349,9 +349,9 @@ msrnn_status spm_tokenizer_build(const spm_vocab *v, spm_tokenizer **out) {
         bytes_complete = !is_unknown_id(t, t->byte_id[b]);
     if (t->unk_id < 0 && !bytes_complete) {
         spm_tokenizer_free(t);
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "tokenizer: no unknown-token id and no complete set of <0xNN> byte "
-                          "tokens: text outside the vocabulary could not be encoded");
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "tokenizer: no unknown-token id and no complete set of <0xNN> byte "
+                           "tokens: text outside the vocabulary could not be encoded");
     }
     *out = t;
     return MSRNN_OK;
@@ -637,16 +637,16 @@ msrnn_status spm_encode(const spm_tokenizer *t, const char *text, size_t len, in
                         int32_t *ids, size_t cap, size_t *n_out) {
     *n_out = 0;
     if (len > SPM_MAX_TEXT)
-        return msrnn_fail(MSRNN_ERR_INVALID, "tokenizer: text of %zu bytes (at most %zu)", len,
-                          SPM_MAX_TEXT);
-    if (len && !text) return msrnn_fail(MSRNN_ERR_INVALID, "tokenizer: NULL text");
+        return status_fail(MSRNN_ERR_INVALID, "tokenizer: text of %zu bytes (at most %zu)", len,
+                           SPM_MAX_TEXT);
+    if (len && !text) return status_fail(MSRNN_ERR_INVALID, "tokenizer: NULL text");
     encoder e = {.t = t, .ids = ids, .cap = ids ? cap : 0};
     if (add_bos && t->bos_id >= 0) emit_id(&e, t->bos_id);
     if (len == 0) {
         *n_out = e.n_out;
         return e.n_out > e.cap
-                   ? msrnn_fail(MSRNN_ERR_INVALID, "tokenizer: %zu ids need room, %zu given",
-                                e.n_out, e.cap)
+                   ? status_fail(MSRNN_ERR_INVALID, "tokenizer: %zu ids need room, %zu given",
+                                 e.n_out, e.cap)
                    : MSRNN_OK;
     }
 
@@ -708,11 +708,11 @@ msrnn_status spm_encode(const spm_tokenizer *t, const char *text, size_t len, in
     free(e.rev_split);
     free(e.stack);
     if (e.failed)
-        return msrnn_fail(MSRNN_ERR_NOMEM, "tokenizer: out of memory encoding %zu bytes", len);
+        return status_fail(MSRNN_ERR_NOMEM, "tokenizer: out of memory encoding %zu bytes", len);
     *n_out = e.n_out;
     if (e.n_out > e.cap)
-        return msrnn_fail(MSRNN_ERR_INVALID, "tokenizer: %zu ids need room, %zu given", e.n_out,
-                          e.cap);
+        return status_fail(MSRNN_ERR_INVALID, "tokenizer: %zu ids need room, %zu given", e.n_out,
+                           e.cap);
     return MSRNN_OK;
 }
 

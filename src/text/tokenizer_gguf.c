@@ -19,16 +19,16 @@ static msrnn_status read_types(const gguf_file *f, uint64_t n_vocab, int32_t **o
     const gguf_kv *kv = gguf_find_kv(f, KEY_TYPES);
     if (!kv) return MSRNN_OK;
     if (kv->value.type != GGUF_TYPE_ARRAY)
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: key '%s' is %s, expected an array of int32",
-                          f->path, KEY_TYPES, gguf_type_name(kv->value.type));
+        return status_fail(MSRNN_ERR_FORMAT, "%s: key '%s' is %s, expected an array of int32",
+                           f->path, KEY_TYPES, gguf_type_name(kv->value.type));
     if (kv->value.arr.n != n_vocab)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: key '%s' has %" PRIu64 " entries, expected %" PRIu64
-                          " (one per token in '%s')",
-                          f->path, KEY_TYPES, kv->value.arr.n, n_vocab, KEY_TOKENS);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: key '%s' has %" PRIu64 " entries, expected %" PRIu64
+                           " (one per token in '%s')",
+                           f->path, KEY_TYPES, kv->value.arr.n, n_vocab, KEY_TOKENS);
     int32_t *types = malloc((n_vocab ? n_vocab : 1) * sizeof *types);
     if (!types)
-        return msrnn_fail(MSRNN_ERR_NOMEM, "%s: out of memory reading '%s'", f->path, KEY_TYPES);
+        return status_fail(MSRNN_ERR_NOMEM, "%s: out of memory reading '%s'", f->path, KEY_TYPES);
     const void *d = kv->value.arr.data;
     for (uint64_t i = 0; i < n_vocab; i++) {
         int64_t v;
@@ -47,16 +47,16 @@ static msrnn_status read_types(const gguf_file *f, uint64_t n_vocab, int32_t **o
         }
         default:
             free(types);
-            return msrnn_fail(MSRNN_ERR_FORMAT, "%s: key '%s' is an array of %s, expected int32",
-                              f->path, KEY_TYPES, gguf_type_name(kv->value.arr.type));
+            return status_fail(MSRNN_ERR_FORMAT, "%s: key '%s' is an array of %s, expected int32",
+                               f->path, KEY_TYPES, gguf_type_name(kv->value.arr.type));
         }
         if (v < 0 || v > TOKEN_TYPE_BYTE) {
             free(types);
-            return msrnn_fail(MSRNN_ERR_FORMAT,
-                              "%s: key '%s': token %" PRIu64 " has type %" PRId64
-                              ", expected 0..%d (1 normal, 2 unknown, 3 control, 4 user-defined, "
-                              "5 unused, 6 byte)",
-                              f->path, KEY_TYPES, i, v, TOKEN_TYPE_BYTE);
+            return status_fail(MSRNN_ERR_FORMAT,
+                               "%s: key '%s': token %" PRIu64 " has type %" PRId64
+                               ", expected 0..%d (1 normal, 2 unknown, 3 control, 4 user-defined, "
+                               "5 unused, 6 byte)",
+                               f->path, KEY_TYPES, i, v, TOKEN_TYPE_BYTE);
         }
         types[i] = (int32_t)v;
     }
@@ -70,7 +70,7 @@ static msrnn_status read_id(const gguf_file *f, const char *key, uint64_t n_voca
     if (!gguf_find_kv(f, key)) return MSRNN_OK;
     MSRNN_TRY(gguf_get_u32(f, key, 1, &v));
     if (v >= n_vocab)
-        return msrnn_fail(
+        return status_fail(
             MSRNN_ERR_FORMAT,
             "%s: key '%s' is %u, expected a token id below the vocabulary size %" PRIu64, f->path,
             key, v, n_vocab);
@@ -83,22 +83,23 @@ msrnn_status spm_tokenizer_from_gguf(const gguf_file *f, spm_tokenizer **out) {
     gguf_str model = {0};
     MSRNN_TRY(gguf_get_str(f, KEY_MODEL, 1, &model));
     if (!gguf_str_eq(model, "llama"))
-        return msrnn_fail(MSRNN_ERR_UNSUPPORTED,
-                          "%s: key '%s' is '%.*s'; only \"llama\" (SentencePiece BPE) is supported",
-                          f->path, KEY_MODEL, (int)(model.len < 64 ? model.len : 64), model.ptr);
+        return status_fail(
+            MSRNN_ERR_UNSUPPORTED,
+            "%s: key '%s' is '%.*s'; only \"llama\" (SentencePiece BPE) is supported", f->path,
+            KEY_MODEL, (int)(model.len < 64 ? model.len : 64), model.ptr);
 
     const void *tokens_data, *scores_data;
     uint64_t n_tokens = 0, n_scores = 0;
     MSRNN_TRY(gguf_get_arr(f, KEY_TOKENS, 1, GGUF_TYPE_STRING, &tokens_data, &n_tokens));
     MSRNN_TRY(gguf_get_arr(f, KEY_SCORES, 1, GGUF_TYPE_FLOAT32, &scores_data, &n_scores));
     if (n_tokens == 0 || n_tokens > INT32_MAX)
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: key '%s' has %" PRIu64 " tokens, expected 1..%d",
-                          f->path, KEY_TOKENS, n_tokens, INT32_MAX);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: key '%s' has %" PRIu64 " tokens, expected 1..%d",
+                           f->path, KEY_TOKENS, n_tokens, INT32_MAX);
     if (n_scores != n_tokens)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: key '%s' has %" PRIu64 " entries, expected %" PRIu64
-                          " (one per token in '%s')",
-                          f->path, KEY_SCORES, n_scores, n_tokens, KEY_TOKENS);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: key '%s' has %" PRIu64 " entries, expected %" PRIu64
+                           " (one per token in '%s')",
+                           f->path, KEY_SCORES, n_scores, n_tokens, KEY_TOKENS);
 
     spm_vocab v = {0};
     v.n_vocab = (int)n_tokens;
@@ -124,7 +125,7 @@ msrnn_status spm_tokenizer_from_gguf(const gguf_file *f, spm_tokenizer **out) {
     uint64_t *lens = malloc(n_tokens * sizeof *lens);
     msrnn_status st = MSRNN_OK;
     if (!pieces || !lens) {
-        st = msrnn_fail(MSRNN_ERR_NOMEM, "%s: out of memory reading '%s'", f->path, KEY_TOKENS);
+        st = status_fail(MSRNN_ERR_NOMEM, "%s: out of memory reading '%s'", f->path, KEY_TOKENS);
     } else {
         for (uint64_t i = 0; i < n_tokens; i++) {
             pieces[i] = strs[i].ptr;
@@ -136,7 +137,7 @@ msrnn_status spm_tokenizer_from_gguf(const gguf_file *f, spm_tokenizer **out) {
         if (st != MSRNN_OK) {
             char msg[768];
             snprintf(msg, sizeof msg, "%s", msrnn_last_error());
-            st = msrnn_fail(st, "%s: %s", f->path, msg);
+            st = status_fail(st, "%s: %s", f->path, msg);
         }
     }
     free(pieces);

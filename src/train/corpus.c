@@ -25,7 +25,7 @@ static msrnn_status encode_file(const spm_tokenizer *t, const char *path, docume
     int32_t *ids = cap <= SIZE_MAX / sizeof *ids ? malloc(cap * sizeof *ids) : NULL;
     if (!ids) {
         free(text);
-        return msrnn_fail(MSRNN_ERR_NOMEM, "%s: out of memory for %zu ids", path, cap);
+        return status_fail(MSRNN_ERR_NOMEM, "%s: out of memory for %zu ids", path, cap);
     }
     size_t n = 0;
     msrnn_status st = spm_encode(t, text, len, 1, ids, cap, &n);
@@ -34,7 +34,7 @@ static msrnn_status encode_file(const spm_tokenizer *t, const char *path, docume
         char why[512];
         snprintf(why, sizeof why, "%s", msrnn_last_error());
         free(ids);
-        return msrnn_fail(st, "%s: %s", path, why);
+        return status_fail(st, "%s: %s", path, why);
     }
     int32_t *shrunk = realloc(ids, (n ? n : 1) * sizeof *ids); /* cap can be 3x what is used */
     doc->ids = shrunk ? shrunk : ids;
@@ -48,15 +48,15 @@ msrnn_status corpus_tokenize(const spm_tokenizer *t, const char *const *paths, s
     int32_t probe[4];
     size_t n_probe = 0; /* the empty text with add_bos gives just BOS, if there is one */
     if (spm_encode(t, "", 0, 1, probe, 4, &n_probe) != MSRNN_OK || n_probe != 1)
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "%s: the tokenizer has no BOS token, which starts every document", out);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "%s: the tokenizer has no BOS token, which starts every document", out);
     int32_t bos = probe[0];
     uint32_t vocab = (uint32_t)spm_n_vocab(t);
-    if (n_paths == 0) return msrnn_fail(MSRNN_ERR_INVALID, "%s: no input files", out);
+    if (n_paths == 0) return status_fail(MSRNN_ERR_INVALID, "%s: no input files", out);
     if (n_paths > (size_t)INT32_MAX)
-        return msrnn_fail(MSRNN_ERR_INVALID, "%s: too many input files", out);
+        return status_fail(MSRNN_ERR_INVALID, "%s: too many input files", out);
     document *docs = calloc(n_paths, sizeof *docs);
-    if (!docs) return msrnn_fail(MSRNN_ERR_NOMEM, "%s: out of memory", out);
+    if (!docs) return status_fail(MSRNN_ERR_NOMEM, "%s: out of memory", out);
 
     int nt = n_threads > 0 ? n_threads : omp_get_max_threads();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
@@ -70,7 +70,7 @@ msrnn_status corpus_tokenize(const spm_tokenizer *t, const char *const *paths, s
     corpus_stats cs = {n_paths, 0, 0};
     for (size_t i = 0; i < n_paths && st == MSRNN_OK; i++) {
         if (docs[i].st != MSRNN_OK)
-            st = msrnn_fail(docs[i].st, "%s", docs[i].err ? docs[i].err : "out of memory");
+            st = status_fail(docs[i].st, "%s", docs[i].err ? docs[i].err : "out of memory");
         cs.n_bytes += docs[i].n_bytes;
         cs.n_tokens += docs[i].n_ids;
     }

@@ -43,21 +43,21 @@ static void shuffle(data_loader *d) {
 msrnn_status data_loader_open(const token_shard *s, int T, uint64_t seed, data_loader **out) {
     *out = NULL;
     if (T < 1)
-        return msrnn_fail(MSRNN_ERR_INVALID, "%s: window length T = %d, expected at least 1",
-                          token_shard_path(s), T);
+        return status_fail(MSRNN_ERR_INVALID, "%s: window length T = %d, expected at least 1",
+                           token_shard_path(s), T);
     uint64_t n = token_shard_n_tokens(s);
     if (n < (uint64_t)T + 1)
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "%s: %" PRIu64
-                          " tokens are fewer than one training window of T + 1 = %" PRIu64,
-                          token_shard_path(s), n, (uint64_t)T + 1);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "%s: %" PRIu64
+                           " tokens are fewer than one training window of T + 1 = %" PRIu64,
+                           token_shard_path(s), n, (uint64_t)T + 1);
     uint64_t n_windows = (n - 1) / (uint64_t)T;
     data_loader *d = calloc(1, sizeof *d);
     uint64_t *perm = n_windows <= SIZE_MAX / sizeof *perm ? malloc(n_windows * sizeof *perm) : NULL;
     if (!d || !perm) {
         free(d), free(perm);
-        return msrnn_fail(MSRNN_ERR_NOMEM, "%s: out of memory for %" PRIu64 " windows",
-                          token_shard_path(s), n_windows);
+        return status_fail(MSRNN_ERR_NOMEM, "%s: out of memory for %" PRIu64 " windows",
+                           token_shard_path(s), n_windows);
     }
     *d = (data_loader){s, T, n_windows, seed, 0, 0, perm};
     shuffle(d);
@@ -94,10 +94,10 @@ loader_state data_loader_get_state(const data_loader *d) {
 
 msrnn_status data_loader_set_state(data_loader *d, loader_state st) {
     if (st.cursor > d->n_windows)
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "%s: loader cursor %" PRIu64 " is beyond the %" PRIu64
-                          " windows of an epoch (T = %d)",
-                          token_shard_path(d->s), st.cursor, d->n_windows, d->T);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "%s: loader cursor %" PRIu64 " is beyond the %" PRIu64
+                           " windows of an epoch (T = %d)",
+                           token_shard_path(d->s), st.cursor, d->n_windows, d->T);
     int same_order = st.seed == d->seed && st.epoch == d->epoch;
     d->seed = st.seed, d->epoch = st.epoch, d->cursor = st.cursor;
     if (!same_order) shuffle(d);

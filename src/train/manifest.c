@@ -90,10 +90,10 @@ msrnn_status corpus_manifest_files(const char *manifest, const char *split, char
     }
     if (col_file < 0 || col_split < 0) {
         free(text);
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: the header row (tab-separated) has no '%s' column; expected the "
-                          "columns 'file' and 'split'",
-                          manifest, col_file < 0 ? "file" : "split");
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: the header row (tab-separated) has no '%s' column; expected the "
+                           "columns 'file' and 'split'",
+                           manifest, col_file < 0 ? "file" : "split");
     }
     const char *slash = strrchr(manifest, '/');
     size_t dlen = slash ? (size_t)(slash - manifest) + (slash == manifest) : 0;
@@ -107,27 +107,28 @@ msrnn_status corpus_manifest_files(const char *manifest, const char *split, char
         line++;
         if (e == p) continue; /* blank line */
         if (!tsv_field(p, e, col_file, &ff, &nf) || !tsv_field(p, e, col_split, &fs, &ns)) {
-            st = msrnn_fail(MSRNN_ERR_FORMAT, "%s: line %zu has no '%s' field (too few tabs)",
+            st =
+                status_fail(MSRNN_ERR_FORMAT, "%s: line %zu has no '%s' field (too few tabs)",
                             manifest, line, tsv_field(p, e, col_file, &ff, &nf) ? "split" : "file");
             break;
         }
         if (!field_eq(fs, ns, split)) continue;
         if (nf == 0) {
-            st = msrnn_fail(MSRNN_ERR_FORMAT, "%s: line %zu has an empty 'file' field", manifest,
-                            line);
+            st = status_fail(MSRNN_ERR_FORMAT, "%s: line %zu has an empty 'file' field", manifest,
+                             line);
             break;
         }
         if (n_rows == cap) {
             size_t nc = cap ? 2 * cap : 16;
             char **np = realloc(out, nc * sizeof *np);
             if (!np) {
-                st = msrnn_fail(MSRNN_ERR_NOMEM, "%s: out of memory", manifest);
+                st = status_fail(MSRNN_ERR_NOMEM, "%s: out of memory", manifest);
                 break;
             }
             out = np, cap = nc;
         }
         if (!(out[n_rows] = join_path(manifest, dlen, ff, nf))) {
-            st = msrnn_fail(MSRNN_ERR_NOMEM, "%s: out of memory", manifest);
+            st = status_fail(MSRNN_ERR_NOMEM, "%s: out of memory", manifest);
             break;
         }
         n_rows++;
@@ -135,8 +136,8 @@ msrnn_status corpus_manifest_files(const char *manifest, const char *split, char
     if (st == MSRNN_OK && n_rows == 0) {
         char have[512];
         list_splits(body, end, col_split, have, sizeof have);
-        st = msrnn_fail(MSRNN_ERR_INVALID, "%s: no file has split '%s' (splits there: %s)",
-                        manifest, split, have[0] ? have : "none");
+        st = status_fail(MSRNN_ERR_INVALID, "%s: no file has split '%s' (splits there: %s)",
+                         manifest, split, have[0] ? have : "none");
     }
     free(text);
     if (st != MSRNN_OK) {

@@ -60,18 +60,19 @@ static void header_decode(const uint8_t *in, shard_header *h) {
 static msrnn_status check_header_args(const char *path, uint64_t n, uint32_t vocab, uint32_t bos,
                                       uint64_t n_docs) {
     if (vocab < 1 || vocab > VOCAB_MAX)
-        return msrnn_fail(MSRNN_ERR_INVALID, "%s: vocabulary size %" PRIu32 ", expected 1..%u",
-                          path, vocab, VOCAB_MAX);
+        return status_fail(MSRNN_ERR_INVALID, "%s: vocabulary size %" PRIu32 ", expected 1..%u",
+                           path, vocab, VOCAB_MAX);
     if (bos >= vocab)
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "%s: BOS id %" PRIu32 " is not below the vocabulary size %" PRIu32, path,
-                          bos, vocab);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "%s: BOS id %" PRIu32 " is not below the vocabulary size %" PRIu32, path,
+                           bos, vocab);
     if (n < 2)
-        return msrnn_fail(MSRNN_ERR_INVALID, "%s: %" PRIu64 " tokens, a shard needs at least 2",
-                          path, n);
+        return status_fail(MSRNN_ERR_INVALID, "%s: %" PRIu64 " tokens, a shard needs at least 2",
+                           path, n);
     if (n_docs > n)
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "%s: %" PRIu64 " documents but only %" PRIu64 " tokens", path, n_docs, n);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "%s: %" PRIu64 " documents but only %" PRIu64 " tokens", path, n_docs,
+                           n);
     return MSRNN_OK;
 }
 
@@ -92,7 +93,7 @@ msrnn_status token_shard_writer_open(const char *path, uint32_t vocab, uint64_t 
     char *p = strdup(path);
     if (!w || !p) {
         free(w), free(p);
-        return msrnn_fail(MSRNN_ERR_NOMEM, "%s: out of memory", path);
+        return status_fail(MSRNN_ERR_NOMEM, "%s: out of memory", path);
     }
     msrnn_status st = atomic_file_open(path, &w->f);
     if (st != MSRNN_OK) {
@@ -151,11 +152,11 @@ void token_shard_writer_abort(token_shard_writer *w) {
 msrnn_status token_shard_writer_commit(token_shard_writer *w) {
     msrnn_status st = MSRNN_OK;
     if (w->bad[0])
-        st = msrnn_fail(MSRNN_ERR_INVALID, "%s", w->bad);
+        st = status_fail(MSRNN_ERR_INVALID, "%s", w->bad);
     else if (w->n_put != w->n_tokens)
-        st = msrnn_fail(MSRNN_ERR_INVALID,
-                        "%s: %" PRIu64 " ids written but the header says %" PRIu64, w->path,
-                        w->n_put, w->n_tokens);
+        st = status_fail(MSRNN_ERR_INVALID,
+                         "%s: %" PRIu64 " ids written but the header says %" PRIu64, w->path,
+                         w->n_put, w->n_tokens);
     if (st != MSRNN_OK) {
         token_shard_writer_abort(w);
         return st;
@@ -171,11 +172,11 @@ msrnn_status token_shard_write(const char *path, const int32_t *ids, uint64_t n,
     MSRNN_TRY(check_header_args(path, n, vocab, bos, n_docs));
     for (uint64_t i = 0; i < n; i++) /* refused before any file is created */
         if (ids[i] < 0 || (uint32_t)ids[i] >= vocab)
-            return msrnn_fail(MSRNN_ERR_INVALID,
-                              "%s: token %" PRIu64 " has id %" PRId32
-                              ", outside the vocabulary [0, %" PRIu32 ")",
-                              path, i, ids[i], vocab);
-    if (n > SIZE_MAX) return msrnn_fail(MSRNN_ERR_NOMEM, "%s: too many tokens", path);
+            return status_fail(MSRNN_ERR_INVALID,
+                               "%s: token %" PRIu64 " has id %" PRId32
+                               ", outside the vocabulary [0, %" PRIu32 ")",
+                               path, i, ids[i], vocab);
+    if (n > SIZE_MAX) return status_fail(MSRNN_ERR_NOMEM, "%s: too many tokens", path);
     token_shard_writer *w;
     MSRNN_TRY(token_shard_writer_open(path, vocab, vocab_hash, bos, n, n_docs, n_bytes, &w));
     token_shard_writer_put(w, ids, (size_t)n);
@@ -200,45 +201,46 @@ static uint32_t id_at(const token_shard *s, uint64_t i) {
 static msrnn_status validate_header(const char *path, const uint8_t *base, size_t size,
                                     shard_header *h) {
     if (memcmp(base, TOKEN_SHARD_MAGIC, 8) != 0)
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: bad magic: not a token shard (expected \"%s\")",
-                          path, TOKEN_SHARD_MAGIC);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: bad magic: not a token shard (expected \"%s\")",
+                           path, TOKEN_SHARD_MAGIC);
     header_decode(base, h);
     if (h->version != 1 && h->version != TOKEN_SHARD_VERSION)
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: token shard version %" PRIu32 ", expected 1 or %u",
-                          path, h->version, TOKEN_SHARD_VERSION);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: token shard version %" PRIu32 ", expected 1 or %u", path,
+                           h->version, TOKEN_SHARD_VERSION);
     if (h->width != 2 && h->width != 4)
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: %" PRIu32 " bytes per id, expected 2 or 4", path,
-                          h->width);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: %" PRIu32 " bytes per id, expected 2 or 4", path,
+                           h->width);
     if (h->vocab < 1 || h->vocab > VOCAB_MAX)
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: vocabulary size %" PRIu32 ", expected 1..%u", path,
-                          h->vocab, VOCAB_MAX);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: vocabulary size %" PRIu32 ", expected 1..%u",
+                           path, h->vocab, VOCAB_MAX);
     if (h->width != width_for_vocab(h->vocab))
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: %" PRIu32 " bytes per id with a vocabulary of %" PRIu32
-                          ", expected %" PRIu32,
-                          path, h->width, h->vocab, width_for_vocab(h->vocab));
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: %" PRIu32 " bytes per id with a vocabulary of %" PRIu32
+                           ", expected %" PRIu32,
+                           path, h->width, h->vocab, width_for_vocab(h->vocab));
     if (h->bos >= h->vocab)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: BOS id %" PRIu32 " is not below the vocabulary size %" PRIu32, path,
-                          h->bos, h->vocab);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: BOS id %" PRIu32 " is not below the vocabulary size %" PRIu32, path,
+                           h->bos, h->vocab);
     for (unsigned i = h->version == 1 ? 48 : 56; i < TOKEN_SHARD_HEADER_BYTES; i++)
         if (base[i] != 0)
-            return msrnn_fail(MSRNN_ERR_FORMAT, "%s: header byte %u is not zero (padding)", path,
-                              i);
+            return status_fail(MSRNN_ERR_FORMAT, "%s: header byte %u is not zero (padding)", path,
+                               i);
     size_t payload = size - TOKEN_SHARD_HEADER_BYTES;
     if (payload % h->width != 0 || h->n_tokens != payload / h->width)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: the header says %" PRIu64 " tokens but %zu bytes of %" PRIu32
-                          "-byte ids follow it (truncated or corrupt; expected a file of 64 + "
-                          "n_tokens * %" PRIu32 " bytes)",
-                          path, h->n_tokens, payload, h->width, h->width);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: the header says %" PRIu64 " tokens but %zu bytes of %" PRIu32
+                           "-byte ids follow it (truncated or corrupt; expected a file of 64 + "
+                           "n_tokens * %" PRIu32 " bytes)",
+                           path, h->n_tokens, payload, h->width, h->width);
     if (h->n_tokens < 2)
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: %" PRIu64 " tokens, a shard needs at least 2",
-                          path, h->n_tokens);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: %" PRIu64 " tokens, a shard needs at least 2",
+                           path, h->n_tokens);
     if (h->n_docs > h->n_tokens)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: the header says %" PRIu64 " documents but only %" PRIu64 " tokens",
-                          path, h->n_docs, h->n_tokens);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: the header says %" PRIu64 " documents but only %" PRIu64 " tokens",
+                           path, h->n_docs, h->n_tokens);
     return MSRNN_OK;
 }
 
@@ -247,10 +249,10 @@ static msrnn_status validate_ids(const token_shard *s) {
     for (uint64_t i = 0; i < s->h.n_tokens; i++) {
         uint32_t id = id_at(s, i);
         if (id >= s->h.vocab)
-            return msrnn_fail(MSRNN_ERR_FORMAT,
-                              "%s: token %" PRIu64 " has id %" PRIu32
-                              ", not below the vocabulary size %" PRIu32,
-                              s->path, i, id, s->h.vocab);
+            return status_fail(MSRNN_ERR_FORMAT,
+                               "%s: token %" PRIu64 " has id %" PRIu32
+                               ", not below the vocabulary size %" PRIu32,
+                               s->path, i, id, s->h.vocab);
     }
     return MSRNN_OK;
 }
@@ -262,31 +264,32 @@ msrnn_status token_shard_open(const char *path, token_shard **out) {
     MSRNN_TRY(file_open_regular(path, &fd, &sb));
     if (sb.st_size == 0) {
         close(fd);
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: empty file, not a token shard", path);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: empty file, not a token shard", path);
     }
     if ((uint64_t)sb.st_size < TOKEN_SHARD_HEADER_BYTES) {
         close(fd);
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: truncated: %lld bytes, a token shard's header alone is %u", path,
-                          (long long)sb.st_size, TOKEN_SHARD_HEADER_BYTES);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: truncated: %lld bytes, a token shard's header alone is %u", path,
+                           (long long)sb.st_size, TOKEN_SHARD_HEADER_BYTES);
     }
     if ((uint64_t)sb.st_size > SIZE_MAX) {
         close(fd);
-        return msrnn_fail(MSRNN_ERR_NOMEM, "%s: %lld bytes do not fit in the address space", path,
-                          (long long)sb.st_size);
+        return status_fail(MSRNN_ERR_NOMEM, "%s: %lld bytes do not fit in the address space", path,
+                           (long long)sb.st_size);
     }
     size_t size = (size_t)sb.st_size;
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
     close(fd);
-    if (map == MAP_FAILED) return msrnn_fail(MSRNN_ERR_IO, "%s: cannot map: %s", path, strerror(e));
+    if (map == MAP_FAILED)
+        return status_fail(MSRNN_ERR_IO, "%s: cannot map: %s", path, strerror(e));
 
     token_shard *s = calloc(1, sizeof *s);
     char *p = strdup(path);
     if (!s || !p) {
         free(s), free(p);
         munmap(map, size);
-        return msrnn_fail(MSRNN_ERR_NOMEM, "%s: out of memory", path);
+        return status_fail(MSRNN_ERR_NOMEM, "%s: out of memory", path);
     }
     s->path = p, s->base = map, s->size = size, s->ids = s->base + TOKEN_SHARD_HEADER_BYTES;
     msrnn_status st = validate_header(path, s->base, size, &s->h);
@@ -322,17 +325,18 @@ int token_shard_vocab_hash(const token_shard *s, uint64_t *hash) {
 msrnn_status token_shard_check_vocab(const token_shard *s, const char *model_path, uint32_t n_vocab,
                                      int has_hash, uint64_t hash) {
     if (s->h.vocab != n_vocab)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: the shard's vocabulary has %" PRIu32
-                          " tokens but the model %s has %" PRIu32
-                          " (tokenize the corpus with the model's tokenizer)",
-                          s->path, s->h.vocab, model_path, n_vocab);
+        return status_fail(MSRNN_ERR_FORMAT,
+                           "%s: the shard's vocabulary has %" PRIu32
+                           " tokens but the model %s has %" PRIu32
+                           " (tokenize the corpus with the model's tokenizer)",
+                           s->path, s->h.vocab, model_path, n_vocab);
     if (has_hash && s->h.version >= 2 && s->h.vocab_hash != hash)
-        return msrnn_fail(MSRNN_ERR_FORMAT,
-                          "%s: the shard's vocabulary hash is %016" PRIx64 " but the model %s's is "
-                          "%016" PRIx64 " (both %" PRIu32 " tokens, different pieces: tokenize the "
-                          "corpus with the model's tokenizer)",
-                          s->path, s->h.vocab_hash, model_path, hash, n_vocab);
+        return status_fail(
+            MSRNN_ERR_FORMAT,
+            "%s: the shard's vocabulary hash is %016" PRIx64 " but the model %s's is "
+            "%016" PRIx64 " (both %" PRIu32 " tokens, different pieces: tokenize the "
+            "corpus with the model's tokenizer)",
+            s->path, s->h.vocab_hash, model_path, hash, n_vocab);
     return MSRNN_OK;
 }
 

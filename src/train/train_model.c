@@ -76,9 +76,9 @@ msrnn_status train_model_open(const char *path, int B, int T, int n_threads, uin
                               train_model **out) {
     *out = NULL;
     if (B <= 0 || T <= 0 || B > (1 << 16) || T > (1 << 20) || (int64_t)B * T > (1 << 24))
-        return msrnn_fail(MSRNN_ERR_INVALID, "train: batch %d × context %d is out of range", B, T);
+        return status_fail(MSRNN_ERR_INVALID, "train: batch %d × context %d is out of range", B, T);
     train_model *m = calloc(1, sizeof *m);
-    if (!m) return msrnn_fail(MSRNN_ERR_NOMEM, "train: out of memory");
+    if (!m) return status_fail(MSRNN_ERR_NOMEM, "train: out of memory");
     msrnn_status st = msrnn_model_open(path, &m->src);
     if (st != MSRNN_OK) {
         free(m);
@@ -92,8 +92,8 @@ msrnn_status train_model_open(const char *path, int B, int T, int n_threads, uin
     const hparams *hp = &m->hp;
     if (T > hp->info.n_ctx)
         return fail_free(m,
-                         msrnn_fail(MSRNN_ERR_INVALID, "train: context %d exceeds the model's %d",
-                                    T, hp->info.n_ctx));
+                         status_fail(MSRNN_ERR_INVALID, "train: context %d exceeds the model's %d",
+                                     T, hp->info.n_ctx));
     const int C = hp->info.dim, V = hp->info.n_vocab, L = hp->info.n_layers;
     const size_t N = (size_t)B * T;
     const param_list *pl = m->pl;
@@ -130,8 +130,8 @@ msrnn_status train_model_open(const char *path, int B, int T, int n_threads, uin
     m->pg = calloc((size_t)pl->n, sizeof *m->pg);
     m->la = calloc((size_t)L, sizeof *m->la);
     if (!m->params || !m->grads || !m->pw || !m->pg || !m->la)
-        return fail_free(m, msrnn_fail(MSRNN_ERR_NOMEM, "train: out of memory for %zu parameters",
-                                       pl->n_floats));
+        return fail_free(m, status_fail(MSRNN_ERR_NOMEM, "train: out of memory for %zu parameters",
+                                        pl->n_floats));
     for (int i = 0; i < pl->n; i++) {
         const param_desc *d = &pl->p[i];
         float *p = m->params + d->offset;
@@ -144,10 +144,10 @@ msrnn_status train_model_open(const char *path, int B, int T, int n_threads, uin
             memcpy(p, w->data, d->n * sizeof(float));
         for (size_t k = 0; k < d->n; k++) /* once, at open: NaN weights give a NaN loss */
             if (!isfinite(p[k]))
-                return fail_free(m, msrnn_fail(MSRNN_ERR_FORMAT,
-                                               "%s: tensor '%s' has a non-finite value (%g) at "
-                                               "element %zu",
-                                               path, d->name, p[k], k));
+                return fail_free(m, status_fail(MSRNN_ERR_FORMAT,
+                                                "%s: tensor '%s' has a non-finite value (%g) at "
+                                                "element %zu",
+                                                path, d->name, p[k], k));
     }
 
     /* activations: one slab */
@@ -157,7 +157,7 @@ msrnn_status train_model_open(const char *path, int B, int T, int n_threads, uin
     if (!m->act_slab || !m->inp || !m->tgt) {
         const double mb = m->act_floats * 4.0 / 1e6;
         return fail_free(
-            m, msrnn_fail(MSRNN_ERR_NOMEM, "train: out of memory for %.1f MB of activations", mb));
+            m, status_fail(MSRNN_ERR_NOMEM, "train: out of memory for %.1f MB of activations", mb));
     }
     float *p = m->act_slab;
 #define TAKE(ptr, n) (ptr = p, p += (n))
@@ -212,10 +212,10 @@ msrnn_status train_model_unfreeze(train_model *m, const char *list) {
                 suf = strchr(nm + 4, '.') + 1;
             if (strlen(suf) != len || memcmp(suf, p, len)) continue;
             if (pl->p[i].frozen == PARAM_FIXED)
-                return msrnn_fail(MSRNN_ERR_INVALID,
-                                  "train: --unfreeze %.*s: %s is fixed by its method (no gradient "
-                                  "is computed for it)",
-                                  (int)len, p, nm);
+                return status_fail(MSRNN_ERR_INVALID,
+                                   "train: --unfreeze %.*s: %s is fixed by its method (no gradient "
+                                   "is computed for it)",
+                                   (int)len, p, nm);
             pl->p[i].frozen = PARAM_TRAINED;
             found++;
         }
@@ -226,10 +226,10 @@ msrnn_status train_model_unfreeze(train_model *m, const char *list) {
                 if (pl->p[i].frozen == PARAM_OPTIONAL && !strncmp(pl->p[i].name, "blk.0.", 6))
                     o += (size_t)snprintf(opt + o, sizeof opt - o, "%s%s", o ? ", " : "",
                                           pl->p[i].name + 6);
-            return msrnn_fail(MSRNN_ERR_INVALID,
-                              "train: --unfreeze %.*s: no tensor blk.L.%.*s in this model (it can "
-                              "unfreeze: %s)",
-                              (int)len, p, (int)len, p, o ? opt : "nothing");
+            return status_fail(MSRNN_ERR_INVALID,
+                               "train: --unfreeze %.*s: no tensor blk.L.%.*s in this model (it can "
+                               "unfreeze: %s)",
+                               (int)len, p, (int)len, p, o ? opt : "nothing");
         }
         p += len + (e != NULL);
     }
@@ -253,10 +253,10 @@ static msrnn_status split_tokens(train_model *m, const int32_t *tokens) {
         for (int t = 0; t <= T; t++) {
             const int32_t id = tokens[(size_t)b * (T + 1) + t];
             if (id < 0 || id >= V)
-                return msrnn_fail(MSRNN_ERR_INVALID,
-                                  "train: token %d at row %d, position %d is "
-                                  "outside the vocabulary of %d",
-                                  id, b, t, V);
+                return status_fail(MSRNN_ERR_INVALID,
+                                   "train: token %d at row %d, position %d is "
+                                   "outside the vocabulary of %d",
+                                   id, b, t, V);
             if (t < T) m->inp[(size_t)b * T + t] = id;
             if (t > 0) m->tgt[(size_t)b * T + t - 1] = id;
         }
@@ -366,7 +366,7 @@ msrnn_status train_model_loss(train_model *m, const int32_t *tokens, float *loss
 
 msrnn_status train_model_logits(train_model *m, const int32_t *tokens, int b, float *logits) {
     if (b < 0 || b >= m->B)
-        return msrnn_fail(MSRNN_ERR_INVALID, "train: sequence %d of a batch of %d", b, m->B);
+        return status_fail(MSRNN_ERR_INVALID, "train: sequence %d of a batch of %d", b, m->B);
     MSRNN_TRY(split_tokens(m, tokens));
     forward(m);
     const int C = m->hp.info.dim, V = m->hp.info.n_vocab;
@@ -413,7 +413,7 @@ msrnn_status train_model_step(train_model *m, const int32_t *tokens, float grad_
 msrnn_status train_model_save(const train_model *m, const char *path, int f16,
                               msrnn_status (*extra)(void *ctx, struct gguf_writer *w), void *ctx) {
     gguf_writer *w = gguf_writer_new();
-    if (!w) return msrnn_fail(MSRNN_ERR_NOMEM, "save: out of memory");
+    if (!w) return status_fail(MSRNN_ERR_NOMEM, "save: out of memory");
     const gguf_file *f = m->src->file;
     msrnn_status st = MSRNN_OK;
     for (uint64_t i = 0; st == MSRNN_OK && i < f->n_kv; i++) {

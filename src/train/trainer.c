@@ -101,7 +101,7 @@ static msrnn_status ckpt_extra(void *vctx, gguf_writer *w) {
 static msrnn_status get_u64(const gguf_file *f, const char *key, uint64_t *out) {
     const gguf_kv *kv = gguf_find_kv(f, key);
     if (!kv || kv->value.type != GGUF_TYPE_UINT64)
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: checkpoint key %s is missing", f->path, key);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: checkpoint key %s is missing", f->path, key);
     *out = kv->value.u64;
     return MSRNN_OK;
 }
@@ -110,7 +110,7 @@ static msrnn_status get_int(const gguf_file *f, const char *key, int *out) {
     uint32_t v;
     MSRNN_TRY(gguf_get_u32(f, key, 1, &v));
     if (v > (1u << 30))
-        return msrnn_fail(MSRNN_ERR_FORMAT, "%s: %s = %u is out of range", f->path, key, v);
+        return status_fail(MSRNN_ERR_FORMAT, "%s: %s = %u is out of range", f->path, key, v);
     *out = (int)v;
     return MSRNN_OK;
 }
@@ -160,10 +160,10 @@ static msrnn_status ckpt_read(const char *path, train_config *g, int *step, load
                 snprintf(name, sizeof name, "opt.%c.%s", k ? 'v' : 'm', t->name);
                 const gguf_tensor *gt = gguf_find_tensor(f, name);
                 if (!gt || gt->type != TYPE_F32 || gt->n_elements != t->n)
-                    st = msrnn_fail(MSRNN_ERR_FORMAT,
-                                    "%s: checkpoint tensor %s is missing or has the wrong "
-                                    "type or size (%zu f32 expected)",
-                                    path, name, t->n);
+                    st = status_fail(MSRNN_ERR_FORMAT,
+                                     "%s: checkpoint tensor %s is missing or has the wrong "
+                                     "type or size (%zu f32 expected)",
+                                     path, name, t->n);
                 else
                     memcpy((k ? v : m) + t->offset, gt->data, t->n * sizeof(float));
             }
@@ -180,21 +180,21 @@ static msrnn_status validate(const train_config *c) {
     if (c->batch < 1 || c->ctx < 2 || c->accum < 1 || c->steps < 1 || c->warmup < 0 ||
         c->eval_every < 0 || c->eval_batches < 0 || c->ckpt_every < 0 || c->loss_last < 0 ||
         c->loss_last > c->ctx)
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "train: batch %d, ctx %d, accum %d, steps %d, warmup %d, eval-every %d, "
-                          "eval-batches %d, ckpt-every %d, loss-last %d: sizes must be positive "
-                          "(loss-last at most ctx)",
-                          c->batch, c->ctx, c->accum, c->steps, c->warmup, c->eval_every,
-                          c->eval_batches, c->ckpt_every, c->loss_last);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "train: batch %d, ctx %d, accum %d, steps %d, warmup %d, eval-every %d, "
+                           "eval-batches %d, ckpt-every %d, loss-last %d: sizes must be positive "
+                           "(loss-last at most ctx)",
+                           c->batch, c->ctx, c->accum, c->steps, c->warmup, c->eval_every,
+                           c->eval_batches, c->ckpt_every, c->loss_last);
     if (!(c->lr > 0) || !(c->lr_min >= 0) || !(c->lr_min <= c->lr) || !(c->weight_decay >= 0) ||
         !(c->beta1 >= 0 && c->beta1 < 1) || !(c->beta2 >= 0 && c->beta2 < 1) || !(c->eps > 0) ||
         !(c->clip >= 0) || !isfinite(c->lr) || !(c->own_lr_scale >= 0 && c->own_lr_scale <= 1e4))
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "train: lr %g, lr-min %g, wd %g, betas %g/%g, eps %g, clip %g, own "
-                          "lr scale %g: need 0 <= lr-min <= lr, 0 <= beta < 1, eps > 0, wd and "
-                          "clip >= 0, 0 <= own lr scale <= 1e4",
-                          c->lr, c->lr_min, c->weight_decay, c->beta1, c->beta2, c->eps, c->clip,
-                          c->own_lr_scale);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "train: lr %g, lr-min %g, wd %g, betas %g/%g, eps %g, clip %g, own "
+                           "lr scale %g: need 0 <= lr-min <= lr, 0 <= beta < 1, eps > 0, wd and "
+                           "clip >= 0, 0 <= own lr scale <= 1e4",
+                           c->lr, c->lr_min, c->weight_decay, c->beta1, c->beta2, c->eps, c->clip,
+                           c->own_lr_scale);
     return MSRNN_OK;
 }
 
@@ -208,7 +208,7 @@ static msrnn_status ckpt_str(const char *path, const char *key, char out[4096]) 
     snprintf(full, sizeof full, "msrnn.train.%s", key);
     msrnn_status st = gguf_get_str(f, full, 0, &t);
     if (st == MSRNN_OK && t.len >= 4096)
-        st = msrnn_fail(MSRNN_ERR_FORMAT, "%s: %s is too long", path, full);
+        st = status_fail(MSRNN_ERR_FORMAT, "%s: %s is too long", path, full);
     if (st == MSRNN_OK) memcpy(out, t.ptr, t.len), out[t.len] = 0;
     gguf_close(f);
     return st;
@@ -222,22 +222,22 @@ static msrnn_status teacher_open(const char *path, train_model *student, const t
     const msrnn_model_info *ti = msrnn_model_get_info(*mo);
     const hparams *sh = train_model_hparams(student);
     if (ti->n_vocab != sh->info.n_vocab)
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "train: the teacher %s has %d tokens, the student %d: distillation "
-                          "needs one vocabulary",
-                          path, ti->n_vocab, sh->info.n_vocab);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "train: the teacher %s has %d tokens, the student %d: distillation "
+                           "needs one vocabulary",
+                           path, ti->n_vocab, sh->info.n_vocab);
     msrnn_session_params p = msrnn_session_default_params();
     p.n_ctx = cfg->ctx, p.n_threads = n_threads;
     if (!model_memory_bounded(*mo, &p) && cfg->ctx > ti->n_ctx)
-        return msrnn_fail(MSRNN_ERR_INVALID,
-                          "train: --ctx %d is beyond the teacher's context of %d tokens", cfg->ctx,
-                          ti->n_ctx);
+        return status_fail(MSRNN_ERR_INVALID,
+                           "train: --ctx %d is beyond the teacher's context of %d tokens", cfg->ctx,
+                           ti->n_ctx);
     MSRNN_TRY(msrnn_session_open(*mo, &p, so));
     *lo = malloc((size_t)cfg->batch * cfg->ctx * ti->n_vocab * sizeof(float));
     if (!*lo)
-        return msrnn_fail(MSRNN_ERR_NOMEM,
-                          "train: out of memory for the teacher's logits (%.1f MB)",
-                          (double)cfg->batch * cfg->ctx * ti->n_vocab * 4 / 1e6);
+        return status_fail(MSRNN_ERR_NOMEM,
+                           "train: out of memory for the teacher's logits (%.1f MB)",
+                           (double)cfg->batch * cfg->ctx * ti->n_vocab * 4 / 1e6);
     return MSRNN_OK;
 }
 
@@ -270,11 +270,11 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
         const msrnn_model *src = train_model_source(model);
         const char *mpath = paths->vocab_from ? paths->vocab_from : src->file->path;
         if (!src->tok)
-            st =
-                msrnn_fail(MSRNN_ERR_FORMAT,
-                           "%s has no tokenizer (no tokenizer.ggml.* keys): the shards' ids cannot "
-                           "be checked against it and the trained model could not read text",
-                           mpath);
+            st = status_fail(
+                MSRNN_ERR_FORMAT,
+                "%s has no tokenizer (no tokenizer.ggml.* keys): the shards' ids cannot "
+                "be checked against it and the trained model could not read text",
+                mpath);
         /* the tokenizer's size: a model's embedding may be padded beyond it */
         const uint32_t n_vocab = src->tok ? (uint32_t)spm_n_vocab(src->tok) : 0;
         const uint64_t hash = src->tok ? spm_vocab_hash(src->tok) : 0;
@@ -282,10 +282,10 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
         if (st == MSRNN_OK && val) st = token_shard_check_vocab(val, mpath, n_vocab, 1, hash);
     }
     if (st == MSRNN_OK && paths->resume && ck_tokens != token_shard_n_tokens(train))
-        st = msrnn_fail(MSRNN_ERR_INVALID,
-                        "train: %s was made on a training shard of %llu tokens, %s has %llu",
-                        paths->ckpt_path, (unsigned long long)ck_tokens, paths->train_path,
-                        (unsigned long long)token_shard_n_tokens(train));
+        st = status_fail(MSRNN_ERR_INVALID,
+                         "train: %s was made on a training shard of %llu tokens, %s has %llu",
+                         paths->ckpt_path, (unsigned long long)ck_tokens, paths->train_path,
+                         (unsigned long long)token_shard_n_tokens(train));
     if (st == MSRNN_OK && paths->resume) st = data_loader_set_state(dl, ls);
     size_t np = 0;
     if (st == MSRNN_OK) {
@@ -293,7 +293,7 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
         m = calloc(np, sizeof(float));
         v = calloc(np, sizeof(float));
         tokens = malloc((size_t)cfg.batch * (cfg.ctx + 1) * sizeof(int32_t));
-        if (!m || !v || !tokens) st = msrnn_fail(MSRNN_ERR_NOMEM, "train: out of memory");
+        if (!m || !v || !tokens) st = status_fail(MSRNN_ERR_NOMEM, "train: out of memory");
     }
     if (st == MSRNN_OK && paths->resume)
         st = ckpt_read(paths->ckpt_path, &cfg, &step, &ls, &ck_tokens, model, m, v);
@@ -308,13 +308,13 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
                                                    : NULL;
     if (st == MSRNN_OK && paths->resume && paths->teacher_path && ck_teacher[0] &&
         strcmp(paths->teacher_path, ck_teacher))
-        st = msrnn_fail(MSRNN_ERR_INVALID, "train: %s was trained against the teacher %s, not %s",
-                        paths->ckpt_path, ck_teacher, paths->teacher_path);
+        st = status_fail(MSRNN_ERR_INVALID, "train: %s was trained against the teacher %s, not %s",
+                         paths->ckpt_path, ck_teacher, paths->teacher_path);
     if (st == MSRNN_OK && paths->resume && paths->teacher_path && !ck_teacher[0])
-        st = msrnn_fail(MSRNN_ERR_INVALID,
-                        "train: %s was trained on the plain loss; a resumed run cannot add a "
-                        "teacher",
-                        paths->ckpt_path);
+        st = status_fail(MSRNN_ERR_INVALID,
+                         "train: %s was trained on the plain loss; a resumed run cannot add a "
+                         "teacher",
+                         paths->ckpt_path);
     /* optional tensors trained: those named now, or those a resumed checkpoint trained */
     char ck_unfreeze[4096] = "";
     if (st == MSRNN_OK && paths->resume) st = ckpt_str(paths->ckpt_path, "unfreeze", ck_unfreeze);
@@ -322,9 +322,9 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
                            : ck_unfreeze[0]                      ? ck_unfreeze
                                                                  : NULL;
     if (st == MSRNN_OK && paths->resume && paths->unfreeze && strcmp(paths->unfreeze, ck_unfreeze))
-        st = msrnn_fail(MSRNN_ERR_INVALID,
-                        "train: %s unfroze \"%s\"; a resumed run cannot change that to \"%s\"",
-                        paths->ckpt_path, ck_unfreeze, paths->unfreeze);
+        st = status_fail(MSRNN_ERR_INVALID,
+                         "train: %s unfroze \"%s\"; a resumed run cannot change that to \"%s\"",
+                         paths->ckpt_path, ck_unfreeze, paths->unfreeze);
     if (st == MSRNN_OK && unfreeze) st = train_model_unfreeze(model, unfreeze);
     msrnn_model *teacher = NULL;
     msrnn_session *tsess = NULL;
@@ -387,9 +387,9 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
         p.tokens_per_s = (double)(step - step0) * cfg.batch * cfg.ctx * cfg.accum / p.elapsed_s;
         p.eta_s = p.elapsed_s / (step - step0) * (cfg.steps - step);
         if (!isfinite(p.loss)) {
-            st = msrnn_fail(MSRNN_ERR_INVALID,
-                            "train: the loss is %g at step %d (diverged: lower --lr?)", p.loss,
-                            step);
+            st = status_fail(MSRNN_ERR_INVALID,
+                             "train: the loss is %g at step %d (diverged: lower --lr?)", p.loss,
+                             step);
             break;
         }
         const int last = step == cfg.steps;
@@ -405,9 +405,9 @@ msrnn_status train_run(const train_config *cfg_in, const train_paths *paths,
             }
             p.val_loss = (float)(vs / (n_val / cfg.batch));
             if (st == MSRNN_OK && !isfinite(p.val_loss))
-                st = msrnn_fail(MSRNN_ERR_FORMAT,
-                                "train: the validation loss on %s is %g at step %d",
-                                paths->val_path, p.val_loss, step);
+                st = status_fail(MSRNN_ERR_FORMAT,
+                                 "train: the validation loss on %s is %g at step %d",
+                                 paths->val_path, p.val_loss, step);
         }
         cc.step = step;
         cc.ls = data_loader_get_state(dl);
