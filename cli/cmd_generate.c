@@ -130,7 +130,7 @@ int cmd_generate(int argc, char **argv) {
         rc = 1;
         goto done;
     }
-    const int bounded = o.sp.memory && strcmp(o.sp.memory, "full") != 0;
+    const int bounded = msrnn_memory_is_bounded(m, &o.sp); /* infini, dijiang: even "full" */
     /* the last sampled token is never fed back: n_prompt + n_predict - 1 positions are evaluated */
     if (!bounded && (int)n_prompt + (n_predict > 0 ? n_predict - 1 : 0) > n_ctx) {
         fprintf(stderr,

@@ -465,9 +465,7 @@ static int parse_request(const server *sv, const char *body, size_t len, int cha
     }
     /* the full cache: the prompt must fit the context (a bounded memory takes any length) */
     const serve_config *cfg = serve_engine_config(sv->e);
-    const char *mem = cfg->sp.memory ? cfg->sp.memory : "full";
-    if (!strcmp(mem, "full") && strcmp(in->architecture, "infini") &&
-        strcmp(in->architecture, "dijiang")) {
+    if (!serve_engine_bounded(sv->e)) {
         const int64_t past = j->session[0] ? serve_session_n_past(sv->e, j->session) : 0;
         if (past + j->n_prompt > cfg->sp.n_ctx) {
             *param = chat ? "messages" : "prompt";

@@ -133,5 +133,8 @@ int64_t serve_session_n_past(serve_engine *e, const char *name);
 
 const msrnn_model *serve_engine_model(const serve_engine *e);
 const serve_config *serve_engine_config(const serve_engine *e);
+/* 1 when the slots' memory keeps a fixed size (msrnn_memory_is_bounded: a bounded --kv, or an
+ * infini or dijiang model), so that no context limits a prompt or a generation. */
+int serve_engine_bounded(const serve_engine *e);
 
 #endif

@@ -30,6 +30,7 @@ typedef struct {
 struct serve_engine {
     msrnn_model *m;
     serve_config cfg;
+    int bounded; /* the slots' memory has a fixed size: no context ends a generation */
     slot *slots;
     msrnn_batch *batch;
     size_t slot_bytes;
@@ -74,6 +75,7 @@ msrnn_status serve_engine_open(msrnn_model *m, const serve_config *cfg, serve_en
     if (!e) return MSRNN_ERR_NOMEM;
     e->m = m;
     e->cfg = *cfg;
+    e->bounded = msrnn_memory_is_bounded(m, &cfg->sp);
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->wake, NULL);
     const int n = cfg->n_slots;
@@ -101,6 +103,8 @@ size_t serve_engine_slot_bytes(const serve_engine *e) { return e->slot_bytes; }
 size_t serve_engine_batch_bytes(const serve_engine *e) { return msrnn_batch_bytes(e->batch); }
 const msrnn_model *serve_engine_model(const serve_engine *e) { return e->m; }
 const serve_config *serve_engine_config(const serve_engine *e) { return &e->cfg; }
+
+int serve_engine_bounded(const serve_engine *e) { return e->bounded; }
 
 serve_job *serve_job_new(void) {
     serve_job *j = calloc(1, sizeof *j);
@@ -161,8 +165,7 @@ static void job_end(serve_engine *e, slot *sl, const char *finish, int status, c
     const msrnn_model_info *in = msrnn_model_get_info(e->m);
     const int flush = sl->session[0] && status == 0 && !j->cancelled && last >= 0 &&
                       last != in->eos_id &&
-                      !(strcmp(e->cfg.sp.memory ? e->cfg.sp.memory : "full", "full") == 0 &&
-                        msrnn_session_n_past(sl->s) >= e->cfg.sp.n_ctx);
+                      !(!e->bounded && msrnn_session_n_past(sl->s) >= e->cfg.sp.n_ctx);
     slot_release_job(sl);
     job_unref(j);
     sl->last_used = now();
@@ -384,7 +387,7 @@ static void admit(serve_engine *e) {
             memmove(p, p + 1, (size_t)(j->n_prompt - 1) * sizeof *p);
             j->n_prompt--;
         }
-        const int full = !strcmp(e->cfg.sp.memory ? e->cfg.sp.memory : "full", "full");
+        const int full = !e->bounded;
         sl->hist = malloc((size_t)(j->n_prompt + j->max_tokens + 1) * sizeof *sl->hist);
         const msrnn_status st =
             sl->hist ? msrnn_sampler_open(&j->sampling, in->n_vocab, &sl->smp) : MSRNN_ERR_NOMEM;
@@ -482,7 +485,7 @@ static void sample_next(serve_engine *e, slot *sl) {
                 return;
             }
     }
-    const int full = !strcmp(e->cfg.sp.memory ? e->cfg.sp.memory : "full", "full");
+    const int full = !e->bounded;
     if (j->n_tokens >= j->max_tokens ||
         (full && msrnn_session_n_past(sl->s) + 1 > e->cfg.sp.n_ctx)) {
         job_end(e, sl, "length", 0, NULL);

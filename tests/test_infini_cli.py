@@ -149,6 +149,12 @@ with tempfile.TemporaryDirectory() as tmp:
     check(json.loads(r.stdout)["memory"] == "infini" if rows else False, "bench names the memory infini")
     r = run("generate", "-m", P("inf.gguf"), "--kv", "window", "--kv-size", "8", *gen)
     check(r.returncode == 2 and "memory" in r.stderr, f"--kv window on infini: exit {r.returncode}: {tail(r)}")
+    # generate likewise: 150 tokens past the 64-token context, no -c needed (msrnn_memory_is_bounded
+    # answers for the model's parts, whatever the memory's name)
+    r = run("generate", "-m", P("inf.gguf"), "-p", "hi", "-n", "150", "--temp", "0", "--ignore-eos", "--json",
+            "-t", "1")
+    ids = json.loads(r.stdout).get("ids", []) if r.returncode == 0 else []
+    check(len(ids) == 150, f"generate 150 tokens past infini's context of 64: {len(ids)} ids, {tail(r)}")
     # passkey: infini's own memory is bounded, so lengths far beyond its 64-token context run (the
     # llama it came from, with the full cache, refuses them)
     r = run("passkey", "-m", P("inf.gguf"), "--lengths", "1K", "--depths", "0,100", "--trials", "1", "--json",
