@@ -504,7 +504,8 @@ static cJSON *logprobs_json(const server *sv, const serve_job *j, int t0, int t1
     if (chat) {
         cJSON *content = cJSON_AddArrayToObject(o, "content");
         for (int t = t0; t < t1; t++) {
-            const serve_token *tk = &j->tokens[t];
+            const serve_token *tk = serve_job_token(j, t);
+            const serve_top *tp = serve_job_tops(j, t);
             cJSON *e = cJSON_CreateObject();
             const char *s = token_text(sv, tk->id, &len);
             add_text(e, "token", s, len);
@@ -515,9 +516,9 @@ static cJSON *logprobs_json(const server *sv, const serve_job *j, int t0, int t1
             cJSON *top = cJSON_AddArrayToObject(e, "top_logprobs");
             for (int k = 0; k < tk->n_top; k++) {
                 cJSON *a = cJSON_CreateObject();
-                const char *ts = token_text(sv, tk->top_id[k], &len);
+                const char *ts = token_text(sv, tp[k].id, &len);
                 add_text(a, "token", ts, len);
-                cJSON_AddNumberToObject(a, "logprob", tk->top_logprob[k]);
+                cJSON_AddNumberToObject(a, "logprob", tp[k].logprob);
                 cJSON_AddItemToArray(top, a);
             }
             cJSON_AddItemToArray(content, e);
@@ -529,7 +530,8 @@ static cJSON *logprobs_json(const server *sv, const serve_job *j, int t0, int t1
           *tops = cJSON_AddArrayToObject(o, "top_logprobs"),
           *offs = cJSON_AddArrayToObject(o, "text_offset");
     for (int t = t0; t < t1; t++) {
-        const serve_token *tk = &j->tokens[t];
+        const serve_token *tk = serve_job_token(j, t);
+        const serve_top *tp = serve_job_tops(j, t);
         const char *s = token_text(sv, tk->id, &len);
         char *clean = utf8_clean(s, len);
         cJSON_AddItemToArray(tokens, cJSON_CreateString(clean ? clean : ""));
@@ -537,10 +539,10 @@ static cJSON *logprobs_json(const server *sv, const serve_job *j, int t0, int t1
         cJSON_AddItemToArray(lps, cJSON_CreateNumber(tk->logprob));
         cJSON *top = cJSON_CreateObject();
         for (int k = 0; k < tk->n_top; k++) {
-            const char *ts = token_text(sv, tk->top_id[k], &len);
+            const char *ts = token_text(sv, tp[k].id, &len);
             char *c2 = utf8_clean(ts, len);
             if (c2 && !cJSON_GetObjectItemCaseSensitive(top, c2))
-                cJSON_AddNumberToObject(top, c2, tk->top_logprob[k]);
+                cJSON_AddNumberToObject(top, c2, tp[k].logprob);
             free(c2);
         }
         cJSON_AddItemToArray(tops, top);
@@ -578,14 +580,14 @@ static cJSON *choice_json(const server *sv, const parsed *p, const serve_job *j,
     if (p->chat) {
         cJSON *msg = cJSON_AddObjectToObject(ch, stream ? "delta" : "message");
         if (!stream || first_chunk) cJSON_AddStringToObject(msg, "role", "assistant");
-        if (!stream || b > a || first_chunk) add_text(msg, "content", j->text + a, b - a);
+        if (!stream || b > a || first_chunk) add_text(msg, "content", serve_job_text(j, a), b - a);
     } else {
-        add_text(ch, "text", j->text + a, b - a);
+        add_text(ch, "text", serve_job_text(j, a), b - a);
     }
     if (p->return_tokens) {
         cJSON *ids = cJSON_AddArrayToObject(ch, "token_ids");
         for (int t = t0; t < t1; t++)
-            cJSON_AddItemToArray(ids, cJSON_CreateNumber(j->tokens[t].id));
+            cJSON_AddItemToArray(ids, cJSON_CreateNumber(serve_job_token(j, t)->id));
     }
     if (p->logprobs_chat && t1 > t0)
         cJSON_AddItemToObject(ch, "logprobs", logprobs_json(sv, j, t0, t1, p->chat));
@@ -689,19 +691,31 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
              * (the engine waits for it after every forward pass) */
             const int t1 = j->n_tokens, nt = t1 - s->sent_tokens;
             const size_t nx = upto - s->sent_text;
-            serve_job view;
+            serve_job view; /* tokens and text from 0 */
             memset(&view, 0, sizeof view);
+            view.top_logprobs = j->top_logprobs;
             view.text = malloc(nx + 1);
             view.tokens = malloc((size_t)(nt > 0 ? nt : 1) * sizeof *view.tokens);
-            if (view.text) memcpy(view.text, j->text + s->sent_text, nx);
+            view.tops =
+                j->tops ? malloc((size_t)(nt > 0 ? nt : 1) * j->top_logprobs * sizeof *view.tops)
+                        : NULL;
+            if (view.text) memcpy(view.text, serve_job_text(j, s->sent_text), nx);
             if (view.tokens && nt > 0)
-                memcpy(view.tokens, j->tokens + s->sent_tokens, (size_t)nt * sizeof *view.tokens);
+                memcpy(view.tokens, serve_job_token(j, s->sent_tokens),
+                       (size_t)nt * sizeof *view.tokens);
+            if (view.tops && nt > 0)
+                memcpy(view.tops, serve_job_tops(j, s->sent_tokens),
+                       (size_t)nt * j->top_logprobs * sizeof *view.tops);
+            const int copied = view.text && view.tokens && (view.tops || !j->tops);
+            /* sent (once the event is built): the job forgets it, so that a stream of any length
+             * holds only what is unsent */
+            if (copied) serve_job_consume(j, t1, upto);
             const char *finish = done ? j->finish : NULL;
             cJSON *usage = done && s->p.include_usage ? usage_json(j) : NULL;
             cJSON *timings = done ? timings_json(j) : NULL;
             serve_unlock(e);
-            if (!view.text || !view.tokens) {
-                free(view.text), free(view.tokens);
+            if (!copied) {
+                free(view.text), free(view.tokens), free(view.tops);
                 cJSON_Delete(usage), cJSON_Delete(timings);
                 serve_cancel(e, j);
                 return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -710,7 +724,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
             cJSON *choices = cJSON_AddArrayToObject(o, "choices");
             cJSON_AddItemToArray(
                 choices, choice_json(s->sv, &s->p, &view, 0, nx, 0, nt, finish, s->first_chunk, 1));
-            free(view.text), free(view.tokens);
+            free(view.text), free(view.tokens), free(view.tops);
             s->sent_tokens = t1, s->sent_text = upto, s->first_chunk = 0;
             if (timings) cJSON_AddItemToObject(o, "timings", timings);
             out_event(s, o);

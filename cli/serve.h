@@ -29,15 +29,19 @@
 typedef enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE } job_state;
 
 /* One generated token: its id, its log-probability under the model (log-softmax of the raw
- * logits) and, when asked, the most likely alternatives. */
+ * logits) and how many alternatives were recorded for it (serve_job_tops). */
 typedef struct {
     int32_t id;
     float logprob;
     int n_top;
-    int32_t top_id[SERVE_MAX_TOP];
-    float top_logprob[SERVE_MAX_TOP];
-    size_t text_start, text_end; /* its bytes in job->text (clipped by a stop string) */
+    size_t text_start, text_end; /* its bytes in the job's text (clipped by a stop string) */
 } serve_token;
+
+/* One recorded alternative of a token: the most likely ids and their log-probabilities */
+typedef struct {
+    int32_t id;
+    float logprob;
+} serve_top;
 
 typedef struct serve_job {
     /* ---- set by the submitter, read-only afterwards */
@@ -54,13 +58,19 @@ typedef struct serve_job {
     /* ---- progress, guarded by the engine's mutex; cond signalled at every change */
     pthread_cond_t cond;
     job_state state;
-    int cancelled;       /* the client went away: the engine drops it at its next step */
-    int http_status;     /* 0, or the error status the job ended with */
-    char error[512];     /* its message */
-    serve_token *tokens; /* (max_tokens) generated */
-    int n_tokens;
-    char *text; /* the generated text (n_text bytes, clipped at a stop string) */
-    size_t n_text, cap_text;
+    int cancelled;   /* the client went away: the engine drops it at its next step */
+    int http_status; /* 0, or the error status the job ended with */
+    char error[512]; /* its message */
+    /* Generated tokens [tok_base, n_tokens) and text bytes [text_base, n_text): the job's record
+     * grows with what it generates, from nothing (no room is set aside for max_tokens), and a
+     * stream drops what it has sent (serve_job_consume), so that a generation of any length holds
+     * only what is unsent. Positions are absolute: read them with serve_job_token / _tops / _text.
+     */
+    serve_token *tokens;
+    serve_top *tops; /* top_logprobs per token beside tokens (NULL when none are asked for) */
+    int n_tokens, tok_base, cap_tokens;
+    char *text; /* the generated text, clipped at a stop string */
+    size_t n_text, text_base, cap_text;
     const char *finish;                        /* "stop", "length" (or NULL while running) */
     int n_fed;                                 /* prompt tokens fed */
     int64_t n_past;                            /* the slot's position when the job ended */
@@ -108,6 +118,19 @@ void serve_unlock(serve_engine *e);
 void serve_cancel(serve_engine *e, serve_job *job);
 /* Drop the caller's reference. */
 void serve_job_release(serve_engine *e, serve_job *job);
+
+static inline const serve_token *serve_job_token(const serve_job *j, int t) {
+    return &j->tokens[t - j->tok_base];
+}
+static inline const serve_top *serve_job_tops(const serve_job *j, int t) {
+    return j->tops + (size_t)(t - j->tok_base) * (size_t)j->top_logprobs;
+}
+static inline const char *serve_job_text(const serve_job *j, size_t at) {
+    return j->text + (at - j->text_base);
+}
+/* A stream has sent tokens below `tokens` and text below `text`: forget them (the last token is
+ * kept, the engine reads it when the job ends). Call with the lock held. */
+void serve_job_consume(serve_job *j, int tokens, size_t text);
 
 /* The text of job->text that can be sent now: up to a point no stop string can still cut and
  * that does not split a UTF-8 character (all of it once done). Call with the lock held. */

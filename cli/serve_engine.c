@@ -21,11 +21,15 @@ typedef struct {
     double last_used;
     int32_t pending;    /* DECODE, FLUSH: the token to feed next */
     msrnn_sampler *smp; /* the job's sampler */
-    int32_t *hist;      /* prompt + generated tokens of the job (the repetition penalty's view) */
-    int n_hist;
-    int chunk;   /* tokens this slot has in the step being run */
+    int32_t *hist;      /* the job's latest tokens, prompt then generated: the repetition penalty's
+                         * view (its last repeat_last_n) and the detokenizer's (the last two) */
+    int n_hist, cap_hist, keep_hist; /* keep_hist: what a slide keeps */
+    int chunk;                       /* tokens this slot has in the step being run */
     int in_step; /* 1 while a forward pass runs on its session (outside the lock) */
 } slot;
+
+/* generated tokens a slot's history takes before it slides back to its last repeat_last_n + 2 */
+#define HIST_ROOM 1024
 
 struct serve_engine {
     msrnn_model *m;
@@ -119,6 +123,7 @@ static void job_free(serve_job *j) {
     free(j->prompt);
     for (int i = 0; i < j->n_stop; i++) free(j->stop[i]);
     free(j->tokens);
+    free(j->tops);
     free(j->text);
     pthread_cond_destroy(&j->cond);
     free(j);
@@ -161,7 +166,7 @@ static void job_end(serve_engine *e, slot *sl, const char *finish, int status, c
     j->t_done = now();
     j->n_past = msrnn_session_n_past(sl->s);
     pthread_cond_broadcast(&j->cond);
-    const int last = j->n_tokens > 0 ? j->tokens[j->n_tokens - 1].id : -1;
+    const int last = j->n_tokens > j->tok_base ? serve_job_token(j, j->n_tokens - 1)->id : -1;
     const msrnn_model_info *in = msrnn_model_get_info(e->m);
     const int flush = sl->session[0] && status == 0 && !j->cancelled && last >= 0 &&
                       last != in->eos_id &&
@@ -252,10 +257,14 @@ int serve_submit(serve_engine *e, serve_job *job) {
         pthread_mutex_unlock(&e->mu);
         return status;
     }
-    job->tokens = calloc((size_t)(job->max_tokens > 0 ? job->max_tokens : 1), sizeof *job->tokens);
-    job->cap_text = (size_t)job->max_tokens * 8 + 64;
+    /* a little room to start with; the record grows with what the job generates */
+    job->cap_tokens = 16, job->cap_text = 256;
+    job->tokens = malloc((size_t)job->cap_tokens * sizeof *job->tokens);
+    job->tops = job->top_logprobs > 0
+                    ? malloc((size_t)job->cap_tokens * job->top_logprobs * sizeof *job->tops)
+                    : NULL;
     job->text = malloc(job->cap_text);
-    if (!job->tokens || !job->text) {
+    if (!job->tokens || !job->text || (job->top_logprobs > 0 && !job->tops)) {
         pthread_mutex_unlock(&e->mu);
         snprintf(job->error, sizeof job->error, "out of memory");
         return 500;
@@ -312,7 +321,7 @@ static size_t utf8_partial_tail(const char *s, size_t n) {
 
 size_t serve_job_sendable(const serve_job *job) {
     if (job->state == JOB_DONE) return job->n_text;
-    size_t n = job->n_text;
+    size_t n = job->n_text - job->text_base; /* bytes held, from job->text */
     /* hold back the longest tail that is a prefix of a stop string */
     size_t hold = 0;
     for (int i = 0; i < job->n_stop; i++) {
@@ -324,7 +333,40 @@ size_t serve_job_sendable(const serve_job *job) {
             }
     }
     n -= hold;
-    return n - utf8_partial_tail(job->text, n);
+    return job->text_base + n - utf8_partial_tail(job->text, n);
+}
+
+void serve_job_consume(serve_job *j, int tokens, size_t text) {
+    if (tokens > j->n_tokens - 1) tokens = j->n_tokens - 1;
+    if (tokens > j->tok_base) {
+        const int drop = tokens - j->tok_base, keep = j->n_tokens - tokens;
+        memmove(j->tokens, j->tokens + drop, (size_t)keep * sizeof *j->tokens);
+        if (j->tops)
+            memmove(j->tops, j->tops + (size_t)drop * j->top_logprobs,
+                    (size_t)keep * j->top_logprobs * sizeof *j->tops);
+        j->tok_base = tokens;
+    }
+    if (text > j->n_text) text = j->n_text;
+    if (text > j->text_base) {
+        memmove(j->text, j->text + (text - j->text_base), j->n_text - text);
+        j->text_base = text;
+    }
+}
+
+/* room for one more token in j's record (lock held); 0 when out of memory */
+static int job_token_room(serve_job *j) {
+    if (j->n_tokens - j->tok_base < j->cap_tokens) return 1;
+    const int cap = j->cap_tokens * 2;
+    serve_token *t = realloc(j->tokens, (size_t)cap * sizeof *t);
+    if (!t) return 0;
+    j->tokens = t;
+    if (j->tops) {
+        serve_top *q = realloc(j->tops, (size_t)cap * j->top_logprobs * sizeof *q);
+        if (!q) return 0;
+        j->tops = q;
+    }
+    j->cap_tokens = cap;
+    return 1;
 }
 
 /* ---- one step ---------------------------------------------------------------------------------
@@ -388,7 +430,12 @@ static void admit(serve_engine *e) {
             j->n_prompt--;
         }
         const int full = !e->bounded;
-        sl->hist = malloc((size_t)(j->n_prompt + j->max_tokens + 1) * sizeof *sl->hist);
+        /* the prompt, then room for HIST_ROOM tokens before the window slides */
+        const int64_t most = (int64_t)j->n_prompt + j->max_tokens; /* tokens the job can have */
+        sl->keep_hist =
+            (int)(j->sampling.repeat_last_n < most ? j->sampling.repeat_last_n : most) + 2;
+        sl->cap_hist = j->n_prompt + HIST_ROOM + 2 * sl->keep_hist;
+        sl->hist = malloc((size_t)sl->cap_hist * sizeof *sl->hist);
         const msrnn_status st =
             sl->hist ? msrnn_sampler_open(&j->sampling, in->n_vocab, &sl->smp) : MSRNN_ERR_NOMEM;
         sl->job = j;
@@ -428,14 +475,32 @@ static float log_sum_exp(const float *x, int n) {
     return mx + (float)log(s);
 }
 
+/* Append id to sl's history, keeping at least its last keep_hist (repeat_last_n + 2) tokens: a
+ * job's history does not grow with its length. */
+static void slot_hist_push(slot *sl, int32_t id) {
+    if (sl->n_hist == sl->cap_hist) {
+        const int keep = sl->keep_hist; /* cap_hist ≥ 2·keep: the move leaves room */
+        memmove(sl->hist, sl->hist + sl->n_hist - keep, (size_t)keep * sizeof *sl->hist);
+        sl->n_hist = keep;
+    }
+    sl->hist[sl->n_hist++] = id;
+}
+
 /* Sample the next token of sl's job from its session's logits and apply it (lock held). */
 static void sample_next(serve_engine *e, slot *sl) {
     serve_job *j = sl->job;
     const msrnn_model_info *in = msrnn_model_get_info(e->m);
     const float *lg = msrnn_session_logits(sl->s);
     const int32_t id = msrnn_sample(sl->smp, lg, sl->hist, sl->n_hist);
-    sl->hist[sl->n_hist++] = id;
-    serve_token *t = &j->tokens[j->n_tokens++];
+    if (!job_token_room(j)) {
+        job_end(e, sl, NULL, 500, "out of memory");
+        return;
+    }
+    slot_hist_push(sl, id);
+    serve_token *t = &j->tokens[j->n_tokens - j->tok_base];
+    serve_top *tops =
+        j->tops ? j->tops + (size_t)(j->n_tokens - j->tok_base) * j->top_logprobs : NULL;
+    j->n_tokens++;
     memset(t, 0, sizeof *t);
     t->id = id;
     const float lse = j->logprobs ? log_sum_exp(lg, in->n_vocab) : 0; /* only when asked */
@@ -444,10 +509,10 @@ static void sample_next(serve_engine *e, slot *sl) {
         int best = -1;
         for (int v = 0; v < in->n_vocab; v++) {
             int taken = 0;
-            for (int q = 0; q < k && !taken; q++) taken = t->top_id[q] == v;
+            for (int q = 0; q < k && !taken; q++) taken = tops[q].id == v;
             if (!taken && (best < 0 || lg[v] > lg[best])) best = v;
         }
-        t->top_id[k] = best, t->top_logprob[k] = lg[best] - lse, t->n_top = k + 1;
+        tops[k].id = best, tops[k].logprob = lg[best] - lse, t->n_top = k + 1;
     }
     if (j->n_tokens == 1) j->t_first = now();
     e->stats.tokens_generated++;
@@ -460,8 +525,9 @@ static void sample_next(serve_engine *e, slot *sl) {
     const int32_t prev = sl->n_hist >= 2 ? sl->hist[sl->n_hist - 2] : -1;
     size_t len = msrnn_token_to_text(e->m, prev, id, piece, sizeof piece);
     if (len > sizeof piece) len = sizeof piece;
-    if (j->n_text + len + 1 > j->cap_text) {
-        const size_t cap = (j->n_text + len + 1) * 2;
+    const size_t held = j->n_text - j->text_base;
+    if (held + len + 1 > j->cap_text) {
+        const size_t cap = (held + len + 1) * 2;
         char *grown = realloc(j->text, cap);
         if (!grown) {
             job_end(e, sl, NULL, 500, "out of memory");
@@ -470,14 +536,15 @@ static void sample_next(serve_engine *e, slot *sl) {
         j->text = grown, j->cap_text = cap;
     }
     const size_t old = j->n_text;
-    memcpy(j->text + j->n_text, piece, len);
+    memcpy(j->text + held, piece, len);
     j->n_text += len;
     t->text_end = j->n_text;
     for (int i = 0; i < j->n_stop; i++) { /* a stop string ending in the new bytes */
         const size_t ls = strlen(j->stop[i]);
-        const size_t from = old + 1 > ls ? old + 1 - ls : 0;
+        size_t from = old + 1 > ls ? old + 1 - ls : 0;
+        if (from < j->text_base) from = j->text_base; /* sent text: no stop string reaches it */
         for (size_t p = from; p + ls <= j->n_text; p++)
-            if (!memcmp(j->text + p, j->stop[i], ls)) {
+            if (!memcmp(j->text + (p - j->text_base), j->stop[i], ls)) {
                 j->n_text = p;
                 t->text_end =
                     p < t->text_end ? (p > t->text_start ? p : t->text_start) : t->text_end;

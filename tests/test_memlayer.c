@@ -11,7 +11,7 @@
  *      per-token per-chunk double loop, f32 / f16 / bf16 tables (the reference reads the rounded
  *      values), b = 4, 8, 10, K = 1, 3, 8, out = 1, 7, 48, 100 (and larger shapes that run
  *      threaded), with and without bias, n = 1, 5, 64: max error ≤ GATHER_TOL × max |y|; y
- *      overwritten; the same bits for n_threads = 1, 2, 3.
+ *      overwritten; the same bits for n_threads = 1, 2, 3, and token by token (n = 1 each).
  *   4. memlayer_backward on L = ⟨r, y⟩: dtable and dbias (linear in dy) against their analytic sums
  *      in double, dx against central differences (step FD_H, in double, of hash∘gather of the one
  *      token, every index unchanged at both ends; |x| ≥ 0.05); the same bits for n_threads = 1, 2,
@@ -289,6 +289,18 @@ static void gather_case(int b, int K, int out, int n, int with_bias, int weighti
         CHECK(memcmp(y[0], y[th], (size_t)n * out * sizeof(float)) == 0,
               "gather %s b %d K %d out %d n %d: %d threads differ from 1", TYPE_NAMES[ti], b, K,
               out, n, th + 1);
+    /* a batch and its tokens one at a time take different tilings (few tokens sum in registers,
+     * many stream the slabs): the same bits */
+    if (n > 1) {
+        float *one = xmalloc((size_t)n * out * sizeof *one);
+        for (int t = 0; t < n; t++)
+            memlayer_gather(&L, table, TYPES[ti], bias, idx + (size_t)t * K, w + (size_t)t * K, 1,
+                            one + (size_t)t * out, 1);
+        CHECK(memcmp(y[0], one, (size_t)n * out * sizeof(float)) == 0,
+              "gather %s b %d K %d out %d n %d: token by token differs from the batch",
+              TYPE_NAMES[ti], b, K, out, n);
+        free(one);
+    }
     gather_cases++;
     gather_threaded += (size_t)n * K * out + 1 > (size_t)GATHER_MIN_WORK;
     for (int th = 0; th < 3; th++) free(y[th]);

@@ -354,6 +354,59 @@ def test_full_and_disconnect():
     srv.stop()
 
 
+def read_events(r):
+    """The data objects of an SSE stream, as they come (stops at [DONE])."""
+    for line in r.fp:
+        line = line.strip()
+        if not line.startswith(b"data: "):
+            continue
+        if line == b"data: [DONE]":
+            return
+        yield json.loads(line[6:])
+
+
+def test_long_stream():
+    """A stream's record does not grow with its length: the server forgets what it has sent (the
+    job held ~190 bytes a token until it ended). Its pieces, ids and logprobs equal one answer's."""
+    srv = Server("--slots", "1", "--kv", "window", "--kv-size", "32")
+    body = {"prompt": "The river", "max_tokens": 300, "temperature": 0, "ignore_eos": True,
+            "logprobs": 3, "stop": ["qqzzj"], "return_tokens": True}
+    one = completion(srv, "The river", 300, ignore_eos=True, logprobs=3, stop=["qqzzj"])["choices"][0]
+    c, r = open_stream(srv, body)
+    text, ids, lps, tops = "", [], [], []
+    for ev in read_events(r):
+        for ch in ev.get("choices", []):
+            text += ch.get("text", "")
+            ids += ch.get("token_ids", [])
+            if ch.get("logprobs"):
+                lps += ch["logprobs"]["token_logprobs"]
+                tops += ch["logprobs"]["top_logprobs"]
+    c.close()
+    check(text == one["text"] and ids == one["token_ids"], "a stream's pieces equal one answer")
+    check(len(lps) == 300 and max(abs(a - b) for a, b in zip(lps, one["logprobs"]["token_logprobs"]))
+          < 1e-6 and tops == one["logprobs"]["top_logprobs"],
+          "a stream's logprobs and top logprobs equal one answer's")
+    n = 3000 if SANITIZED else 12000
+    c, r = open_stream(srv, dict(body, max_tokens=n))
+    got, rss = 0, {}
+    for ev in read_events(r):
+        for ch in ev.get("choices", []):
+            got += len(ch.get("token_ids", []))
+        if got >= n // 6 and "early" not in rss:
+            rss["early"] = srv.rss()
+        if got >= n - 200 and "late" not in rss:
+            rss["late"] = srv.rss()
+    c.close()
+    check(got == n, f"a stream of {n} tokens: {got}")
+    if not SANITIZED:  # ASan's quarantine holds freed memory
+        grew = rss.get("late", 0) - rss.get("early", 0)
+        per = grew / (n - 200 - n // 6)
+        print(f"long stream: {n} tokens, RSS {rss.get('early', 0) >> 10} -> {rss.get('late', 0) >> 10} KiB "
+              f"({per:.1f} bytes a token)")
+        check(per < 24, f"a stream's memory does not grow with its tokens: {per:.1f} bytes a token")
+    srv.stop()
+
+
 def percentile(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
@@ -438,6 +491,7 @@ def main():
         test_sessions(["--slots", "3", "--kv", "tova", "--kv-size", "48"], d, text)
     test_context_limit(text)
     test_full_and_disconnect()
+    test_long_stream()
     test_load(text)
     finish("test_serve")
 
