@@ -39,6 +39,8 @@ typedef struct {
     size_t body_limit;
     int default_max_tokens;
     double t_start;
+    const char *chat_template; /* chat's template: a msrnn_chat_template_name */
+    int32_t chat_end_id;       /* the token ending the assistant's turn, or -1 */
 } server;
 
 typedef struct {
@@ -179,83 +181,91 @@ static int is_str(const cJSON *v) { return cJSON_IsString(v); }
 static int is_obj(const cJSON *v) { return cJSON_IsObject(v); }
 static int is_str_or_arr(const cJSON *v) { return cJSON_IsString(v) || cJSON_IsArray(v); }
 
-/* The chat transcript in msrnn's plain template (documented in the README):
- *   SYSTEM\n\n then for each turn "User: TEXT\n" or "Assistant: TEXT\n", then "Assistant:" */
-static int chat_format(const cJSON *messages, char **out, char *err, size_t cap) {
-    size_t n = 0, size = 256;
-    char *buf = malloc(size);
-    if (!buf) return snprintf(err, cap, "out of memory"), 1;
-    int i = 0;
+/* The chat transcript rendered by the server's template (msrnn_chat_apply: the model's own as
+ * llama.cpp renders it, or msrnn's plain one, documented in the README), ending with the opening of
+ * the assistant's turn. A message's content is a string or an array of text parts (joined). */
+static int chat_format(const server *sv, const cJSON *messages, char **out, char *err, size_t cap) {
+    const int n = cJSON_GetArraySize(messages);
+    if (n == 0) return snprintf(err, cap, "'messages' must hold at least one message"), 1;
+    msrnn_chat_message *msgs = calloc((size_t)n, sizeof *msgs);
+    char **joined = calloc((size_t)n, sizeof *joined);
+    int i = 0, rc = 1;
+    if (!msgs || !joined) {
+        snprintf(err, cap, "out of memory");
+        goto done;
+    }
     const cJSON *msg;
     cJSON_ArrayForEach(msg, messages) {
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(msg, "role"),
                     *content = cJSON_GetObjectItemCaseSensitive(msg, "content");
         if (!cJSON_IsObject(msg) || !cJSON_IsString(role)) {
-            free(buf);
-            return snprintf(err, cap, "'messages[%d]' must be an object with a string 'role'", i),
-                   1;
+            snprintf(err, cap, "'messages[%d]' must be an object with a string 'role'", i);
+            goto done;
         }
+        const char *r = role->valuestring;
+        if (strcmp(r, "system") && strcmp(r, "developer") && strcmp(r, "user") &&
+            strcmp(r, "assistant")) {
+            snprintf(err, cap,
+                     "'messages[%d].role' is '%.40s'; expected system, developer, user or "
+                     "assistant",
+                     i, r);
+            goto done;
+        }
+        /* OpenAI's "developer" is the system message of templates that know only "system" */
+        msgs[i].role = !strcmp(r, "developer") && strcmp(sv->chat_template, "plain") ? "system" : r;
         /* content: a string, or an array of {"type": "text", "text": ...} parts */
-        const char *parts[64];
-        int n_parts = 0;
         if (cJSON_IsString(content)) {
-            parts[n_parts++] = content->valuestring;
+            msgs[i].content = content->valuestring;
         } else if (cJSON_IsArray(content)) {
+            size_t len = 0;
             const cJSON *p;
+            int parts = 0;
             cJSON_ArrayForEach(p, content) {
                 const cJSON *t = cJSON_GetObjectItemCaseSensitive(p, "text");
-                if (!cJSON_IsString(t) || n_parts == 64) {
-                    free(buf);
-                    return snprintf(err, cap,
-                                    "'messages[%d].content' parts must be {\"type\": \"text\", "
-                                    "\"text\": STRING} (at most 64)",
-                                    i),
-                           1;
+                if (!cJSON_IsString(t) || ++parts > 64) {
+                    snprintf(err, cap,
+                             "'messages[%d].content' parts must be {\"type\": \"text\", \"text\": "
+                             "STRING} (at most 64)",
+                             i);
+                    goto done;
                 }
-                parts[n_parts++] = t->valuestring;
+                len += strlen(t->valuestring);
             }
-        } else if (!cJSON_IsNull(content) && content) {
-            free(buf);
-            return snprintf(err, cap, "'messages[%d].content' must be a string or an array", i), 1;
-        }
-        const char *r = role->valuestring, *prefix;
-        if (!strcmp(r, "system") || !strcmp(r, "developer"))
-            prefix = "";
-        else if (!strcmp(r, "user"))
-            prefix = "User: ";
-        else if (!strcmp(r, "assistant"))
-            prefix = "Assistant: ";
-        else {
-            free(buf);
-            return snprintf(err, cap,
-                            "'messages[%d].role' is '%.40s'; expected system, developer, user or "
-                            "assistant",
-                            i, r),
-                   1;
-        }
-        size_t need = strlen(prefix) + 3;
-        for (int k = 0; k < n_parts; k++) need += strlen(parts[k]);
-        if (n + need + 16 > size) {
-            size = (n + need + 16) * 2;
-            char *g = realloc(buf, size);
-            if (!g) {
-                free(buf);
-                return snprintf(err, cap, "out of memory"), 1;
+            if (!(joined[i] = malloc(len + 1))) {
+                snprintf(err, cap, "out of memory");
+                goto done;
             }
-            buf = g;
+            len = 0;
+            cJSON_ArrayForEach(p, content) {
+                const char *t = cJSON_GetObjectItemCaseSensitive(p, "text")->valuestring;
+                memcpy(joined[i] + len, t, strlen(t));
+                len += strlen(t);
+            }
+            joined[i][len] = 0;
+            msgs[i].content = joined[i];
+        } else if (!content || cJSON_IsNull(content)) {
+            msgs[i].content = "";
+        } else {
+            snprintf(err, cap, "'messages[%d].content' must be a string or an array", i);
+            goto done;
         }
-        n += (size_t)sprintf(buf + n, "%s", prefix);
-        for (int k = 0; k < n_parts; k++) n += (size_t)sprintf(buf + n, "%s", parts[k]);
-        n += (size_t)sprintf(buf + n, "%s", prefix[0] ? "\n" : "\n\n");
         i++;
     }
-    if (i == 0) {
+    size_t len = 0;
+    char *buf = NULL;
+    if (msrnn_chat_apply(sv->chat_template, msgs, (size_t)n, 1, NULL, 0, &len) != MSRNN_OK ||
+        !(buf = malloc(len + 1)) ||
+        msrnn_chat_apply(sv->chat_template, msgs, (size_t)n, 1, buf, len + 1, &len) != MSRNN_OK) {
+        snprintf(err, cap, "%s", buf ? msrnn_last_error() : "out of memory");
         free(buf);
-        return snprintf(err, cap, "'messages' must hold at least one message"), 1;
+        goto done;
     }
-    sprintf(buf + n, "Assistant:");
     *out = buf;
-    return 0;
+    rc = 0;
+done:
+    for (int k = 0; joined && k < n; k++) free(joined[k]);
+    free(joined), free(msgs);
+    return rc;
 }
 
 /* Parse and check a completion request into p (status 0), or return the HTTP status with err
@@ -413,11 +423,15 @@ static int parse_request(const server *sv, const char *body, size_t len, int cha
             snprintf(err, cap, "'messages' is required");
             goto fail;
         }
-        if (chat_format(v, &text, err, cap)) {
+        if (chat_format(sv, v, &text, err, cap)) {
             *param = "messages";
             goto fail;
         }
-        if (j->n_stop < SERVE_MAX_STOP) j->stop[j->n_stop++] = strdup("\nUser:");
+        /* the end of the assistant's turn: a token (a special one) and the text */
+        const char *end = msrnn_chat_template_end(sv->chat_template);
+        if (end && j->n_stop < SERVE_MAX_STOP) j->stop[j->n_stop++] = strdup(end);
+        if (sv->chat_end_id >= 0 && !(j->ignore_eos && sv->chat_end_id == in->eos_id))
+            j->stop_id = sv->chat_end_id;
     } else {
         FIELD("prompt", is_str_or_arr, "a string, an array of token ids or an array of one string")
         if (!v) {
@@ -448,10 +462,16 @@ static int parse_request(const server *sv, const char *body, size_t len, int cha
         }
     }
     if (text) {
-        const size_t tl = strlen(text), capn = msrnn_tokenize_max(sv->m, tl);
+        /* a model's chat template holds special tokens (<|im_start|>, [INST] after <s>); a
+         * completion's prompt and the plain template are text */
+        const int special = chat && strcmp(sv->chat_template, "plain");
+        const size_t tl = strlen(text), capn = special ? msrnn_tokenize_special_max(sv->m, tl)
+                                                       : msrnn_tokenize_max(sv->m, tl);
         size_t n = 0;
         j->prompt = malloc(capn * sizeof *j->prompt);
-        if (!j->prompt || msrnn_tokenize(sv->m, text, tl, 1, j->prompt, capn, &n) != MSRNN_OK) {
+        if (!j->prompt ||
+            (special ? msrnn_tokenize_special(sv->m, text, tl, 1, j->prompt, capn, &n)
+                     : msrnn_tokenize(sv->m, text, tl, 1, j->prompt, capn, &n)) != MSRNN_OK) {
             *param = chat ? "messages" : "prompt";
             snprintf(err, cap, "cannot tokenize the prompt: %s", msrnn_last_error());
             goto fail;
@@ -1024,6 +1044,10 @@ static const cli_option options[] = {
     {NULL, "--session-ttl", "S", .help = "seconds an idle session keeps its slot (default 600)"},
     {NULL, "--body-limit", "BYTES", .help = "largest request body (default 1MiB; larger: 413)"},
     {NULL, "--max-tokens", "N", .help = "chat's default max_tokens (default 512)"},
+    {NULL, "--chat-template", "NAME",
+     .help = "chat's prompt format: auto (default: the model's own template when msrnn knows it, "
+             "else plain), plain, chatml, llama2, llama2-sys, mistral-v1, mistral-v3, mistral-v7, "
+             "phi3, zephyr, gemma, vicuna, llama3 … (msrnn_chat_template_name)"},
 };
 static const cli_table table = {.column = 24, CLI_OPTIONS(options)};
 
@@ -1048,7 +1072,7 @@ int cmd_serve(int argc, char **argv) {
     int max_tokens = 512, ttl = 600;
     uint64_t budget = 0, body_limit = 1 << 20;
     const char *host = "127.0.0.1", *api_key = getenv("MSRNN_API_KEY"), *alias = NULL,
-               *session_dir = NULL;
+               *session_dir = NULL, *chat_template = "auto";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (run_options_parse(cmd, &o, argc, argv, &i, &rc)) {
@@ -1087,7 +1111,19 @@ int cmd_serve(int argc, char **argv) {
             rc = arg_bytes(cmd, a, v, &body_limit);
         else if (!strcmp(a, "--max-tokens"))
             rc = arg_int(cmd, a, v, 1, 1 << 24, &max_tokens);
-        else {
+        else if (!strcmp(a, "--chat-template")) {
+            const char *known = msrnn_chat_template_detect(v);
+            if (strcmp(v, "auto") && (!known || strcmp(known, v))) {
+                fprintf(stderr,
+                        "msrnn %s: --chat-template '%s' is not one msrnn renders; one of: auto",
+                        cmd, v);
+                for (int t = 0; msrnn_chat_template_name(t); t++)
+                    fprintf(stderr, ", %s", msrnn_chat_template_name(t));
+                fprintf(stderr, "\n");
+                return 2;
+            }
+            chat_template = v;
+        } else {
             arg_unknown(cmd, a);
             return 2;
         }
@@ -1181,7 +1217,28 @@ int cmd_serve(int argc, char **argv) {
         char *dot = strstr(model_id, ".gguf");
         if (dot && dot[5] == 0) *dot = 0;
     }
-    server sv = {e, m, model_id, api_key, (size_t)body_limit, max_tokens, (double)time(NULL)};
+    server sv = {e,       m, model_id, api_key, (size_t)body_limit, max_tokens, (double)time(NULL),
+                 "plain", -1};
+    /* chat's template: the model's own where msrnn knows it (or the one asked for) */
+    const char *own = msrnn_model_chat_template(m), *how = "msrnn's own";
+    if (strcmp(chat_template, "auto")) {
+        sv.chat_template = msrnn_chat_template_detect(chat_template), how = "--chat-template";
+    } else if (own && msrnn_chat_template_detect(own)) {
+        sv.chat_template = msrnn_chat_template_detect(own), how = "the model's";
+    } else if (own) {
+        fprintf(stderr,
+                "msrnn %s: warning: the model's chat template is not one msrnn renders; chat uses "
+                "the plain template (see --chat-template)\n",
+                cmd);
+    }
+    if (strcmp(sv.chat_template, "plain")) {
+        const char *end = msrnn_chat_template_end(sv.chat_template);
+        int32_t ids[4];
+        size_t n_end = 0;
+        if (msrnn_tokenize_special(m, end, strlen(end), 0, ids, 4, &n_end) == MSRNN_OK &&
+            n_end == 1)
+            sv.chat_end_id = ids[0];
+    }
     /* the signals are waited for by this thread alone */
     sigset_t sigs;
     sigemptyset(&sigs);
@@ -1218,6 +1275,7 @@ int cmd_serve(int argc, char **argv) {
             cfg.sp.memory && strcmp(cfg.sp.memory, "full") ? cfg.sp.kv_size : cfg.sp.n_ctx, slots,
             slot_bytes, serve_engine_batch_bytes(e), total,
             o.sp.n_threads > 0 ? o.sp.n_threads : 0);
+    fprintf(stderr, "msrnn %s: chat template %s (%s)\n", cmd, sv.chat_template, how);
     fprintf(stderr, "msrnn %s: listening on http://%s:%d%s\n", cmd, host, bound,
             api_key ? " (API key required)" : "");
     int sig = 0;

@@ -16,6 +16,10 @@ static const cli_option options[] = {
     {"-p", "--prompt", "TEXT", .help = "the text to tokenize", .complete = ""},
     {"-f", "--file", "FILE", .help = "read the text from a file"},
     {NULL, "--no-bos", NULL, .help = "no BOS token before the text", .layout = CLI_SYNOPSIS},
+    {NULL, "--special", NULL,
+     .help = "the text of a special token (<s>, <|im_start|>) is that token, as llama.cpp's "
+             "parse_special",
+     .layout = CLI_SYNOPSIS},
     {NULL, "--json", NULL, .help = "print {\"ids\": [...]}", .layout = CLI_SYNOPSIS},
     {NULL, "--ids", NULL, .help = "print the ids on one line", .layout = CLI_SYNOPSIS},
 };
@@ -24,9 +28,12 @@ static const cli_table table = {.column = 21, CLI_OPTIONS(options)};
 const cli_command tokenize_command = {
     .name = "tokenize",
     .summary = "show the token ids of a text",
-    .synopsis = "msrnn tokenize -m FILE (-p TEXT | -f FILE) [--no-bos] [--json | --ids]",
+    .synopsis =
+        "msrnn tokenize -m FILE (-p TEXT | -f FILE) [--no-bos] [--special] [--json | --ids]",
     .description = "  prints one 'id<TAB>piece' line per token; --ids prints the ids on one line;\n"
-                   "  --json prints {\"ids\": [...]}\n",
+                   "  --json prints {\"ids\": [...]}; --special reads the text of a special token\n"
+                   "  (<s>, </s>, <|im_start|>: control, user-defined and unknown tokens) as that\n"
+                   "  token, as llama.cpp's parse_special (chat prompts)\n",
     .tables = {&table},
 };
 
@@ -35,7 +42,7 @@ static void usage(FILE *f) { cli_help(f, &tokenize_command); }
 int cmd_tokenize(int argc, char **argv) {
     arg_set_command(&tokenize_command);
     const char *cmd = "tokenize", *model = NULL, *text = NULL, *file = NULL;
-    int bos = 1, json = 0, only_ids = 0;
+    int bos = 1, json = 0, only_ids = 0, special = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -43,6 +50,8 @@ int cmd_tokenize(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--no-bos"))
             bos = 0;
+        else if (!strcmp(a, "--special"))
+            special = 1;
         else if (!strcmp(a, "--json"))
             json = 1;
         else if (!strcmp(a, "--ids"))
@@ -79,9 +88,12 @@ int cmd_tokenize(int argc, char **argv) {
     int32_t *ids = NULL;
     size_t n = 0;
     int rc = 0;
+    size_t cap = 0;
     if (gguf_open(model, &g) != MSRNN_OK || spm_tokenizer_from_gguf(g, &tok) != MSRNN_OK ||
-        !(ids = malloc(spm_max_ids(tok, len) * sizeof *ids)) ||
-        spm_encode(tok, text, len, bos, ids, spm_max_ids(tok, len), &n) != MSRNN_OK) {
+        !(ids = malloc((cap = special ? spm_max_ids_special(tok, len) : spm_max_ids(tok, len)) *
+                       sizeof *ids)) ||
+        (special ? spm_encode_special(tok, text, len, bos, ids, cap, &n)
+                 : spm_encode(tok, text, len, bos, ids, cap, &n)) != MSRNN_OK) {
         fprintf(stderr, "msrnn %s: %s\n", cmd, ids || !tok ? msrnn_last_error() : "out of memory");
         rc = 1;
     } else if (json || only_ids) {

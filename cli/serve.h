@@ -54,6 +54,7 @@ typedef struct serve_job {
     int top_logprobs; /* alternatives per token to record (0: none) */
     int logprobs;     /* 1: record each token's log-probability */
     int ignore_eos;
+    int32_t stop_id;                  /* a token that ends the job as EOS does (-1: none) */
     char session[SERVE_NAME_MAX + 1]; /* "" : none */
     /* ---- progress, guarded by the engine's mutex; cond signalled at every change */
     pthread_cond_t cond;

@@ -115,6 +115,7 @@ serve_job *serve_job_new(void) {
     if (!j) return NULL;
     pthread_cond_init(&j->cond, NULL);
     j->refs = 1;
+    j->stop_id = -1;
     j->sampling = msrnn_sampler_default_params();
     return j;
 }
@@ -517,7 +518,7 @@ static void sample_next(serve_engine *e, slot *sl) {
     if (j->n_tokens == 1) j->t_first = now();
     e->stats.tokens_generated++;
     t->text_start = t->text_end = j->n_text;
-    if (id == in->eos_id && !j->ignore_eos) {
+    if ((id == in->eos_id && !j->ignore_eos) || id == j->stop_id) {
         job_end(e, sl, "stop", 0, NULL);
         return;
     }

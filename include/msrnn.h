@@ -62,9 +62,9 @@ extern "C" {
  * programs built against another major version refuse to load rather than misbehave); MINOR when
  * functions are added; PATCH for fixes alone. */
 #define MSRNN_VERSION_MAJOR 1
-#define MSRNN_VERSION_MINOR 0
+#define MSRNN_VERSION_MINOR 1
 #define MSRNN_VERSION_PATCH 0
-#define MSRNN_VERSION_STRING "1.0.0"
+#define MSRNN_VERSION_STRING "1.1.0"
 #define MSRNN_VERSION_NUMBER                                                                       \
     (MSRNN_VERSION_MAJOR * 10000 + MSRNN_VERSION_MINOR * 100 + MSRNN_VERSION_PATCH)
 
@@ -320,12 +320,54 @@ msrnn_status msrnn_tokenize(const msrnn_model *m, const char *text, size_t len, 
                             int32_t *ids, size_t cap, size_t *n_out);
 /* An ids buffer of this many entries always holds the encoding of len bytes (BOS included). */
 size_t msrnn_tokenize_max(const msrnn_model *m, size_t len);
+/* msrnn_tokenize as llama.cpp's llama_tokenize with parse_special: the text of a special token
+ * (control, user-defined or unknown: "<s>", "</s>", "<|im_start|>" …) becomes that token, and the
+ * text between is encoded piece by piece (SentencePiece's leading space only on a piece that
+ * starts the text or follows a special token). For prompts built by msrnn_chat_apply; never for
+ * text a user typed (it would let them forge turns). */
+msrnn_status msrnn_tokenize_special(const msrnn_model *m, const char *text, size_t len, int add_bos,
+                                    int32_t *ids, size_t cap, size_t *n_out);
+/* An ids buffer of this many entries always holds msrnn_tokenize_special's encoding. */
+size_t msrnn_tokenize_special_max(const msrnn_model *m, size_t len);
 /* The bytes of one token as it appears in text (prev: the previous id, -1 at the start; the
  * SentencePiece leading space is dropped after BOS or at the start). Returns the length, writing
  * at most cap bytes to buf (no NUL; a return above cap means the piece was cut). A byte token
  * gives its one byte, so a character split over several tokens is whole only once they are
  * joined. 0 for a control token, an id outside the vocabulary, or a file without one. */
 size_t msrnn_token_to_text(const msrnn_model *m, int32_t prev, int32_t id, char *buf, size_t cap);
+
+/* ---- chat templates ----------------------------------------------------------------------------
+ * A conversation as the one prompt text a chat model was trained on. msrnn does not run Jinja: as
+ * llama.cpp's llama_chat_apply_template, it recognises the common templates by their markers and
+ * renders each its own way, with the same output as llama.cpp's. */
+
+typedef struct {
+    const char *role; /* "system", "user", "assistant" (others passed as the template takes them) */
+    const char *content;
+} msrnn_chat_message;
+
+/* The i-th template msrnn renders ("plain", "chatml", "llama2", "llama2-sys", …, "llama3"), NULL
+ * past the last. "plain" is msrnn's own: a system message then "User: …" / "Assistant: …" lines,
+ * ending in "Assistant:". */
+const char *msrnn_chat_template_name(int i);
+/* The template a name or a Jinja template's text (e.g. msrnn_model_chat_template) is, as one of
+ * msrnn_chat_template_name's; NULL when msrnn does not know it. */
+const char *msrnn_chat_template_detect(const char *tmpl);
+/* The text that ends an assistant's turn under a template (e.g. "<|im_end|>", "</s>"; "\nUser:"
+ * for plain): a stop string, or a token to stop at where it is one special token. NULL for an
+ * unknown name. */
+const char *msrnn_chat_template_end(const char *name);
+/* The model file's own template (tokenizer.chat_template), NUL-terminated, owned by the model;
+ * NULL when the file has none. */
+const char *msrnn_model_chat_template(const msrnn_model *m);
+/* Render n messages with a template (a name or a Jinja text as msrnn_chat_template_detect takes;
+ * NULL: "plain"), ending with the opening of the assistant's turn when add_assistant. *len is the
+ * text's length; at most cap − 1 bytes and a NUL are written (call with buf NULL to size it).
+ * MSRNN_ERR_UNSUPPORTED for a template msrnn does not know; MSRNN_ERR_INVALID for a message
+ * without a role or content (and, for plain, a role other than system, developer, user or
+ * assistant). Tokenize the result with msrnn_tokenize_special. */
+msrnn_status msrnn_chat_apply(const char *tmpl, const msrnn_chat_message *msgs, size_t n,
+                              int add_assistant, char *buf, size_t cap, size_t *len);
 
 /* ---- sampling ---------------------------------------------------------------------------------
  */

@@ -6,7 +6,9 @@
 // leading space prefix, no BOS, special-token text taken literally. Prints one JSON object:
 //   {"llama_cpp": "<release>", "ids": [[...], ...]}   one id list per text, in order
 //
+// With --special 1, parse_special = true: the text of a control, user-defined or unknown token is that token.
 // usage: node tests/llamacpp_tokenize.mjs --pkg DIR/node_modules/node-llama-cpp --model FILE --texts FILE.json
+//        [--special 1]
 //        (FILE.json: a JSON array of strings)
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -34,7 +36,9 @@ const llama = await nlc.getLlama({
     logLevel: nlc.LlamaLogLevel.error,
 });
 const model = await llama.loadModel({ modelPath: args.model, gpuLayers: 0, vocabOnly: true });
-const ids = texts.map((t) => Array.from(model.tokenize(t, false)));
+// --special 1: llama_tokenize(add_special = false, parse_special = true)
+const special = args.special === "1";
+const ids = texts.map((t) => Array.from(model.tokenize(t, special)));
 await model.dispose();
 await llama.dispose();
 process.stdout.write(JSON.stringify({ llama_cpp: llamaInfo.release, ids }) + "\n");

@@ -271,6 +271,25 @@ def inner(site):
     ids = model.tokenize(text)[:48]
     check(len(ids) == 48 and ids[0] == model.bos_id, f"a prompt of 48 ids from BOS: {ids[:4]}")
     check(model.detokenize(model.tokenize(text)) == text, "detokenize(tokenize(text)) == text")
+    # chat templates and special tokens: "<s>" is BOS's text (the special tokenizer takes it as
+    # BOS, the plain one as text); chatml written out from its definition; the default model has no
+    # template of its own, so chat_apply uses plain
+    check(model.tokenize_special("<s>Hi", add_bos=False) == [model.bos_id] + model.tokenize("Hi", add_bos=False)
+          and model.tokenize("<s>Hi", add_bos=False) != model.tokenize_special("<s>Hi", add_bos=False),
+          f"tokenize_special reads <s> as BOS: {model.tokenize_special('<s>Hi', add_bos=False)}")
+    conv = [{"role": "system", "content": "S"}, ("user", "Hi"), ("assistant", "Yo"), ("user", "Again")]
+    check(msrnn.chat_apply("chatml", conv) == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+          "<|im_start|>assistant\nYo<|im_end|>\n<|im_start|>user\nAgain<|im_end|>\n<|im_start|>assistant\n",
+          f"chat_apply chatml: {msrnn.chat_apply('chatml', conv)!r}")
+    check(model.chat_template is None and model.chat_apply(conv) == "S\n\nUser: Hi\nAssistant: Yo\nUser: Again\n"
+          "Assistant:", f"Model.chat_apply without a template: plain: {model.chat_apply(conv)!r}")
+    check("chatml" in msrnn.chat_templates() and msrnn.chat_template_detect("{{'<|im_start|>'}}") == "chatml"
+          and msrnn.chat_template_detect("{{ x }}") is None, f"templates: {msrnn.chat_templates()}")
+    try:
+        msrnn.chat_apply("{{ unknown }}", conv)
+        check(False, "an unknown template raises")
+    except msrnn.UnsupportedError as e:
+        check("not one msrnn knows" in str(e), f"an unknown template raises UnsupportedError: {e}")
 
     # ---- logits bit for bit against the C API ----
     with tempfile.TemporaryDirectory() as tmp:

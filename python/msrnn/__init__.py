@@ -35,11 +35,12 @@ import numpy as np
 from . import _lib
 from ._lib import lib, library_path
 
-__version__ = "1.0.0"  # the C API version the bindings were written for (MSRNN_VERSION_STRING)
+__version__ = "1.1.0"  # the C API version the bindings were written for (MSRNN_VERSION_STRING)
 
 __all__ = ["Batch", "ContextFullError", "Error", "FileError", "FormatError", "InvalidError",
            "MemorySettings", "Model", "ModelInfo", "NoMemoryError", "PerplexityResult", "Sampler",
-           "Session", "UnsupportedError", "library_path", "memory_settings", "version"]
+           "Session", "UnsupportedError", "chat_apply", "chat_template_detect", "chat_templates",
+           "library_path", "memory_settings", "version"]
 
 _P = ctypes.POINTER
 _INT_MIN, _INT_MAX = -(1 << 31), (1 << 31) - 1
@@ -345,6 +346,32 @@ class Model(_Handle):
         _check(lib.msrnn_tokenize(self._ptr, data, len(data), int(bool(add_bos)),
                                   _ptr(ids, ctypes.c_int32), cap, ctypes.byref(n)))
         return ids[:n.value].tolist()
+
+    def tokenize_special(self, text, add_bos=True):
+        """tokenize, but the text of a special token ("<s>", "<|im_start|>") is that token, as
+        llama.cpp's parse_special: for prompts from chat_apply, not for text a user typed."""
+        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        cap = lib.msrnn_tokenize_special_max(self._live(), len(data))
+        ids = np.empty(cap, np.int32)
+        n = ctypes.c_size_t()
+        _check(lib.msrnn_tokenize_special(self._ptr, data, len(data), int(bool(add_bos)),
+                                          _ptr(ids, ctypes.c_int32), cap, ctypes.byref(n)))
+        return ids[:n.value].tolist()
+
+    @property
+    def chat_template(self):
+        """The file's own chat template (Jinja text, tokenizer.chat_template), or None."""
+        t = lib.msrnn_model_chat_template(self._live())
+        return None if t is None else t.decode("utf-8", "replace")
+
+    def chat_apply(self, messages, template=None, add_assistant=True):
+        """messages ([{"role": ..., "content": ...}] or (role, content) pairs) as one prompt text,
+        rendered by template (a name from chat_templates(), a Jinja text; None: the model's own if
+        msrnn knows it, else "plain"). Tokenize it with tokenize_special."""
+        if template is None:
+            own = self.chat_template
+            template = own if own and chat_template_detect(own) else "plain"
+        return chat_apply(template, messages, add_assistant)
 
     def token_bytes(self, prev, id):
         """The bytes of token id as it appears in text after token prev (-1 at the start; the
@@ -701,3 +728,41 @@ class Sampler(_Handle):
         h = _ids(history, "history")
         return int(lib.msrnn_sample(self._live(), _ptr(a, ctypes.c_float),
                                     _ptr(h, ctypes.c_int32), len(h)))
+
+
+# ---- chat templates -----------------------------------------------------------------------------
+
+
+def chat_templates():
+    """The names of the chat templates msrnn renders ("plain", "chatml", "llama2", ...)."""
+    out, i = [], 0
+    while True:
+        n = lib.msrnn_chat_template_name(i)
+        if n is None:
+            return out
+        out.append(n.decode())
+        i += 1
+
+
+def chat_template_detect(template):
+    """The name of the template a name or a Jinja text is, or None when msrnn does not know it."""
+    n = lib.msrnn_chat_template_detect(template.encode("utf-8"))
+    return None if n is None else n.decode()
+
+
+def chat_apply(template, messages, add_assistant=True):
+    """messages rendered by template (a name or a Jinja text): a str."""
+    pairs = [(m["role"], m["content"]) if isinstance(m, dict) else tuple(m) for m in messages]
+    arr = (_lib.chat_message * max(1, len(pairs)))()
+    keep = []
+    for i, (role, content) in enumerate(pairs):
+        r, c = str(role).encode("utf-8"), str(content).encode("utf-8")
+        keep += [r, c]
+        arr[i] = _lib.chat_message(r, c)
+    t = template.encode("utf-8") if template is not None else None
+    n = ctypes.c_size_t()
+    _check(lib.msrnn_chat_apply(t, arr, len(pairs), int(bool(add_assistant)), None, 0, ctypes.byref(n)))
+    buf = ctypes.create_string_buffer(n.value + 1)
+    _check(lib.msrnn_chat_apply(t, arr, len(pairs), int(bool(add_assistant)), buf, len(buf),
+                                ctypes.byref(n)))
+    return buf.raw[:n.value].decode("utf-8", "replace")

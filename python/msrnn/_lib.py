@@ -49,6 +49,10 @@ class perplexity_result(ctypes.Structure):
                 ("tokens_per_s", c_double), ("memory_bytes", c_uint64)]
 
 
+class chat_message(ctypes.Structure):
+    _fields_ = [("role", c_char_p), ("content", c_char_p)]
+
+
 class sampler_params(ctypes.Structure):
     _fields_ = [("temperature", c_float), ("top_k", c_int), ("top_p", c_float),
                 ("min_p", c_float), ("repeat_penalty", c_float), ("repeat_last_n", c_int),
@@ -101,6 +105,15 @@ FUNCTIONS = {
     "msrnn_tokenize": (status, [model_p, c_char_p, c_size_t, c_int, P(c_int32), c_size_t,
                                 P(c_size_t)]),
     "msrnn_tokenize_max": (c_size_t, [model_p, c_size_t]),
+    "msrnn_tokenize_special": (status, [model_p, c_char_p, c_size_t, c_int, P(c_int32), c_size_t,
+                                        P(c_size_t)]),
+    "msrnn_tokenize_special_max": (c_size_t, [model_p, c_size_t]),
+    "msrnn_model_chat_template": (c_char_p, [model_p]),
+    "msrnn_chat_template_name": (c_char_p, [c_int]),
+    "msrnn_chat_template_detect": (c_char_p, [c_char_p]),
+    "msrnn_chat_template_end": (c_char_p, [c_char_p]),
+    "msrnn_chat_apply": (status, [c_char_p, P(chat_message), c_size_t, c_int, c_char_p, c_size_t,
+                                  P(c_size_t)]),
     "msrnn_token_to_text": (c_size_t, [model_p, c_int32, c_int32, c_char_p, c_size_t]),
     "msrnn_sampler_default_params": (sampler_params, []),
     "msrnn_sampler_open": (status, [P(sampler_params), c_int, P(sampler_p)]),

@@ -114,6 +114,17 @@ msrnn_status msrnn_model_open(const char *path, msrnn_model **out) {
     if (st == MSRNN_OK) gguf_prefault(m->file);
     if (st == MSRNN_OK && gguf_find_kv(m->file, "tokenizer.ggml.model"))
         st = spm_tokenizer_from_gguf(m->file, &m->tok);
+    gguf_str tmpl;
+    if (st == MSRNN_OK && gguf_find_kv(m->file, "tokenizer.chat_template") &&
+        (st = gguf_get_str(m->file, "tokenizer.chat_template", 1, &tmpl)) == MSRNN_OK) {
+        if (memchr(tmpl.ptr, 0, tmpl.len))
+            st = status_fail(MSRNN_ERR_FORMAT, "%s: tokenizer.chat_template holds a NUL byte",
+                             m->file->path);
+        else if (!(m->chat_template = malloc(tmpl.len + 1)))
+            st = status_fail(MSRNN_ERR_NOMEM, "out of memory");
+        else
+            memcpy(m->chat_template, tmpl.ptr, tmpl.len), m->chat_template[tmpl.len] = 0;
+    }
     if (st != MSRNN_OK) {
         msrnn_model_close(m);
         return st;
@@ -148,6 +159,7 @@ msrnn_status msrnn_model_open(const char *path, msrnn_model **out) {
 void msrnn_model_close(msrnn_model *m) {
     if (!m) return;
     spm_tokenizer_free(m->tok);
+    free(m->chat_template);
     for (int i = 0; i < m->n_unused; i++) free(m->unused[i]);
     free(m->unused);
     free(m->w);
@@ -170,6 +182,19 @@ msrnn_status msrnn_tokenize(const msrnn_model *m, const char *text, size_t len, 
         return status_fail(MSRNN_ERR_UNSUPPORTED, "%s: the file has no tokenizer", m->file->path);
     return spm_encode(m->tok, text, len, add_bos, ids, cap, n_out);
 }
+
+msrnn_status msrnn_tokenize_special(const msrnn_model *m, const char *text, size_t len, int add_bos,
+                                    int32_t *ids, size_t cap, size_t *n_out) {
+    if (!m->tok)
+        return status_fail(MSRNN_ERR_UNSUPPORTED, "%s: the file has no tokenizer", m->file->path);
+    return spm_encode_special(m->tok, text, len, add_bos, ids, cap, n_out);
+}
+
+size_t msrnn_tokenize_special_max(const msrnn_model *m, size_t len) {
+    return m->tok ? spm_max_ids_special(m->tok, len) : len + 2;
+}
+
+const char *msrnn_model_chat_template(const msrnn_model *m) { return m->chat_template; }
 
 size_t msrnn_tokenize_max(const msrnn_model *m, size_t len) {
     return m->tok ? spm_max_ids(m->tok, len) : len + 2;

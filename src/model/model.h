@@ -16,11 +16,12 @@
 struct msrnn_model {
     gguf_file *file;
     const arch_row *arch;
-    hparams hp;         /* hp.info is what msrnn_model_get_info returns */
-    param_list params;  /* every tensor, in file order */
-    weight *w;          /* (params.n) bound tensors, in the same order; vectors are f32 */
-    spm_tokenizer *tok; /* NULL when the file has no vocabulary */
-    char **unused;      /* (n_unused) names of the file's tensors no parameter binds */
+    hparams hp;          /* hp.info is what msrnn_model_get_info returns */
+    param_list params;   /* every tensor, in file order */
+    weight *w;           /* (params.n) bound tensors, in the same order; vectors are f32 */
+    spm_tokenizer *tok;  /* NULL when the file has no vocabulary */
+    char **unused;       /* (n_unused) names of the file's tensors no parameter binds */
+    char *chat_template; /* tokenizer.chat_template, NUL-terminated (NULL: none) */
     int n_unused;
 };
 

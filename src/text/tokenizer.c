@@ -606,9 +606,9 @@ static void flush_segment(encoder *e, int32_t n) {
 
 /* Normalize text (see the file comment) into out, or only measure it when out is NULL; returns
  * the normalized length. */
-static size_t normalize(const spm_tokenizer *t, const char *text, size_t len, char *out) {
+static size_t normalize(const char *text, size_t len, int prefix, char *out) {
     size_t o = 0;
-    if (t->add_space_prefix) {
+    if (prefix) {
         if (out) memcpy(out, kSpace, 3);
         o = 3;
     }
@@ -633,8 +633,9 @@ static size_t utf8_char_len(uint8_t c) {
     return tbl[c >> 4];
 }
 
-msrnn_status spm_encode(const spm_tokenizer *t, const char *text, size_t len, int add_bos,
-                        int32_t *ids, size_t cap, size_t *n_out) {
+/* spm_encode with the leading "▁" given by prefix (add_space_prefix, or 0) */
+static msrnn_status encode(const spm_tokenizer *t, const char *text, size_t len, int add_bos,
+                           int prefix, int32_t *ids, size_t cap, size_t *n_out) {
     *n_out = 0;
     if (len > SPM_MAX_TEXT)
         return status_fail(MSRNN_ERR_INVALID, "tokenizer: text of %zu bytes (at most %zu)", len,
@@ -650,7 +651,7 @@ msrnn_status spm_encode(const spm_tokenizer *t, const char *text, size_t len, in
                    : MSRNN_OK;
     }
 
-    size_t nlen = normalize(t, text, len, NULL);
+    size_t nlen = normalize(text, len, prefix, NULL);
     char *norm = malloc(nlen);
     if (t->has_unused) {
         e.rev_split = malloc((size_t)t->n_vocab * sizeof *e.rev_split);
@@ -658,7 +659,7 @@ msrnn_status spm_encode(const spm_tokenizer *t, const char *text, size_t len, in
     }
     e.failed = !norm || (t->has_unused && (!e.rev_split || !e.stack));
     if (!e.failed) {
-        normalize(t, text, len, norm);
+        normalize(text, len, prefix, norm);
         e.norm = norm;
         if (e.rev_split)
             for (int i = 0; i < t->n_vocab; i++) e.rev_split[i] = -1;
@@ -714,6 +715,119 @@ msrnn_status spm_encode(const spm_tokenizer *t, const char *text, size_t len, in
         return status_fail(MSRNN_ERR_INVALID, "tokenizer: %zu ids need room, %zu given", e.n_out,
                            e.cap);
     return MSRNN_OK;
+}
+
+msrnn_status spm_encode(const spm_tokenizer *t, const char *text, size_t len, int add_bos,
+                        int32_t *ids, size_t cap, size_t *n_out) {
+    return encode(t, text, len, add_bos, t->add_space_prefix, ids, cap, n_out);
+}
+
+/* The special tokens (CONTROL, USER_DEFINED, UNKNOWN with a non-empty piece), longest first (ties:
+ * lower id first), as llama.cpp's cache_special_tokens; their count in *n. */
+static int32_t *special_ids(const spm_tokenizer *t, int *n) {
+    int32_t *ids = malloc((size_t)t->n_vocab * sizeof *ids);
+    *n = 0;
+    if (!ids) return NULL;
+    for (int i = 0; i < t->n_vocab; i++)
+        if ((t->types[i] == TOKEN_TYPE_CONTROL || t->types[i] == TOKEN_TYPE_USER_DEFINED ||
+             t->types[i] == TOKEN_TYPE_UNKNOWN) &&
+            piece_len(t, i) > 0)
+            ids[(*n)++] = i;
+    /* insertion sort by (length desc, id asc): special tokens are few */
+    for (int i = 1; i < *n; i++) {
+        const int32_t v = ids[i];
+        int j = i;
+        while (j > 0 && piece_len(t, ids[j - 1]) < piece_len(t, v)) ids[j] = ids[j - 1], j--;
+        ids[j] = v;
+    }
+    return ids;
+}
+
+/* A piece of the text being split: raw bytes [at, at + len), or one special token (id ≥ 0). */
+typedef struct {
+    size_t at, len;
+    int32_t id;
+} fragment;
+
+msrnn_status spm_encode_special(const spm_tokenizer *t, const char *text, size_t len, int add_bos,
+                                int32_t *ids, size_t cap, size_t *n_out) {
+    *n_out = 0;
+    if (len > SPM_MAX_TEXT)
+        return status_fail(MSRNN_ERR_INVALID, "tokenizer: text of %zu bytes (at most %zu)", len,
+                           SPM_MAX_TEXT);
+    if (len && !text) return status_fail(MSRNN_ERR_INVALID, "tokenizer: NULL text");
+    if (!ids) cap = 0;
+    int n_sp = 0;
+    int32_t *sp = special_ids(t, &n_sp);
+    /* every fragment comes from a match or a remainder: at most 2·len + 1 of them */
+    size_t n_fr = 0, cap_fr = 2 * len + 2;
+    fragment *fr = sp ? malloc(cap_fr * sizeof *fr) : NULL,
+             *next = fr ? malloc(cap_fr * sizeof *fr) : NULL;
+    if (!sp || !fr || !next) {
+        free(sp), free(fr), free(next);
+        return status_fail(MSRNN_ERR_NOMEM, "tokenizer: out of memory encoding %zu bytes", len);
+    }
+    if (len) fr[n_fr++] = (fragment){0, len, -1};
+    /* llama.cpp's partition: each special token in turn splits every raw fragment at each of its
+     * occurrences, left to right */
+    for (int s = 0; s < n_sp; s++) {
+        const char *piece = piece_ptr(t, sp[s]);
+        const size_t pl = piece_len(t, sp[s]);
+        size_t m = 0;
+        for (size_t f = 0; f < n_fr; f++) {
+            if (fr[f].id >= 0 || fr[f].len < pl) {
+                next[m++] = fr[f];
+                continue;
+            }
+            size_t at = fr[f].at;
+            const size_t end = fr[f].at + fr[f].len;
+            for (;;) {
+                const char *hit = end - at >= pl ? memmem(text + at, end - at, piece, pl) : NULL;
+                if (!hit) break;
+                const size_t h = (size_t)(hit - text);
+                if (h > at) next[m++] = (fragment){at, h - at, -1};
+                next[m++] = (fragment){h, pl, sp[s]};
+                at = h + pl;
+            }
+            if (at < end) next[m++] = (fragment){at, end - at, -1};
+        }
+        fragment *tmp = fr;
+        fr = next, next = tmp, n_fr = m;
+    }
+    /* raw fragments encoded on their own; "▁" before one that starts the text or follows a
+     * special token (llama.cpp's is_prev_special) */
+    size_t n = 0;
+    msrnn_status st = MSRNN_OK;
+    if (add_bos && t->bos_id >= 0) {
+        if (n < cap) ids[n] = t->bos_id;
+        n++;
+    }
+    int prev_special = 1;
+    for (size_t f = 0; f < n_fr && st == MSRNN_OK; f++) {
+        if (fr[f].id >= 0) {
+            if (n < cap) ids[n] = fr[f].id;
+            n++;
+            prev_special = 1;
+            continue;
+        }
+        size_t got = 0;
+        st = encode(t, text + fr[f].at, fr[f].len, 0, t->add_space_prefix && prev_special,
+                    n < cap ? ids + n : NULL, n < cap ? cap - n : 0, &got);
+        if (st == MSRNN_ERR_INVALID && got > 0) st = MSRNN_OK; /* only out of room: count on */
+        n += got;
+        prev_special = 0;
+    }
+    free(sp), free(fr), free(next);
+    if (st != MSRNN_OK) return st;
+    *n_out = n;
+    if (n > cap)
+        return status_fail(MSRNN_ERR_INVALID, "tokenizer: %zu ids need room, %zu given", n, cap);
+    return MSRNN_OK;
+}
+
+size_t spm_max_ids_special(const spm_tokenizer *t, size_t len) {
+    /* every raw fragment may add a "▁" (up to 3 byte tokens); there are at most len + 1 */
+    return spm_max_ids(t, len) + 3 * (len + 1);
 }
 
 /* ---- decoding ---------------------------------------------------------------------------------

@@ -48,6 +48,15 @@ void spm_tokenizer_free(spm_tokenizer *t);
 msrnn_status spm_encode(const spm_tokenizer *t, const char *text, size_t len, int add_bos,
                         int32_t *ids, size_t cap, size_t *n_out);
 
+/* spm_encode as llama.cpp's llama_tokenize(parse_special = true): the text is first split at every
+ * occurrence of a special token's piece (CONTROL, USER_DEFINED and UNKNOWN tokens, e.g. "<s>",
+ * "<|im_start|>"; longest first), each becoming that token, and the pieces of text between are
+ * encoded on their own, with the leading "▁" (add_space_prefix) only on a piece that starts the
+ * text or follows a special token. n_ids never exceeds spm_max_ids_special(t, len). */
+msrnn_status spm_encode_special(const spm_tokenizer *t, const char *text, size_t len, int add_bos,
+                                int32_t *ids, size_t cap, size_t *n_out);
+size_t spm_max_ids_special(const spm_tokenizer *t, size_t len);
+
 /* Bytes of token id as text: "▁" becomes ' ', <0xNN> becomes that byte, control tokens give "";
  * the leading space of a piece is dropped when prev is -1 or BOS and add_space_prefix is set.
  * Returns the full length; writes at most cap bytes. */
