@@ -6,10 +6,11 @@
  *   - a synthetic vocabulary without byte pieces (unknown text becomes <unk>);
  *   - a vocabulary made from the input itself (pieces separated by 0x01 bytes, types and scores
  *     from their first bytes), to fuzz spm_tokenizer_build too.
- * Checks: no crash or sanitizer report; n_ids <= spm_max_ids (and <= len + 2 for Llama 2); every id
- * in range; a too-small cap reports the size needed; truncated decodes are prefixes of the full
- * one; and decode(encode(x)) == x for well-formed UTF-8 without "▁" (U+2581, which decodes as a
- * space) under the byte-fallback vocabularies.
+ * The same for spm_encode_special (special tokens parsed): its bound, ids in range, the size
+ * needed. Checks: no crash or sanitizer report; n_ids <= spm_max_ids (and <= len + 2 for Llama 2);
+ * every id in range; a too-small cap reports the size needed; truncated decodes are prefixes of the
+ * full one; and decode(encode(x)) == x for well-formed UTF-8 without "▁" (U+2581, which decodes as
+ * a space) under the byte-fallback vocabularies.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -179,6 +180,28 @@ static void exercise(const spm_tokenizer *t, const uint8_t *data, size_t size, i
         CHECK(n2 == n + (size_t)has_bos);
         CHECK(memcmp(few + has_bos, ids, (n - (size_t)has_bos) * sizeof *ids) == 0);
         free(few);
+    }
+
+    { /* with special tokens parsed (spm_encode_special): within its bound, ids in range, the size
+       * alone equal to the count, a cap one short refused with the size */
+        const size_t scap = spm_max_ids_special(t, size);
+        size_t sn = 0, sn2 = 0;
+        int32_t *sids = malloc((scap ? scap : 1) * sizeof *sids);
+        CHECK(sids);
+        CHECK(spm_encode_special(t, text, size, 1, sids, scap, &sn) == MSRNN_OK);
+        CHECK(sn <= scap);
+        for (size_t i = 0; i < sn; i++) CHECK(sids[i] >= 0 && sids[i] < spm_n_vocab(t));
+        if (size <= 512) {
+            CHECK(spm_encode_special(t, text, size, 1, NULL, 0, &sn2) ==
+                  (sn ? MSRNN_ERR_INVALID : MSRNN_OK));
+            CHECK(sn2 == sn);
+            if (sn > 0) {
+                CHECK(spm_encode_special(t, text, size, 1, sids, sn - 1, &sn2) ==
+                      MSRNN_ERR_INVALID);
+                CHECK(sn2 == sn);
+            }
+        }
+        free(sids);
     }
 
     size_t dlen = spm_decode(t, ids, n, NULL, 0);
