@@ -256,7 +256,7 @@ static int chat_format(const server *sv, const cJSON *messages, char **out, char
     if (msrnn_chat_apply(sv->chat_template, msgs, (size_t)n, 1, NULL, 0, &len) != MSRNN_OK ||
         !(buf = malloc(len + 1)) ||
         msrnn_chat_apply(sv->chat_template, msgs, (size_t)n, 1, buf, len + 1, &len) != MSRNN_OK) {
-        snprintf(err, cap, "%s", buf ? msrnn_last_error() : "out of memory");
+        snprintf(err, cap, "%s", buf || len == 0 ? msrnn_last_error() : "out of memory");
         free(buf);
         goto done;
     }
@@ -430,7 +430,7 @@ static int parse_request(const server *sv, const char *body, size_t len, int cha
         /* the end of the assistant's turn: a token (a special one) and the text */
         const char *end = msrnn_chat_template_end(sv->chat_template);
         if (end && j->n_stop < SERVE_MAX_STOP) j->stop[j->n_stop++] = strdup(end);
-        if (sv->chat_end_id >= 0 && !(j->ignore_eos && sv->chat_end_id == in->eos_id))
+        if (sv->chat_end_id >= 0 && !j->ignore_eos) /* ignore_eos: no end of turn either */
             j->stop_id = sv->chat_end_id;
     } else {
         FIELD("prompt", is_str_or_arr, "a string, an array of token ids or an array of one string")
@@ -478,7 +478,9 @@ static int parse_request(const server *sv, const char *body, size_t len, int cha
         }
         j->n_prompt = (int)n;
     }
-    if (j->n_prompt == 0 && (!j->session[0] || serve_session_n_past(sv->e, j->session) == 0)) {
+    /* the tokens the named session holds already (0 without one) */
+    const int64_t past = j->session[0] ? serve_session_n_past(sv->e, j->session) : 0;
+    if (j->n_prompt == 0 && past == 0) {
         *param = chat ? "messages" : "prompt";
         snprintf(err, cap, "the prompt is empty");
         goto fail;
@@ -486,7 +488,6 @@ static int parse_request(const server *sv, const char *body, size_t len, int cha
     /* the full cache: the prompt must fit the context (a bounded memory takes any length) */
     const serve_config *cfg = serve_engine_config(sv->e);
     if (!serve_engine_bounded(sv->e)) {
-        const int64_t past = j->session[0] ? serve_session_n_past(sv->e, j->session) : 0;
         if (past + j->n_prompt > cfg->sp.n_ctx) {
             *param = chat ? "messages" : "prompt";
             snprintf(err, cap,
@@ -1233,10 +1234,12 @@ int cmd_serve(int argc, char **argv) {
     }
     if (strcmp(sv.chat_template, "plain")) {
         const char *end = msrnn_chat_template_end(sv.chat_template);
-        int32_t ids[4];
-        size_t n_end = 0;
-        if (msrnn_tokenize_special(m, end, strlen(end), 0, ids, 4, &n_end) == MSRNN_OK &&
-            n_end == 1)
+        /* a token to stop at when the end's text is one special token (as text it is several) */
+        int32_t ids[64];
+        size_t n_end = 0, n_text = 0;
+        if (msrnn_tokenize_special(m, end, strlen(end), 0, ids, 64, &n_end) == MSRNN_OK &&
+            n_end == 1 && msrnn_tokenize(m, end, strlen(end), 0, NULL, 0, &n_text) != MSRNN_OK &&
+            n_text > 1)
             sv.chat_end_id = ids[0];
     }
     /* the signals are waited for by this thread alone */

@@ -321,10 +321,12 @@ msrnn_status msrnn_tokenize(const msrnn_model *m, const char *text, size_t len, 
 /* An ids buffer of this many entries always holds the encoding of len bytes (BOS included). */
 size_t msrnn_tokenize_max(const msrnn_model *m, size_t len);
 /* msrnn_tokenize as llama.cpp's llama_tokenize with parse_special: the text of a special token
- * (control, user-defined or unknown: "<s>", "</s>", "<|im_start|>" …) becomes that token, and the
- * text between is encoded piece by piece (SentencePiece's leading space only on a piece that
- * starts the text or follows a special token). For prompts built by msrnn_chat_apply; never for
- * text a user typed (it would let them forge turns). */
+ * (control, user-defined or unknown: "<s>", "</s>", "<|im_start|>" …, and end-of-turn texts such as
+ * "<|im_end|>" whatever the file calls them, as llama.cpp does) becomes that token, and the text
+ * between is encoded piece by piece (SentencePiece's leading space only on a piece that starts the
+ * text or follows a special token). For prompts built by msrnn_chat_apply. Note that text inside
+ * them becomes special tokens too: a message holding "<|im_end|>" ends its turn there, as with
+ * llama-server; tokenize text you do not trust with msrnn_tokenize. */
 msrnn_status msrnn_tokenize_special(const msrnn_model *m, const char *text, size_t len, int add_bos,
                                     int32_t *ids, size_t cap, size_t *n_out);
 /* An ids buffer of this many entries always holds msrnn_tokenize_special's encoding. */
@@ -362,7 +364,8 @@ const char *msrnn_chat_template_end(const char *name);
 const char *msrnn_model_chat_template(const msrnn_model *m);
 /* Render n messages with a template (a name or a Jinja text as msrnn_chat_template_detect takes;
  * NULL: "plain"), ending with the opening of the assistant's turn when add_assistant. *len is the
- * text's length; at most cap − 1 bytes and a NUL are written (call with buf NULL to size it).
+ * text's length; at most cap − 1 bytes and a NUL are written (call with buf NULL to size it; a
+ * buf too small gets the cut text and MSRNN_ERR_INVALID).
  * MSRNN_ERR_UNSUPPORTED for a template msrnn does not know; MSRNN_ERR_INVALID for a message
  * without a role or content (and, for plain, a role other than system, developer, user or
  * assistant). Tokenize the result with msrnn_tokenize_special. */

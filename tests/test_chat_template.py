@@ -7,16 +7,21 @@ The peer is llama.cpp itself, from the npm package node-llama-cpp (the prebuilt 
      with a system message, several turns, white space around the text (trimmed by some templates),
      an empty message and non-ASCII text, with and without the assistant's opening: the same bytes.
   2. Real templates' Jinja texts (tokenizer.chat_template as model files carry them, written out
-     below): msrnn recognises each as the template llama.cpp renders it as (the same bytes), and
-     says "unknown" for the ones llama.cpp takes for a template msrnn does not have, never another.
+     below): msrnn recognises each as the template it is (its name asserted) and renders it as
+     llama.cpp does, and says "unknown" for the ones llama.cpp takes for a template msrnn does not
+     have, never another. Then every template of llama.cpp's own tests (test-chat-template.cpp, from
+     the release's source in node-llama-cpp's gitRelease.bundle): recognised ones render alike; an
+     unrecognised one must not be rendered by llama.cpp as any of msrnn's templates.
   3. msrnn_tokenize_special (`msrnn tokenize --special`) against llama.cpp's tokenizer with
      parse_special (node-llama-cpp's model.tokenize(text, true)) on a Llama 2 vocabulary with added
-     control and user-defined tokens (<|im_start|>, <|im_end|>, <|tool|>, <tok>): chat prompts,
-     adjacent, broken and nested special texts, "<s>" and "</s>", spaces around them.
+     control, user-defined and normal-typed end-of-turn tokens (<|eot_id|>, <|endoftext|>: llama.cpp
+     makes them control), also named Phi-3 (llama.cpp then drops white space after special tokens):
+     chat prompts, adjacent, broken and nested special texts, "<s>" and "</s>", spaces around them;
+     with BOS: BOS then the same ids.
   4. `msrnn serve` with such a model carrying a ChatML template: /v1/chat/completions feeds the
-     rendered, specially tokenized prompt (return_tokens + the prompt's usage count against msrnn
-     tokenize --special of msrnn_chat_apply's text), and the plain template stays the default for a
-     model without one.
+     rendered, specially tokenized prompt (its continuation and prompt count equal a completion's of
+     those ids); with <|im_end|> made the greedy answer, chat stops at it (empty answer, "stop"),
+     ignore_eos and completions run on; --chat-template plain overrides; unknown names exit 2.
 """
 import ctypes
 import json
@@ -161,10 +166,19 @@ def test_named(llama, ms):
     return names
 
 
+# the name each REAL text must be recognised as
+REAL_NAME = {"chatml (OpenHermes)": "chatml", "llama2 (Llama-2-chat)": "llama2-sys-strip",
+             "llama2 without <<SYS>> (Mistral-7B-Instruct-v0.1)": "llama2", "llama2-sys-bos": "llama2-sys-bos",
+             "mistral-v7": "mistral-v7", "phi3 (Phi-3-mini)": "phi3", "zephyr (role tags, <|endoftext|>)": "zephyr",
+             "gemma (gemma-7b-it)": "gemma", "openchat (openchat-3.5)": "openchat", "vicuna": "vicuna",
+             "vicuna-orca": "vicuna-orca", "llama3 (Llama-3-Instruct)": "llama3", "monarch": "monarch",
+             "phi4": "phi4"}
+
+
 def test_real(llama, ms):
     for label, text in REAL.items():
         name = ms.msrnn_chat_template_detect(text.encode())
-        check(name is not None, f"{label}: recognised")
+        check(name is not None and name.decode() == REAL_NAME[label], f"{label}: recognised as {name}")
         for conv in CONVERSATIONS[:3]:
             ref = llama_render(llama, text, conv, True)
             got = msrnn_render(ms, text, conv, True)
@@ -177,11 +191,69 @@ def test_real(llama, ms):
     print(f"real templates: {len(REAL)} recognised as llama.cpp renders them, {len(UNKNOWN_TO_MSRNN)} unknown")
 
 
-ADDED = [("<|im_start|>", 3), ("<|im_end|>", 3), ("<|tool|>", 4), ("<tok>", 4)]
+def llamacpp_corpus():
+    """The real templates of llama.cpp's own tests (tests/test-chat-template.cpp of the release in
+    node-llama-cpp's gitRelease.bundle): (name, template text)."""
+    import ast
+    import re
+    bundle = os.path.join(PKG, "llama", "gitRelease.bundle")
+    with tempfile.TemporaryDirectory() as d:
+        r = subprocess.run(["git", "clone", "-q", bundle, os.path.join(d, "l")], capture_output=True, text=True)
+        check(r.returncode == 0, f"git clone {bundle}: {r.stderr[-500:]}")
+        if r.returncode:
+            return []
+        src = open(os.path.join(d, "l", "tests", "test-chat-template.cpp"), encoding="utf-8").read()
+    out, name = [], None
+    for line in src.splitlines():
+        m = re.search(r'/\* \.name= \*/ "(.*)",\s*$', line)
+        if m:
+            name = m.group(1)
+        m = re.search(r'/\* \.template_str= \*/ (.*),\s*$', line)
+        if m and name:
+            lit = m.group(1).strip()
+            lit = re.sub(r'^U8C\((.*)\)$', r"\1", lit)
+            lit = re.sub(r'^u8"', '"', lit)
+            try:
+                out.append((name, ast.literal_eval(lit)))
+            except (ValueError, SyntaxError):
+                check(False, f"cannot read the template of {name}: {lit[:80]}")
+            name = None
+    return out
+
+
+def test_llamacpp_corpus(llama, ms, names):
+    """Every real template llama.cpp's tests carry: where msrnn recognises it, the same bytes as
+    llama.cpp; where not, llama.cpp does not render it as any of msrnn's templates either."""
+    corpus = llamacpp_corpus()
+    check(len(corpus) >= 30, f"llama.cpp's test templates read: {len(corpus)}")
+    known = unknown = 0
+    for label, text in corpus:
+        refs = [llama_render(llama, text, conv, True) for conv in CONVERSATIONS[:3]]
+        if any(x is None for x in refs):
+            continue  # llama.cpp does not know it either
+        det = ms.msrnn_chat_template_detect(text.encode())
+        if det is not None:
+            known += 1
+            for conv, ref in zip(CONVERSATIONS[:3], refs):
+                got = msrnn_render(ms, text, conv, True)
+                check(got == ref, f"llama.cpp's '{label}' as {det}: msrnn {got!r} llama.cpp {ref!r}")
+        else:
+            unknown += 1
+            same = [n for n in names[1:]
+                    if all(msrnn_render(ms, n, conv, True) == ref for conv, ref in zip(CONVERSATIONS[:3], refs))]
+            check(not same, f"llama.cpp's '{label}' renders as msrnn's {same}, but msrnn does not recognise it")
+    check(known >= 15, f"msrnn recognises most of llama.cpp's test templates: {known}")
+    print(f"llama.cpp's own test templates: {known} recognised and rendered alike, {unknown} of templates msrnn lacks")
+
+
+ADDED = [("<|im_start|>", 3), ("<|im_end|>", 3), ("<|tool|>", 4), ("<tok>", 4),
+         ("<|eot_id|>", 1), ("<|endoftext|>", 1), ("<|end|>", 4)]  # the last three: end-of-turn texts
+# llama.cpp makes control tokens whatever their type in the file
 
 
 def special_vocab(path, template=None):
-    """Llama 2's vocabulary plus control and user-defined tokens, as a vocabulary GGUF."""
+    """Llama 2's vocabulary plus control, user-defined and normal-typed end-of-turn tokens, as a
+    vocabulary GGUF."""
     w = ggufpy.GGUFWriter()
     w.add("general.architecture", ggufpy.STR, "llama")
     ggufpy.add_spm_vocab(w, os.path.join(SHARED, "data", "tokenizers", "llama2", "tokenizer.model"))
@@ -200,23 +272,28 @@ def special_vocab(path, template=None):
     w.write(path)
 
 
+def set_name(path, name):
+    """general.name of a model file (llama.cpp strips white space after special tokens of models
+    named phi-3 / phi3)"""
+    sys.path.insert(0, os.path.join(SOURCE, "tests"))
+    import gguf_tiny
+    g = gguf_tiny.read(path)
+    gguf_tiny.set_key(g, "general.name", gguf_tiny.GGUF_STR, gguf_tiny._str(name))
+    gguf_tiny.write(path, g)
+
+
 TEXTS = [
     "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\n",
     "<|im_start|><|im_end|>", "<|im_start|><|im_start|>x", "<|im_start", "|im_start|>", "<<|im_start|>>",
     "<s>[INST] hi [/INST] ok</s><s>[INST] again [/INST]", "a<s>b</s>c", " <s> </s> ", "<s>", "</s>",
     "text <tok> more<|tool|>end", "<tok><tok> <tok>", "  two spaces<|im_end|>  after  ", "\n<|im_end|>\n",
     "plain text only", "", " ", "<unk>", "x<unk>y", "<|im_start|>user\n東京 😀<|im_end|>",
+    "<|eot_id|> next", "a<|endoftext|>  b", "<|end|>\n<|end|>  \n x", "<|im_end|>\n  next\t", "<s>  x </s>\n y",
+    "<|user|>\nHi<|end|>\n<|assistant|>\n",
 ]
 
 
-def test_tokenize(tmp):
-    vocab = os.path.join(tmp, "special-vocab.gguf")
-    special_vocab(vocab)
-    model = os.path.join(tmp, "special.gguf")
-    r = subprocess.run([BIN, "init-model", "--vocab-from", vocab, "-o", model, "--dim", "64", "--layers", "1",
-                        "--heads", "2", "--kv-heads", "1", "--ffn", "128", "--ctx", "256"],
-                       capture_output=True, text=True)
-    check(r.returncode == 0, f"init-model: {r.stderr}")
+def llamacpp_ids(model, tmp):
     tpath = os.path.join(tmp, "texts.json")
     with open(tpath, "w") as f:
         json.dump(TEXTS, f)
@@ -224,19 +301,46 @@ def test_tokenize(tmp):
                         "--model", model, "--texts", tpath, "--special", "1"],
                        capture_output=True, text=True, timeout=300)
     check(r.returncode == 0, f"llamacpp_tokenize.mjs: {r.stderr[-2000:]}")
-    peer = json.loads(r.stdout)["ids"] if r.returncode == 0 else [[]] * len(TEXTS)
-    same = 0
-    for text, ref in zip(TEXTS, peer):
-        r = subprocess.run([BIN, "tokenize", "-m", model, "-p", text, "--special", "--no-bos", "--json"],
+    return json.loads(r.stdout)["ids"] if r.returncode == 0 else [[]] * len(TEXTS)
+
+
+def msrnn_ids(model, text, *extra):
+    r = subprocess.run([BIN, "tokenize", "-m", model, "-p", text, "--special", "--json", *extra],
+                       capture_output=True, text=True)
+    return json.loads(r.stdout)["ids"] if r.returncode == 0 else None
+
+
+def test_tokenize(tmp):
+    vocab = os.path.join(tmp, "special-vocab.gguf")
+    special_vocab(vocab)
+    models = {}
+    for label, name in (("Llama 2 + added tokens", None), ("the same named Phi-3-mini-4k-instruct", "Phi-3-mini-4k-instruct")):
+        model = os.path.join(tmp, f"special-{len(models)}.gguf")
+        r = subprocess.run([BIN, "init-model", "--vocab-from", vocab, "-o", model, "--dim", "64", "--layers", "1",
+                            "--heads", "2", "--kv-heads", "1", "--ffn", "128", "--ctx", "256"],
                            capture_output=True, text=True)
-        got = json.loads(r.stdout)["ids"] if r.returncode == 0 else None
-        check(got == ref, f"tokenize --special {text!r}: msrnn {got} llama.cpp {ref} {r.stderr[-300:]}")
-        same += got == ref
+        check(r.returncode == 0, f"init-model: {r.stderr}")
+        if name:
+            set_name(model, name)
+        models[label] = model
+        same = 0
+        for text, ref in zip(TEXTS, llamacpp_ids(model, tmp)):
+            got = msrnn_ids(model, text, "--no-bos")
+            check(got == ref, f"{label}: tokenize --special {text!r}: msrnn {got} llama.cpp {ref}")
+            same += got == ref
+            if text:
+                bos = msrnn_ids(model, text)
+                check(bos == [1] + (got or []), f"{label}: with BOS {text!r}: {bos}")
+        print(f"tokenize --special, {label}: {same}/{len(TEXTS)} texts as llama.cpp's parse_special")
+    model = models["Llama 2 + added tokens"]
+    # the Phi-3 rule is in play: white space after a special token is gone under that name only
+    a = msrnn_ids(model, "<|end|>\n x", "--no-bos")
+    b = msrnn_ids(models["the same named Phi-3-mini-4k-instruct"], "<|end|>\n x", "--no-bos")
+    check(a is not None and b is not None and len(b) < len(a), f"Phi-3 drops the white space after <|end|>: {a} {b}")
     # without --special the control tokens are text, as before
     r = subprocess.run([BIN, "tokenize", "-m", model, "-p", "<|im_start|>", "--no-bos", "--json"],
                        capture_output=True, text=True)
     check(len(json.loads(r.stdout)["ids"]) > 1, "without --special a control token's text stays text")
-    print(f"tokenize --special: {same}/{len(TEXTS)} texts as llama.cpp's parse_special")
     return model
 
 
@@ -316,6 +420,40 @@ def test_serve(tmp):
                   f"chat continues those ids as a completion does: {got['choices'][0]['token_ids']} "
                   f"{ref['choices'][0]['token_ids']}")
         stop_server(p, "chatml")
+    # the end of turn as a token: make <|im_end|> the greedy answer (its output row twice the row of
+    # the token the model answers with now), then chat stops there at once, with an empty answer;
+    # ignore_eos runs on to max_tokens
+    if port and st == 200 and st2 == 200:
+        sys.path.insert(0, os.path.join(SOURCE, "tests"))
+        import gguf_tiny
+        import struct
+        first = got["choices"][0]["token_ids"][0]
+        im_end = 32000 + [p_ for p_, _ in ADDED].index("<|im_end|>")
+        g = gguf_tiny.read(model)
+        out = gguf_tiny.tensors(g)["output.weight"]
+        dim = out["ne"][0]
+        row = struct.unpack_from(f"<{dim}f", out["data"], first * dim * 4)
+        data = bytearray(out["data"])
+        struct.pack_into(f"<{dim}f", data, im_end * dim * 4, *[2 * x for x in row])
+        out["data"] = bytes(data)
+        stopper = os.path.join(tmp, "chatml-stop.gguf")
+        gguf_tiny.write(stopper, g)
+        q, qport, _ = start_server(stopper)
+        msgs = [{"role": r_, "content": c_} for r_, c_ in conv]
+        st, a = post(qport, "/v1/chat/completions", {"messages": msgs, "max_tokens": 6, "temperature": 0,
+                                                     "return_tokens": True})
+        check(st == 200 and a["choices"][0]["finish_reason"] == "stop" and a["choices"][0]["token_ids"] == [im_end]
+              and a["choices"][0]["message"]["content"] == "",
+              f"chat stops at the template's end-of-turn token: {a}")
+        st, a = post(qport, "/v1/chat/completions", {"messages": msgs, "max_tokens": 5, "temperature": 0,
+                                                     "return_tokens": True, "ignore_eos": True})
+        check(st == 200 and a["choices"][0]["finish_reason"] == "length" and len(a["choices"][0]["token_ids"]) == 5,
+              f"ignore_eos: not even at the end-of-turn token: {a}")
+        st, a = post(qport, "/v1/completions", {"prompt": ids, "max_tokens": 3, "temperature": 0,
+                                                "return_tokens": True})
+        check(st == 200 and a["choices"][0]["finish_reason"] == "length",
+              f"a completion is not a chat turn: it runs past <|im_end|>: {a}")
+        stop_server(q, "chatml-stop")
     # --chat-template plain overrides the model's; an unknown name is refused
     p, port, log = start_server(model, "--chat-template", "plain")
     check(any("chat template plain (--chat-template)" in x for x in log), "--chat-template plain is used")
@@ -354,8 +492,9 @@ def library_checks():
 def main():
     if sys.argv[1:] == ["--library"]:
         llama, ms = load_llama(), load_msrnn()
-        test_named(llama, ms)
+        names = test_named(llama, ms)
         test_real(llama, ms)
+        test_llamacpp_corpus(llama, ms, names)
         finish("test_chat_template (library)")
         return
     load_llama()

@@ -148,6 +148,26 @@ static void test_hash_ref(void) {
     const float one[1] = {-3}, lsb[3] = {1, 1, -2};
     CHECK(mem_hash(one, 1) == 0 && mem_hash(lsb, 3) == 6, "b = 1 / lsb: %u %u", mem_hash(one, 1),
           mem_hash(lsb, 3));
+    /* the eight-at-a-time path (b ≥ 8) and its tail: each sign of ±1, ±0 and ±NaN at every
+     * position, against the definition bit by bit (z_i ≥ 0 or NaN: 1; z[0] the highest bit) */
+    const float vals[6] = {1.0f, -1.0f, 0.0f, -0.0f, NAN, -NAN};
+    static const int wide[] = {8, 9, 15, 16};
+    int hash_cases = 0, hash_bad = 0;
+    for (int wi = 0; wi < 4; wi++) {
+        const int b = wide[wi];
+        for (int pos = 0; pos < b; pos++)
+            for (int v = 0; v < 6; v++) {
+                float z[16];
+                for (int i = 0; i < b; i++) z[i] = (i * 7 + pos) % 3 ? 0.5f : -0.5f;
+                z[pos] = vals[v];
+                uint32_t want = 0;
+                for (int i = 0; i < b; i++) want = want << 1 | (uint32_t)(isnan(z[i]) || z[i] >= 0);
+                hash_bad += mem_hash(z, b) != want;
+                hash_cases++;
+            }
+    }
+    CHECK(hash_bad == 0, "mem_hash of b = 8, 9, 15, 16 with ±0 and ±NaN: %d of %d differ", hash_bad,
+          hash_cases);
 }
 
 /* ---- 2. weight gradient -----------------------------------------------------------------------
@@ -324,6 +344,9 @@ static void test_gather(void) {
         gather_case(10, 4, 1000, 1, 0, MEM_WEIGHT_CODE, ti);
         gather_case(10, 64, 1537, 1, 1, MEM_WEIGHT_PAPER, ti);
         gather_case(4, 16, 100, 200, 0, MEM_WEIGHT_CODE, ti);
+        /* a group of four slabs and a part group (5, 7), few and many tokens */
+        gather_case(8, 5, 130, 3, 1, MEM_WEIGHT_PAPER, ti);
+        gather_case(8, 7, 72, 40, 0, MEM_WEIGHT_CODE, ti);
     }
     printf("  gather: %d cases (%d large enough to run threaded), worst max error %.2e of max |y| "
            "(limit %.0e), 1 / 2 / 3 threads bit-identical\n",

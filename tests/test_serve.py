@@ -386,6 +386,36 @@ def test_long_stream():
     check(len(lps) == 300 and max(abs(a - b) for a, b in zip(lps, one["logprobs"]["token_logprobs"]))
           < 1e-6 and tops == one["logprobs"]["top_logprobs"],
           "a stream's logprobs and top logprobs equal one answer's")
+    # a stop string that first shows up two thirds in, across tokens, after the stream has sent and
+    # forgotten the text before it: the same cut as one answer's
+    # (sampled with a seed: greedy text under a 32-entry window soon repeats itself)
+    sampled = {"ignore_eos": True, "temperature": 0.9, "top_k": 40, "seed": 7}
+    full = completion(srv, "The river", 300, **sampled)["choices"][0]["text"]
+    k = next((i for i in range(len(full) * 2 // 3, len(full) - 8) if full.find(full[i:i + 7]) == i
+              and " " in full[i:i + 7]), None)
+    check(k is not None, f"a stop string to test with in {full!r}")
+    if k is not None:
+        stop = full[k:k + 7]
+        ref = completion(srv, "The river", 300, stop=[stop], **sampled)["choices"][0]
+        c, r = open_stream(srv, {"prompt": "The river", "max_tokens": 300, "stop": [stop], **sampled})
+        text, events = "", 0
+        for ev in read_events(r):
+            for ch in ev.get("choices", []):
+                text += ch.get("text", "")
+                events += 1
+        c.close()
+        check(text == ref["text"] == full[:k] and events > 10,
+              f"a stop string after {events} events cuts the stream where it cuts one answer: "
+              f"{text[-40:]!r} / {ref['text'][-40:]!r} / {full[:k][-40:]!r}")
+    # the repetition penalty's history slides after 1024 generated tokens: the same ids as
+    # `msrnn generate` with the same penalty (whose history is whole)
+    n_slide = 1200
+    pen = completion(srv, "The river", n_slide, ignore_eos=True, repeat_penalty=1.3, repeat_last_n=16)
+    want = generate_ids("The river", n_slide, "--repeat-penalty", "1.3", "--repeat-last-n", "16",
+                        "--ignore-eos", "--kv", "window", "--kv-size", "32")
+    check(pen["choices"][0]["token_ids"] == want,
+          f"{n_slide} tokens under repeat_penalty 1.3 / last 16 equal msrnn generate's: first difference at "
+          f"{next((i for i, (a, b) in enumerate(zip(pen['choices'][0]['token_ids'], want)) if a != b), None)}")
     n = 3000 if SANITIZED else 12000
     c, r = open_stream(srv, dict(body, max_tokens=n))
     got, rss = 0, {}

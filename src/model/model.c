@@ -114,16 +114,16 @@ msrnn_status msrnn_model_open(const char *path, msrnn_model **out) {
     if (st == MSRNN_OK) gguf_prefault(m->file);
     if (st == MSRNN_OK && gguf_find_kv(m->file, "tokenizer.ggml.model"))
         st = spm_tokenizer_from_gguf(m->file, &m->tok);
-    gguf_str tmpl;
-    if (st == MSRNN_OK && gguf_find_kv(m->file, "tokenizer.chat_template") &&
-        (st = gguf_get_str(m->file, "tokenizer.chat_template", 1, &tmpl)) == MSRNN_OK) {
-        if (memchr(tmpl.ptr, 0, tmpl.len))
-            st = status_fail(MSRNN_ERR_FORMAT, "%s: tokenizer.chat_template holds a NUL byte",
-                             m->file->path);
-        else if (!(m->chat_template = malloc(tmpl.len + 1)))
+    /* the chat template is optional metadata: one that is not a string, or holds a NUL byte, is
+     * taken as none (msrnn_model_chat_template NULL) rather than refusing the model */
+    const gguf_kv *tk = st == MSRNN_OK ? gguf_find_kv(m->file, "tokenizer.chat_template") : NULL;
+    if (tk && tk->value.type == GGUF_TYPE_STRING &&
+        !memchr(tk->value.str.ptr, 0, tk->value.str.len)) {
+        const gguf_str *tmpl = &tk->value.str;
+        if (!(m->chat_template = malloc(tmpl->len + 1)))
             st = status_fail(MSRNN_ERR_NOMEM, "out of memory");
         else
-            memcpy(m->chat_template, tmpl.ptr, tmpl.len), m->chat_template[tmpl.len] = 0;
+            memcpy(m->chat_template, tmpl->ptr, tmpl->len), m->chat_template[tmpl->len] = 0;
     }
     if (st != MSRNN_OK) {
         msrnn_model_close(m);

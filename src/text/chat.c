@@ -354,5 +354,8 @@ msrnn_status msrnn_chat_apply(const char *tmpl, const msrnn_chat_message *msgs, 
         buf[k] = 0;
     }
     free(b.p);
+    if (buf && b.n >= cap) /* cut: as msrnn_tokenize, the size needed is in *len */
+        return status_fail(MSRNN_ERR_INVALID, "chat: the text needs %zu bytes and a NUL, %zu given",
+                           b.n, cap);
     return MSRNN_OK;
 }

@@ -80,6 +80,11 @@ struct spm_tokenizer {
     int32_t trie_nodes;
     int bos_id, eos_id, unk_id;
     int add_space_prefix;
+    /* spm_encode_special: the special tokens, longest piece first (ties: lower id first), and
+     * which of them drop the white space after them */
+    int32_t *special;
+    uint8_t *special_rstrip;
+    int n_special;
 };
 
 static const char *piece_ptr(const spm_tokenizer *t, int32_t id) { return t->blob + t->offs[id]; }
@@ -215,6 +220,77 @@ static int parse_byte_piece(const char *s, uint64_t n) {
 
 static int is_unknown_id(const spm_tokenizer *t, int32_t id) {
     return id < 0 || t->types[id] == TOKEN_TYPE_UNKNOWN;
+}
+
+/* llama.cpp takes a token with one of these pieces for an end of turn or of generation and makes
+ * it a control token whatever the file says (llama-vocab.cpp's special_eog_ids) */
+static const char *const kEndTexts[] = {"<|eot_id|>",
+                                        "<|im_end|>",
+                                        "<|end|>",
+                                        "<|return|>",
+                                        "<|call|>",
+                                        "<|flush|>",
+                                        "<|calls|>",
+                                        "<end_of_turn>",
+                                        "<|endoftext|>",
+                                        "</s>",
+                                        "<|eom_id|>",
+                                        "<EOT>",
+                                        "_<EOT>",
+                                        "[EOT]",
+                                        "[EOS]",
+                                        "<|end_of_text|>",
+                                        "<end_of_utterance>",
+                                        "<eos>",
+                                        "<turn|>",
+                                        "<|tool_response>",
+                                        "<｜end▁of▁sentence｜>" /* DeepSeek */,
+                                        "[e~["};
+
+static int is_piece(const spm_tokenizer *t, int32_t id, const char *s) {
+    return piece_len(t, id) == strlen(s) && !memcmp(piece_ptr(t, id), s, piece_len(t, id));
+}
+
+/* The special tokens of spm_encode_special (llama.cpp's cache_special_tokens): CONTROL,
+ * USER_DEFINED, UNKNOWN and end-of-turn pieces, non-empty, sorted by piece length (longest first;
+ * ties: lower id first); with rstrip, which drop the white space after them (llama.cpp's Phi-3
+ * rule: all but <unk>, <s> and <|endoftext|>). */
+static msrnn_status build_special(spm_tokenizer *t, int rstrip) {
+    int n = 0;
+    for (int i = 0; i < t->n_vocab; i++) {
+        int sp = t->types[i] == TOKEN_TYPE_CONTROL || t->types[i] == TOKEN_TYPE_USER_DEFINED ||
+                 t->types[i] == TOKEN_TYPE_UNKNOWN;
+        for (size_t k = 0; !sp && k < sizeof kEndTexts / sizeof *kEndTexts; k++)
+            sp = is_piece(t, i, kEndTexts[k]);
+        n += sp && piece_len(t, i) > 0;
+    }
+    t->special = malloc((size_t)(n ? n : 1) * sizeof *t->special);
+    t->special_rstrip = malloc((size_t)(n ? n : 1));
+    if (!t->special || !t->special_rstrip) return MSRNN_ERR_NOMEM;
+    n = 0;
+    for (int i = 0; i < t->n_vocab; i++) {
+        int sp = t->types[i] == TOKEN_TYPE_CONTROL || t->types[i] == TOKEN_TYPE_USER_DEFINED ||
+                 t->types[i] == TOKEN_TYPE_UNKNOWN;
+        for (size_t k = 0; !sp && k < sizeof kEndTexts / sizeof *kEndTexts; k++)
+            sp = is_piece(t, i, kEndTexts[k]);
+        if (sp && piece_len(t, i) > 0) t->special[n++] = i;
+    }
+    t->n_special = n;
+    /* a stable merge sort would do; special tokens are few, and an insertion sort keeps ids in
+     * order among equal lengths */
+    for (int i = 1; i < n; i++) {
+        const int32_t v = t->special[i];
+        int j = i;
+        while (j > 0 && piece_len(t, t->special[j - 1]) < piece_len(t, v))
+            t->special[j] = t->special[j - 1], j--;
+        t->special[j] = v;
+    }
+    for (int i = 0; i < n; i++) {
+        const int32_t id = t->special[i];
+        t->special_rstrip[i] = rstrip && !is_piece(t, id, "<unk>") && !is_piece(t, id, "<s>") &&
+                               !is_piece(t, id, "<|endoftext|>");
+    }
+    return MSRNN_OK;
 }
 
 msrnn_status spm_tokenizer_build(const spm_vocab *v, spm_tokenizer **out) {
@@ -353,6 +429,10 @@ msrnn_status spm_tokenizer_build(const spm_vocab *v, spm_tokenizer **out) {
                            "tokenizer: no unknown-token id and no complete set of <0xNN> byte "
                            "tokens: text outside the vocabulary could not be encoded");
     }
+    if (build_special(t, v->rstrip_special) != MSRNN_OK) {
+        spm_tokenizer_free(t);
+        return status_fail(MSRNN_ERR_NOMEM, "tokenizer: out of memory");
+    }
     *out = t;
     return MSRNN_OK;
 }
@@ -370,6 +450,8 @@ void spm_tokenizer_free(spm_tokenizer *t) {
     free(t->trie_keys);
     free(t->trie_child);
     free(t->trie_term);
+    free(t->special);
+    free(t->special_rstrip);
     free(t);
 }
 
@@ -722,32 +804,30 @@ msrnn_status spm_encode(const spm_tokenizer *t, const char *text, size_t len, in
     return encode(t, text, len, add_bos, t->add_space_prefix, ids, cap, n_out);
 }
 
-/* The special tokens (CONTROL, USER_DEFINED, UNKNOWN with a non-empty piece), longest first (ties:
- * lower id first), as llama.cpp's cache_special_tokens; their count in *n. */
-static int32_t *special_ids(const spm_tokenizer *t, int *n) {
-    int32_t *ids = malloc((size_t)t->n_vocab * sizeof *ids);
-    *n = 0;
-    if (!ids) return NULL;
-    for (int i = 0; i < t->n_vocab; i++)
-        if ((t->types[i] == TOKEN_TYPE_CONTROL || t->types[i] == TOKEN_TYPE_USER_DEFINED ||
-             t->types[i] == TOKEN_TYPE_UNKNOWN) &&
-            piece_len(t, i) > 0)
-            ids[(*n)++] = i;
-    /* insertion sort by (length desc, id asc): special tokens are few */
-    for (int i = 1; i < *n; i++) {
-        const int32_t v = ids[i];
-        int j = i;
-        while (j > 0 && piece_len(t, ids[j - 1]) < piece_len(t, v)) ids[j] = ids[j - 1], j--;
-        ids[j] = v;
-    }
-    return ids;
-}
-
 /* A piece of the text being split: raw bytes [at, at + len), or one special token (id ≥ 0). */
 typedef struct {
     size_t at, len;
     int32_t id;
 } fragment;
+
+/* fragments, grown as the split finds them */
+typedef struct {
+    fragment *f;
+    size_t n, cap;
+} fragments;
+
+static int frag_push(fragments *v, size_t at, size_t len, int32_t id) {
+    if (v->n == v->cap) {
+        const size_t cap = v->cap ? 2 * v->cap : 16;
+        fragment *g = realloc(v->f, cap * sizeof *g);
+        if (!g) return 0;
+        v->f = g, v->cap = cap;
+    }
+    v->f[v->n++] = (fragment){at, len, id};
+    return 1;
+}
+
+static int is_space(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
 
 msrnn_status spm_encode_special(const spm_tokenizer *t, const char *text, size_t len, int add_bos,
                                 int32_t *ids, size_t cap, size_t *n_out) {
@@ -757,42 +837,41 @@ msrnn_status spm_encode_special(const spm_tokenizer *t, const char *text, size_t
                            SPM_MAX_TEXT);
     if (len && !text) return status_fail(MSRNN_ERR_INVALID, "tokenizer: NULL text");
     if (!ids) cap = 0;
-    int n_sp = 0;
-    int32_t *sp = special_ids(t, &n_sp);
-    /* every fragment comes from a match or a remainder: at most 2·len + 1 of them */
-    size_t n_fr = 0, cap_fr = 2 * len + 2;
-    fragment *fr = sp ? malloc(cap_fr * sizeof *fr) : NULL,
-             *next = fr ? malloc(cap_fr * sizeof *fr) : NULL;
-    if (!sp || !fr || !next) {
-        free(sp), free(fr), free(next);
-        return status_fail(MSRNN_ERR_NOMEM, "tokenizer: out of memory encoding %zu bytes", len);
-    }
-    if (len) fr[n_fr++] = (fragment){0, len, -1};
+    fragments fr = {0}, next = {0};
+    int ok = !len || frag_push(&fr, 0, len, -1);
     /* llama.cpp's partition: each special token in turn splits every raw fragment at each of its
-     * occurrences, left to right */
-    for (int s = 0; s < n_sp; s++) {
-        const char *piece = piece_ptr(t, sp[s]);
-        const size_t pl = piece_len(t, sp[s]);
-        size_t m = 0;
-        for (size_t f = 0; f < n_fr; f++) {
-            if (fr[f].id >= 0 || fr[f].len < pl) {
-                next[m++] = fr[f];
+     * occurrences, left to right (with rstrip, the white space after it goes too) */
+    for (int s = 0; s < t->n_special && ok; s++) {
+        const char *piece = piece_ptr(t, t->special[s]);
+        const size_t pl = piece_len(t, t->special[s]);
+        next.n = 0;
+        for (size_t f = 0; f < fr.n && ok; f++) {
+            const fragment g = fr.f[f];
+            if (g.id >= 0 || g.len < pl) {
+                ok = frag_push(&next, g.at, g.len, g.id);
                 continue;
             }
-            size_t at = fr[f].at;
-            const size_t end = fr[f].at + fr[f].len;
-            for (;;) {
+            size_t at = g.at;
+            const size_t end = g.at + g.len;
+            while (ok) {
                 const char *hit = end - at >= pl ? memmem(text + at, end - at, piece, pl) : NULL;
                 if (!hit) break;
                 const size_t h = (size_t)(hit - text);
-                if (h > at) next[m++] = (fragment){at, h - at, -1};
-                next[m++] = (fragment){h, pl, sp[s]};
+                if (h > at) ok = frag_push(&next, at, h - at, -1);
+                ok = ok && frag_push(&next, h, pl, t->special[s]);
                 at = h + pl;
+                if (t->special_rstrip[s])
+                    while (at < end && is_space(text[at])) at++;
             }
-            if (at < end) next[m++] = (fragment){at, end - at, -1};
+            if (ok && at < end) ok = frag_push(&next, at, end - at, -1);
         }
-        fragment *tmp = fr;
-        fr = next, next = tmp, n_fr = m;
+        const fragments tmp = fr;
+        fr = next, next = tmp;
+    }
+    free(next.f);
+    if (!ok) {
+        free(fr.f);
+        return status_fail(MSRNN_ERR_NOMEM, "tokenizer: out of memory encoding %zu bytes", len);
     }
     /* raw fragments encoded on their own; "▁" before one that starts the text or follows a
      * special token (llama.cpp's is_prev_special) */
@@ -803,21 +882,21 @@ msrnn_status spm_encode_special(const spm_tokenizer *t, const char *text, size_t
         n++;
     }
     int prev_special = 1;
-    for (size_t f = 0; f < n_fr && st == MSRNN_OK; f++) {
-        if (fr[f].id >= 0) {
-            if (n < cap) ids[n] = fr[f].id;
+    for (size_t f = 0; f < fr.n && st == MSRNN_OK; f++) {
+        if (fr.f[f].id >= 0) {
+            if (n < cap) ids[n] = fr.f[f].id;
             n++;
             prev_special = 1;
             continue;
         }
         size_t got = 0;
-        st = encode(t, text + fr[f].at, fr[f].len, 0, t->add_space_prefix && prev_special,
+        st = encode(t, text + fr.f[f].at, fr.f[f].len, 0, t->add_space_prefix && prev_special,
                     n < cap ? ids + n : NULL, n < cap ? cap - n : 0, &got);
         if (st == MSRNN_ERR_INVALID && got > 0) st = MSRNN_OK; /* only out of room: count on */
         n += got;
         prev_special = 0;
     }
-    free(sp), free(fr), free(next);
+    free(fr.f);
     if (st != MSRNN_OK) return st;
     *n_out = n;
     if (n > cap)

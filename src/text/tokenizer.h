@@ -35,6 +35,8 @@ typedef struct {
     const int32_t *types; /* n_vocab, TOKEN_TYPE_*; NULL: all NORMAL */
     int bos_id, eos_id, unk_id;
     int add_space_prefix; /* 1 for Llama/SentencePiece default */
+    int rstrip_special;   /* spm_encode_special drops the white space after most special tokens
+                             (llama.cpp does for models named phi-3 / phi3) */
 } spm_vocab;
 
 /* Build lookup structures (copies everything it needs). Validates ids and piece bytes. */
@@ -50,9 +52,13 @@ msrnn_status spm_encode(const spm_tokenizer *t, const char *text, size_t len, in
 
 /* spm_encode as llama.cpp's llama_tokenize(parse_special = true): the text is first split at every
  * occurrence of a special token's piece (CONTROL, USER_DEFINED and UNKNOWN tokens, e.g. "<s>",
- * "<|im_start|>"; longest first), each becoming that token, and the pieces of text between are
- * encoded on their own, with the leading "▁" (add_space_prefix) only on a piece that starts the
- * text or follows a special token. n_ids never exceeds spm_max_ids_special(t, len). */
+ * "<|im_start|>", and, as llama.cpp overrides a file's types, any token whose piece is one of the
+ * end-of-turn texts "<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>" …;
+ * longest first), each becoming that token, and the pieces of text between are encoded on their
+ * own, with the leading "▁" (add_space_prefix) only on a piece that starts the text or follows a
+ * special token. With rstrip_special (llama.cpp's rule for Phi-3), the white space after a special
+ * token other than <unk>, <s> and <|endoftext|> is dropped. n_ids never exceeds
+ * spm_max_ids_special(t, len). */
 msrnn_status spm_encode_special(const spm_tokenizer *t, const char *text, size_t len, int add_bos,
                                 int32_t *ids, size_t cap, size_t *n_out);
 size_t spm_max_ids_special(const spm_tokenizer *t, size_t len);

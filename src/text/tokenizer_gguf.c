@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "text/tokenizer.h"
 
@@ -115,6 +116,21 @@ msrnn_status spm_tokenizer_from_gguf(const gguf_file *f, spm_tokenizer **out) {
     if (v.eos_id >= v.n_vocab) v.eos_id = -1;
     if (v.unk_id >= v.n_vocab) v.unk_id = -1;
     MSRNN_TRY(gguf_get_bool(f, "tokenizer.ggml.add_space_prefix", 0, &v.add_space_prefix));
+    /* llama.cpp's rule by model name: Phi-3's special tokens strip the white space after them */
+    const gguf_kv *name = gguf_find_kv(f, "general.name");
+    if (name && name->value.type == GGUF_TYPE_STRING) {
+        const gguf_str *g = &name->value.str;
+        for (uint64_t i = 0; i < g->len && !v.rstrip_special; i++) {
+            char w[5];
+            uint64_t k = 0;
+            for (; k < 5 && i + k < g->len; k++) {
+                const char c = g->ptr[i + k];
+                w[k] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+            }
+            v.rstrip_special =
+                (k >= 5 && !memcmp(w, "phi-3", 5)) || (k >= 4 && !memcmp(w, "phi3", 4));
+        }
+    }
 
     int32_t *types = NULL;
     MSRNN_TRY(read_types(f, n_tokens, &types));
