@@ -188,6 +188,9 @@ msrnn_status msrnn_memory_settings_of(const msrnn_session_params *p, msrnn_memor
  * memory grows with the input (the full KV cache) or p would be refused. Answered by the model's
  * parts themselves, not by the memory's name. */
 int msrnn_memory_is_bounded(const msrnn_model *m, const msrnn_session_params *p);
+/* The i-th name msrnn_session_params.memory takes ("full", "window", "sink", "h2o", "tova", …),
+ * NULL past the last: for menus, flags and error messages. */
+const char *msrnn_memory_name(int i);
 /* Open a session on m with parameters p (NULL: the defaults), allocating all its buffers now.
  * MSRNN_ERR_INVALID for parameters the model's architecture refuses (an unknown memory name, a
  * kv_size below its minimum, a memory the architecture does not have), MSRNN_ERR_NOMEM when the

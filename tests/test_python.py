@@ -283,6 +283,11 @@ def inner(site):
           f"chat_apply chatml: {msrnn.chat_apply('chatml', conv)!r}")
     check(model.chat_template is None and model.chat_apply(conv) == "S\n\nUser: Hi\nAssistant: Yo\nUser: Again\n"
           "Assistant:", f"Model.chat_apply without a template: plain: {model.chat_apply(conv)!r}")
+    # the memory names: the ones the CLI's --kv takes, in its order
+    kv = re.search(r"--kv POLICY\s+attention memory: ([^\n]*\n(?:\s+[^-\s][^\n]*\n)*)",
+                   run(BIN, "bench", "--help").stdout)
+    kv_names = [x.strip(" ,") for x in re.sub(r"\(default\)", "", kv.group(1)).replace("\n", " ").split(",")] if kv else []
+    check(msrnn.memory_names() == [x for x in kv_names if x], f"memory_names {msrnn.memory_names()} vs --kv {kv_names}")
     check("chatml" in msrnn.chat_templates() and msrnn.chat_template_detect("{{'<|im_start|>'}}") == "chatml"
           and msrnn.chat_template_detect("{{ x }}") is None, f"templates: {msrnn.chat_templates()}")
     try:

@@ -40,7 +40,7 @@ __version__ = "1.1.0"  # the C API version the bindings were written for (MSRNN_
 __all__ = ["Batch", "ContextFullError", "Error", "FileError", "FormatError", "InvalidError",
            "MemorySettings", "Model", "ModelInfo", "NoMemoryError", "PerplexityResult", "Sampler",
            "Session", "UnsupportedError", "chat_apply", "chat_template_detect", "chat_templates",
-           "library_path", "memory_settings", "version"]
+           "library_path", "memory_names", "memory_settings", "version"]
 
 _P = ctypes.POINTER
 _INT_MIN, _INT_MAX = -(1 << 31), (1 << 31) - 1
@@ -766,3 +766,14 @@ def chat_apply(template, messages, add_assistant=True):
     _check(lib.msrnn_chat_apply(t, arr, len(pairs), int(bool(add_assistant)), buf, len(buf),
                                 ctypes.byref(n)))
     return buf.raw[:n.value].decode("utf-8", "replace")
+
+
+def memory_names():
+    """The memories a session takes (Model.session(memory=...)): "full", "window", "sink", ..."""
+    out, i = [], 0
+    while True:
+        n = lib.msrnn_memory_name(i)
+        if n is None:
+            return out
+        out.append(n.decode())
+        i += 1

@@ -109,6 +109,7 @@ FUNCTIONS = {
                                         P(c_size_t)]),
     "msrnn_tokenize_special_max": (c_size_t, [model_p, c_size_t]),
     "msrnn_model_chat_template": (c_char_p, [model_p]),
+    "msrnn_memory_name": (c_char_p, [c_int]),
     "msrnn_chat_template_name": (c_char_p, [c_int]),
     "msrnn_chat_template_detect": (c_char_p, [c_char_p]),
     "msrnn_chat_template_end": (c_char_p, [c_char_p]),

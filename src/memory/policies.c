@@ -29,6 +29,10 @@ int kv_policy_find(const char *name, const kv_policy **policy) {
     return -1;
 }
 
+const char *msrnn_memory_name(int i) {
+    return i >= 0 && (size_t)i < sizeof memories / sizeof *memories ? memories[i].name : NULL;
+}
+
 const char *kv_policy_names(void) {
     return "full, window, sink, h2o, tova, tova-head, merge, merge-var, merge-clusters";
 }
