@@ -152,6 +152,11 @@ int msrnn_memory_is_bounded(const msrnn_model *m, const msrnn_session_params *p)
 int model_memory_bounded(const msrnn_model *m, const msrnn_session_params *pp) {
     msrnn_session_params p = pp ? *pp : msrnn_session_default_params(), q;
     p.n_ctx = 64, p.n_batch = 64, p.n_threads = 1;
+    /* the answer does not depend on the budget's size: a small one is probed, so that a budget too
+     * large to allocate is still answered (bounded) and its size refused where it is opened */
+    const int keep =
+        1024 + (p.kv_sinks > 0 ? p.kv_sinks : 0) + (p.kv_clusters > 0 ? p.kv_clusters : 0);
+    if (p.kv_size > keep) p.kv_size = keep;
     size_t sizes[3], total;
     if (session_plan(m, &p, &q, sizes, &total) != MSRNN_OK) return 0;
     const part_kind *part[2] = {m->arch->mixer, m->arch->ffn};
