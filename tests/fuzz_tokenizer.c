@@ -107,7 +107,7 @@ static spm_tokenizer *build_synthetic(int with_bytes) {
         scores[k++] = (float)(-(i % 17)); /* ties on purpose */
     }
     for (int i = 0; i < n; i++) lens[i] = strlen(pieces[i]);
-    spm_vocab v = {n, pieces, lens, scores, types, 1, 2, 0, 1};
+    spm_vocab v = {n, pieces, lens, scores, types, 1, 2, 0, 1, 1};
     spm_tokenizer *t = NULL;
     CHECK(spm_tokenizer_build(&v, &t) == MSRNN_OK);
     free(bytes);
@@ -249,7 +249,7 @@ static void exercise_dynamic(const uint8_t *data, size_t size) {
         }
         start = i + 1;
     }
-    spm_vocab v = {n, pieces, lens, scores, types, -1, -1, 0, data[0] & 1};
+    spm_vocab v = {n, pieces, lens, scores, types, -1, -1, 0, data[0] & 1, data[0] >> 1 & 1};
     spm_tokenizer *t = NULL;
     if (spm_tokenizer_build(&v, &t) != MSRNN_OK) return;
     exercise(t, data, size, 0, 0, 0);
