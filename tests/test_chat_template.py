@@ -198,7 +198,10 @@ def llamacpp_corpus():
     import re
     bundle = os.path.join(PKG, "llama", "gitRelease.bundle")
     with tempfile.TemporaryDirectory() as d:
-        r = subprocess.run(["git", "clone", "-q", bundle, os.path.join(d, "l")], capture_output=True, text=True)
+        # (this runs in the child that has the ASan runtime preloaded: git must not inherit it)
+        env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ASAN_OPTIONS")}
+        r = subprocess.run(["git", "clone", "-q", bundle, os.path.join(d, "l")], capture_output=True, text=True,
+                           env=env)
         check(r.returncode == 0, f"git clone {bundle}: {r.stderr[-500:]}")
         if r.returncode:
             return []
