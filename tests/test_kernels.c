@@ -9,6 +9,7 @@
 #include <omp.h>
 
 #include "check.h"
+#include "nn/ops.h"
 #include "tensor/kernels.h"
 
 #if defined(__F16C__)
@@ -88,11 +89,11 @@ static void test_dots(void) {
 /* matmul's matrix-vector path (n < 8) and sgemm path (n >= 8) against a double loop over the
  * dequantised weights. */
 static void test_matmul(void) {
-    const int ins[] = {64, 288, 768}, outs[] = {3, 100, 1000}, ns[] = {1, 3, 7, 8, 33};
+    const int ins[] = {64, 288, 768}, outs[] = {3, 100, 1000}, ns[] = {1, 3, 7, 8, 16, 17, 33};
     for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++)
         for (int a = 0; a < 3; a++)
             for (int b = 0; b < 3; b++)
-                for (int c = 0; c < 5; c++) {
+                for (int c = 0; c < 7; c++) {
                     tensor_type t = types[ti];
                     int in = ins[a], out = outs[b], n = ns[c];
                     float *w = malloc(sizeof(float) * in * out),
@@ -189,9 +190,77 @@ static void test_conversions(void) {
               "q4_0 error at %d", i);
 }
 
+/* The attention rows of a decoding step (dot_rows_f32 for one to three queries, mix_rows_f32),
+ * and the vectorised softmax and SwiGLU, against double loops: widths with and without the
+ * 8-, 32- and 64-wide paths, row counts with and without a remainder of four. */
+static void test_attention_rows(void) {
+    const int ds[] = {4, 12, 40, 64, 96, 128}, ns[] = {1, 3, 4, 5, 215};
+    for (int a = 0; a < 6; a++)
+        for (int b = 0; b < 5; b++)
+            for (int nq = 1; nq <= 3; nq++) {
+                const int d = ds[a], n = ns[b];
+                const size_t ld = (size_t)n + 3;
+                float *K = malloc(sizeof(float) * n * d), *q = malloc(sizeof(float) * nq * d);
+                float *out = malloc(sizeof(float) * nq * ld), *ref = malloc(sizeof(float) * n);
+                float *o = malloc(sizeof(float) * d), *oref = malloc(sizeof(float) * d);
+                for (int i = 0; i < n * d; i++) K[i] = frand();
+                for (int i = 0; i < nq * d; i++) q[i] = frand();
+                dot_rows_f32(out, ld, K, n, d, q, nq, 0.125f);
+                for (int h = 0; h < nq; h++) {
+                    for (int j = 0; j < n; j++) {
+                        double s = 0;
+                        for (int i = 0; i < d; i++) s += (double)K[j * d + i] * q[h * d + i];
+                        ref[j] = (float)(s * 0.125);
+                    }
+                    double e = nmse(out + h * ld, ref, n);
+                    CHECK(e < 1e-11, "dot_rows d=%d n=%d query %d of %d: nmse %.3g", d, n, h, nq,
+                          e);
+                }
+                for (int j = 0; j < n; j++) ref[j] = frand() * 0.5f + 0.5f;
+                mix_rows_f32(o, K, n, d, ref);
+                for (int i = 0; i < d; i++) {
+                    double s = 0;
+                    for (int j = 0; j < n; j++) s += (double)ref[j] * K[j * d + i];
+                    oref[i] = (float)s;
+                }
+                double e = nmse(o, oref, d);
+                CHECK(e < 1e-11, "mix_rows d=%d n=%d: nmse %.3g", d, n, e);
+                free(K), free(q), free(out), free(ref), free(o), free(oref);
+            }
+    const int ms[] = {1, 7, 8, 9, 64, 1001};
+    for (int a = 0; a < 6; a++) {
+        const int n = ms[a];
+        float *x = malloc(sizeof(float) * n), *g = malloc(sizeof(float) * n),
+              *u = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
+        double *r = malloc(sizeof(double) * n), mx = -1e30, sum = 0;
+        for (int i = 0; i < n; i++) {
+            x[i] = frand() * 30, g[i] = frand() * 40, u[i] = frand();
+            mx = x[i] > mx ? x[i] : mx;
+        }
+        for (int i = 0; i < n; i++) sum += r[i] = exp((double)x[i] - mx);
+        softmax(x, n);
+        double worst = 0;
+        for (int i = 0; i < n; i++) {
+            const double err = fabs(x[i] - r[i] / sum);
+            worst = err > worst ? err : worst;
+        }
+        CHECK(worst < 1e-6, "softmax n=%d: max error %.3g", n, worst);
+        swiglu_forward(y, g, u, 1, n, 1);
+        worst = 0;
+        for (int i = 0; i < n; i++) {
+            const double want = g[i] / (1 + exp(-(double)g[i])) * u[i];
+            const double err = fabs(y[i] - want) / (1e-30 + fabs(want) + 1e-6);
+            worst = err > worst ? err : worst;
+        }
+        CHECK(worst < 1e-5, "swiglu n=%d: max relative error %.3g", n, worst);
+        free(x), free(g), free(u), free(y), free(r);
+    }
+}
+
 int main(void) {
     test_dots();
     test_matmul();
+    test_attention_rows();
     test_conversions();
     printf("test_kernels: %d passed, %d failed\n", checks - failures, failures);
     return failures != 0;

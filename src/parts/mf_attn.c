@@ -191,13 +191,8 @@ static msrnn_status mf_infer(const part_step *c, const float *xn, float *out) {
     split_qkv(w.qkv, w.q, w.k, w.v, n, QD, KD);
     rope_forward(w.q, w.q, w.rope, n, n, H, d, hp->n_rot, c->n_threads);
     rope_forward(w.k, w.k, w.rope, n, n, Hkv, d, hp->n_rot, c->n_threads);
-    for (int s = 0; s < c->n_seq; s++) {
-        const size_t t0 = (size_t)c->seq_start[s];
-        const int nt = c->seq_start[s + 1] - (int)t0;
-        MSRNN_TRY(kv_cache_attend(c->state[s], c->layer, nt, w.q + t0 * QD, w.k + t0 * KD,
-                                  w.v + t0 * KD, c->pos + t0, out + t0 * QD));
-    }
-    return MSRNN_OK;
+    return kv_cache_attend_seqs(c->state, c->layer, c->n_seq, c->seq_start, w.q, w.k, w.v, c->pos,
+                                out, c->n_threads);
 }
 
 /* ---- training ----------------------------------------------------------------------------- */

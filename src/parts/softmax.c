@@ -193,33 +193,36 @@ static void attend_token(memory *m, const layout *L, int layer, const float *q, 
     const kv_summary *sm = pol ? pol->summary : NULL;
     const int n_cols = sm ? (int)*n_cols_of(m, L, layer) : 0;
     const int64_t work = (int64_t)H * count[0] * d;
+    const int pairs = (group + 1) / 2; /* query heads of a kv head taken two at a time */
 #pragma omp parallel for if (work > 65536) num_threads(s->n_threads)
-    for (int hq = 0; hq < H; hq++) {
-        const int g = hq / group, n_keys = count[L->n_sets > 1 ? g : 0];
-        float *p = probs + (size_t)hq * L->ld;
-        const float *qh = q + (size_t)hq * d;
-        float *o = out + (size_t)hq * d;
-        if (et ==
-            TYPE_F32) { /* one head's keys and values are contiguous: two matrix-vector products */
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, n_keys, d, scale, kv_row(m, L, layer, 0, g, 0),
-                        d, qh, 1, 0.0f, p, 1);
-        } else {
-            for (int j = 0; j < n_keys; j++)
-                p[j] = dot(kv_row(m, L, layer, 0, g, j), qh, d) * scale;
+    for (int job = 0; job < Hkv * pairs; job++) {
+        const int g = job / pairs, h0 = g * group + 2 * (job % pairs);
+        const int nq = g * group + group - h0 < 2 ? 1 : 2;
+        const int n_keys = count[L->n_sets > 1 ? g : 0];
+        if (et == TYPE_F32) /* one head's keys and values are contiguous; one pass for two heads */
+            dot_rows_f32(probs + (size_t)h0 * L->ld, L->ld, kv_row(m, L, layer, 0, g, 0), n_keys, d,
+                         q + (size_t)h0 * d, nq, scale);
+        for (int hq = h0; hq < h0 + nq; hq++) {
+            float *p = probs + (size_t)hq * L->ld;
+            const float *qh = q + (size_t)hq * d;
+            float *o = out + (size_t)hq * d;
+            if (et != TYPE_F32)
+                for (int j = 0; j < n_keys; j++)
+                    p[j] = dot(kv_row(m, L, layer, 0, g, j), qh, d) * scale;
+            /* the summary's columns are more entries of the softmax, after the cached ones */
+            if (n_cols > 0)
+                summary_logits(sm, cols_of(m, L, layer, g), n_cols, qh, d, scale, s->merge_bias,
+                               p + n_keys);
+            softmax(p, n_keys + n_cols);
+            if (et == TYPE_F32) {
+                mix_rows_f32(o, kv_row(m, L, layer, 1, g, 0), n_keys, d, p);
+            } else {
+                memset(o, 0, (size_t)d * sizeof(float));
+                for (int j = 0; j < n_keys; j++)
+                    axpy_row(et, o, p[j], kv_row(m, L, layer, 1, g, j), d);
+            }
+            if (n_cols > 0) summary_read(sm, cols_of(m, L, layer, g), n_cols, p + n_keys, d, o);
         }
-        /* the summary's columns are more entries of the softmax, after the cached ones */
-        if (n_cols > 0)
-            summary_logits(sm, cols_of(m, L, layer, g), n_cols, qh, d, scale, s->merge_bias,
-                           p + n_keys);
-        softmax(p, n_keys + n_cols);
-        if (et == TYPE_F32) {
-            cblas_sgemv(CblasRowMajor, CblasTrans, n_keys, d, 1.0f, kv_row(m, L, layer, 1, g, 0), d,
-                        p, 1, 0.0f, o, 1);
-        } else {
-            memset(o, 0, (size_t)d * sizeof(float));
-            for (int j = 0; j < n_keys; j++) axpy_row(et, o, p[j], kv_row(m, L, layer, 1, g, j), d);
-        }
-        if (n_cols > 0) summary_read(sm, cols_of(m, L, layer, g), n_cols, p + n_keys, d, o);
     }
     if (!pol) return;
     for (int set = 0; set < L->n_sets; set++) {
@@ -285,26 +288,59 @@ static void attend_batched(memory *m, const layout *L, int layer, int n, const f
     }
 }
 
-static msrnn_status kv_attend(memory *m, int layer, int n, const float *q, const float *k,
-                              const float *v, const int64_t *pos, float *out) {
-    const memory_shape *s = &m->shape;
+/* The one way attending n tokens can fail, checked before anything changes. */
+static msrnn_status kv_room(const memory *m, int layer, int n) {
     const layout L = layout_of(m);
     if (!m->policy && count_of(m, &L, layer)[0] + n > L.slots)
         return status_fail(MSRNN_ERR_FULL, "the KV cache holds %d tokens and %d more do not fit",
                            L.slots, n);
+    return MSRNN_OK;
+}
+
+static void kv_attend(memory *m, int layer, int n, const float *q, const float *k, const float *v,
+                      const int64_t *pos, float *out) {
+    const memory_shape *s = &m->shape;
+    const layout L = layout_of(m);
     if (!m->policy && s->batched_attention && !s->kv_f16 && n >= 8) {
         attend_batched(m, &L, layer, n, q, k, v, pos, out);
-        return MSRNN_OK;
+        return;
     }
     const size_t qd = (size_t)s->n_heads * s->head_dim, kvd = (size_t)s->n_kv_heads * s->head_dim;
     for (int t = 0; t < n; t++)
         attend_token(m, &L, layer, q + t * qd, k + t * kvd, v + t * kvd, pos[t], out + t * qd);
-    return MSRNN_OK;
 }
 
-msrnn_status kv_cache_attend(void *state, int layer, int n, const float *q, const float *k,
-                             const float *v, const int64_t *pos, float *out) {
-    return kv_attend(state, layer, n, q, k, v, pos, out);
+msrnn_status kv_cache_attend_seqs(void *const *states, int layer, int n_seq, const int *seq_start,
+                                  const float *q, const float *k, const float *v,
+                                  const int64_t *pos, float *out, int n_threads) {
+    if (n_seq <= 0) return MSRNN_OK;
+    const memory_shape *s0 = &((const memory *)states[0])->shape;
+    const size_t qd = (size_t)s0->n_heads * s0->head_dim,
+                 kvd = (size_t)s0->n_kv_heads * s0->head_dim;
+    int n_single = 0;
+    for (int i = 0; i < n_seq; i++) {
+        const int nt = seq_start[i + 1] - seq_start[i];
+        MSRNN_TRY(kv_room(states[i], layer, nt));
+        n_single += nt == 1;
+    }
+    /* sequences of several tokens (prompt chunks) one after another, each spread over the threads
+     * inside; the single tokens of decoding sequences one sequence per thread (nested regions run
+     * on one thread, so each sequence's arithmetic is the same as alone) */
+    for (int i = 0; i < n_seq; i++) {
+        const int t0 = seq_start[i], nt = seq_start[i + 1] - t0;
+        if (nt != 1 || n_single == 1)
+            kv_attend(states[i], layer, nt, q + t0 * qd, k + t0 * kvd, v + t0 * kvd, pos + t0,
+                      out + t0 * qd);
+    }
+    if (n_single < 2) return MSRNN_OK;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
+    for (int i = 0; i < n_seq; i++) {
+        const int t0 = seq_start[i];
+        if (seq_start[i + 1] - t0 == 1)
+            kv_attend(states[i], layer, 1, q + t0 * qd, k + t0 * kvd, v + t0 * kvd, pos + t0,
+                      out + t0 * qd);
+    }
+    return MSRNN_OK;
 }
 
 static int kv_kept(const memory *m, int layer, int head, int64_t *pos, float *score, int cap) {
@@ -502,18 +538,14 @@ static void sm_prepare(const part_step *c) {
 static msrnn_status sm_infer(const part_step *c, const float *xn, float *out) {
     const hparams *hp = c->hp;
     const int n = c->n, H = hp->info.n_heads, Hkv = hp->info.n_kv_heads, d = hp->info.head_dim;
-    const size_t QD = (size_t)H * d, KD = (size_t)Hkv * d;
     sm_work w = work_of(hp, n, c->work);
     float *qkv[3] = {w.q, w.k, w.v};
     const weight *wqkv[3] = {&c->w[W_Q], &c->w[W_K], &c->w[W_V]};
     matmul_many(3, qkv, xn, wqkv, n, c->scratch, c->n_threads);
     rope_forward(w.q, w.q, w.rope, n, n, H, d, hp->n_rot, c->n_threads);
     rope_forward(w.k, w.k, w.rope, n, n, Hkv, d, hp->n_rot, c->n_threads);
-    for (int s = 0; s < c->n_seq; s++) {
-        const int t0 = c->seq_start[s], nt = c->seq_start[s + 1] - t0;
-        MSRNN_TRY(kv_attend(c->state[s], c->layer, nt, w.q + t0 * QD, w.k + t0 * KD, w.v + t0 * KD,
-                            c->pos + t0, w.att + t0 * QD));
-    }
+    MSRNN_TRY(kv_cache_attend_seqs(c->state, c->layer, c->n_seq, c->seq_start, w.q, w.k, w.v,
+                                   c->pos, w.att, c->n_threads));
     matmul(out, w.att, &c->w[W_O], n, c->scratch, c->n_threads);
     return MSRNN_OK;
 }

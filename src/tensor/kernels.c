@@ -334,12 +334,6 @@ static void dot4_half(tensor_type t, const uint16_t *w, const float *x, size_t l
  * one function per row type (LOAD8: 8 weights as f32). n must be a multiple of 8 (the caller
  * checks). */
 #define LOAD8_F32(p, i) _mm256_loadu_ps((const float *)(p) + (i))
-#define LOAD8_F16(p, i)                                                                            \
-    _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)(p) + (i))))
-#define LOAD8_BF16(p, i)                                                                           \
-    _mm256_castsi256_ps(_mm256_slli_epi32(                                                         \
-        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)(p) + (i)))),    \
-        16))
 #define TILE4X3(name, LOAD8)                                                                       \
     static void name(const uint8_t *w, size_t rb, const float *x, size_t ld, int n,                \
                      float out[3][4]) {                                                            \
@@ -368,24 +362,14 @@ static void dot4_half(tensor_type t, const uint16_t *w, const float *x, size_t l
         out[2][1] = hsum256(a21), out[2][2] = hsum256(a22), out[2][3] = hsum256(a23);              \
     }
 TILE4X3(tile4x3_f32, LOAD8_F32)
-TILE4X3(tile4x3_f16, LOAD8_F16)
-TILE4X3(tile4x3_bf16, LOAD8_BF16)
-
-static void tile4x3(tensor_type t, const uint8_t *w, size_t rb, const float *x, size_t ld, int n,
-                    float out[3][4]) {
-    if (t == TYPE_F32)
-        tile4x3_f32(w, rb, x, ld, n, out);
-    else if (t == TYPE_F16)
-        tile4x3_f16(w, rb, x, ld, n, out);
-    else
-        tile4x3_bf16(w, rb, x, ld, n, out);
-}
 #endif
 
 static int is_float_type(tensor_type t) { return t == TYPE_F32 || t == TYPE_F16 || t == TYPE_BF16; }
 
-/* matvec_rows for float weights and n tokens: each row dotted with the tokens four at a time, its
- * f16/bf16 values converted in registers (the last n mod 4 tokens: converted once into rowbuf). */
+/* matvec_rows for float weights and n tokens. Four rows at a time: f16/bf16 rows converted once
+ * into rowbuf (f32, 4 · in floats, in L1), then the 4 × 3 register tile over the tokens three at
+ * a time, the last n mod 3 tokens each against the four rows in one pass (dot4_f32 with the token
+ * as the row). Rows left over (fewer than four) are dotted with the tokens four at a time. */
 static void matvec_rows_multi(float *const *ys, const weight *const *ws, const float *x, int n,
                               int r0, int r1, float *rowbuf) {
     int k = 0, base = 0;
@@ -399,17 +383,23 @@ static void matvec_rows_multi(float *const *ys, const weight *const *ws, const f
         int t = 0;
 #if HAVE_AVX2
         if (r + 4 <= r1 && r - base + 4 <= w->out && in % 8 == 0) { /* 4 rows at once */
+            const float *rows = row;
+            if (w->type != TYPE_F32) {
+                dequantize_row(w->type, row, rowbuf, 4 * (int64_t)in);
+                rows = rowbuf;
+            }
             for (; t + 3 <= n; t += 3) {
                 float o[3][4];
-                tile4x3(w->type, row, w->row_bytes, x + (size_t)t * in, (size_t)in, in, o);
+                tile4x3_f32((const uint8_t *)rows, (size_t)in * sizeof(float), x + (size_t)t * in,
+                            (size_t)in, in, o);
                 for (int j = 0; j < 3; j++)
                     for (int q = 0; q < 4; q++) y[(size_t)(t + j) * w->out + q] = o[j][q];
             }
-            for (; t < n; t++)
-                for (int q = 0; q < 4; q++) {
-                    const uint8_t *rq = (const uint8_t *)row + (size_t)q * w->row_bytes;
-                    y[(size_t)t * w->out + q] = dot_of(w->type)(rq, x + (size_t)t * in, in);
-                }
+            for (; t < n; t++) {
+                float o[4];
+                dot4_f32(x + (size_t)t * in, rows, (size_t)in, in, o);
+                for (int q = 0; q < 4; q++) y[(size_t)t * w->out + q] = o[q];
+            }
             r += 3;
             continue;
         }
@@ -546,6 +536,114 @@ void axpy_f32(float *y, float a, const float *x, int n) {
                          _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
 #endif
     for (; i < n; i++) y[i] += a * x[i];
+}
+
+#if HAVE_AVX2
+/* The four sums of a0..a3's lanes, as one vector. */
+static inline __m128 hsum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+#endif
+
+/* Scores of one or two queries (q0, and q1 unless NULL) against the n rows K_j of K (stride d):
+ * out0[j] = scale · dot(K_j, q0), out1 likewise; four rows at a time, each row loaded once for
+ * both queries. */
+static void dot_rows_pair(float *out0, float *out1, const float *K, int n, int d, const float *q0,
+                          const float *q1, float scale) {
+    int j = 0;
+#if HAVE_AVX2
+    if (d % 8 == 0) {
+        const __m128 sc = _mm_set1_ps(scale);
+        for (; j + 4 <= n; j += 4) {
+            const float *k0 = K + (size_t)j * d, *k1 = k0 + d, *k2 = k1 + d, *k3 = k2 + d;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            if (!q1) {
+                for (int i = 0; i < d; i += 8) {
+                    const __m256 qv = _mm256_loadu_ps(q0 + i);
+                    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(k0 + i), qv, a0);
+                    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(k1 + i), qv, a1);
+                    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(k2 + i), qv, a2);
+                    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(k3 + i), qv, a3);
+                }
+                _mm_storeu_ps(out0 + j, _mm_mul_ps(hsum4(a0, a1, a2, a3), sc));
+                continue;
+            }
+            __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+            for (int i = 0; i < d; i += 8) {
+                const __m256 qv = _mm256_loadu_ps(q0 + i), rv = _mm256_loadu_ps(q1 + i);
+                __m256 kv = _mm256_loadu_ps(k0 + i);
+                a0 = _mm256_fmadd_ps(kv, qv, a0), b0 = _mm256_fmadd_ps(kv, rv, b0);
+                kv = _mm256_loadu_ps(k1 + i);
+                a1 = _mm256_fmadd_ps(kv, qv, a1), b1 = _mm256_fmadd_ps(kv, rv, b1);
+                kv = _mm256_loadu_ps(k2 + i);
+                a2 = _mm256_fmadd_ps(kv, qv, a2), b2 = _mm256_fmadd_ps(kv, rv, b2);
+                kv = _mm256_loadu_ps(k3 + i);
+                a3 = _mm256_fmadd_ps(kv, qv, a3), b3 = _mm256_fmadd_ps(kv, rv, b3);
+            }
+            _mm_storeu_ps(out0 + j, _mm_mul_ps(hsum4(a0, a1, a2, a3), sc));
+            _mm_storeu_ps(out1 + j, _mm_mul_ps(hsum4(b0, b1, b2, b3), sc));
+        }
+    }
+#endif
+    for (; j < n; j++) {
+        out0[j] = dot_f32(K + (size_t)j * d, q0, d) * scale;
+        if (q1) out1[j] = dot_f32(K + (size_t)j * d, q1, d) * scale;
+    }
+}
+
+void dot_rows_f32(float *out, size_t ld_out, const float *K, int n, int d, const float *q, int nq,
+                  float scale) {
+    for (int h = 0; h < nq; h += 2)
+        dot_rows_pair(out + (size_t)h * ld_out, h + 1 < nq ? out + (size_t)(h + 1) * ld_out : NULL,
+                      K, n, d, q + (size_t)h * d, h + 1 < nq ? q + (size_t)(h + 1) * d : NULL,
+                      scale);
+}
+
+#ifndef PF_ROWS
+#define PF_ROWS                                                                                    \
+    4 /* rows ahead that mix_rows_f32 prefetches: a batch of sessions reads values from DRAM */
+#endif
+void mix_rows_f32(float *o, const float *V, int n, int d, const float *p) {
+    int i = 0;
+#if HAVE_AVX2
+    for (; i + 64 <= d; i += 64) { /* 64 columns (a whole row of a 64-wide head) in 8 registers */
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+               a7 = a0;
+        const float *v = V + i;
+        for (int j = 0; j < n; j++, v += d) {
+            const __m256 pj = _mm256_broadcast_ss(p + j);
+            _mm_prefetch((const char *)(v + PF_ROWS * d), _MM_HINT_T0);
+            _mm_prefetch((const char *)(v + PF_ROWS * d + 16), _MM_HINT_T0);
+            _mm_prefetch((const char *)(v + PF_ROWS * d + 32), _MM_HINT_T0);
+            _mm_prefetch((const char *)(v + PF_ROWS * d + 48), _MM_HINT_T0);
+            a0 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v), a0);
+            a1 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 8), a1);
+            a2 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 16), a2);
+            a3 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 24), a3);
+            a4 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 32), a4);
+            a5 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 40), a5);
+            a6 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 48), a6);
+            a7 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 56), a7);
+        }
+        _mm256_storeu_ps(o + i, a0), _mm256_storeu_ps(o + i + 8, a1);
+        _mm256_storeu_ps(o + i + 16, a2), _mm256_storeu_ps(o + i + 24, a3);
+        _mm256_storeu_ps(o + i + 32, a4), _mm256_storeu_ps(o + i + 40, a5);
+        _mm256_storeu_ps(o + i + 48, a6), _mm256_storeu_ps(o + i + 56, a7);
+    }
+    for (; i + 8 <= d; i += 8) {
+        __m256 a = _mm256_setzero_ps();
+        for (int j = 0; j < n; j++)
+            a = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j), _mm256_loadu_ps(V + (size_t)j * d + i),
+                                a);
+        _mm256_storeu_ps(o + i, a);
+    }
+#endif
+    for (; i < d; i++) {
+        float acc = 0;
+        for (int j = 0; j < n; j++) acc += p[j] * V[(size_t)j * d + i];
+        o[i] = acc;
+    }
 }
 
 void axpy_row(tensor_type t, float *y, float a, const void *x, int n) {
