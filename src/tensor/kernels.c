@@ -366,6 +366,11 @@ TILE4X3(tile4x3_f32, LOAD8_F32)
 
 static int is_float_type(tensor_type t) { return t == TYPE_F32 || t == TYPE_F16 || t == TYPE_BF16; }
 
+/* Blocks of four rows ahead that matvec_rows_multi prefetches while a block runs: a batch's
+ * weights come from DRAM, evicted by the sessions' keys and values. n = 16, 64 matrices of
+ * 1408 × 256 f16 in turn, 2 threads: 122 GFLOP/s without, 140 one block ahead, 136 two. */
+#define PF_BLOCKS 1
+
 /* matvec_rows for float weights and n tokens. Four rows at a time: f16/bf16 rows converted once
  * into rowbuf (f32, 4 · in floats, in L1), then the 4 × 3 register tile over the tokens three at
  * a time, the last n mod 3 tokens each against the four rows in one pass (dot4_f32 with the token
@@ -384,6 +389,11 @@ static void matvec_rows_multi(float *const *ys, const weight *const *ws, const f
 #if HAVE_AVX2
         if (r + 4 <= r1 && r - base + 4 <= w->out && in % 8 == 0) { /* 4 rows at once */
             const float *rows = row;
+            if (r + 4 * (PF_BLOCKS + 1) <= r1 && r - base + 4 * (PF_BLOCKS + 1) <= w->out) {
+                const char *next = (const char *)row + PF_BLOCKS * 4 * w->row_bytes;
+                for (size_t b = 0; b < 4 * w->row_bytes; b += 64)
+                    _mm_prefetch(next + b, _MM_HINT_T0);
+            }
             if (w->type != TYPE_F32) {
                 dequantize_row(w->type, row, rowbuf, 4 * (int64_t)in);
                 rows = rowbuf;
