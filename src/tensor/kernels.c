@@ -107,6 +107,12 @@ static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* The four sums of a0..a3's lanes, as one vector. */
+static inline __m128 hsum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
 static float dot_f32_avx2(const void *row, const float *x, int n) {
     const float *w = row;
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -295,7 +301,7 @@ static void dot4_f32(const float *w, const float *x, size_t ld, int n, float out
         a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + 2 * ld + i), a2);
         a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + 3 * ld + i), a3);
     }
-    out[0] = hsum256(a0), out[1] = hsum256(a1), out[2] = hsum256(a2), out[3] = hsum256(a3);
+    _mm_storeu_ps(out, hsum4(a0, a1, a2, a3));
 #else
     out[0] = out[1] = out[2] = out[3] = 0;
 #endif
@@ -356,10 +362,9 @@ static void dot4_half(tensor_type t, const uint16_t *w, const float *x, size_t l
             a03 = _mm256_fmadd_ps(wv, v0, a03), a13 = _mm256_fmadd_ps(wv, v1, a13);                \
             a23 = _mm256_fmadd_ps(wv, v2, a23);                                                    \
         }                                                                                          \
-        out[0][0] = hsum256(a00), out[0][1] = hsum256(a01), out[0][2] = hsum256(a02);              \
-        out[0][3] = hsum256(a03), out[1][0] = hsum256(a10), out[1][1] = hsum256(a11);              \
-        out[1][2] = hsum256(a12), out[1][3] = hsum256(a13), out[2][0] = hsum256(a20);              \
-        out[2][1] = hsum256(a21), out[2][2] = hsum256(a22), out[2][3] = hsum256(a23);              \
+        _mm_storeu_ps(out[0], hsum4(a00, a01, a02, a03));                                          \
+        _mm_storeu_ps(out[1], hsum4(a10, a11, a12, a13));                                          \
+        _mm_storeu_ps(out[2], hsum4(a20, a21, a22, a23));                                          \
     }
 TILE4X3(tile4x3_f32, LOAD8_F32)
 #endif
@@ -547,14 +552,6 @@ void axpy_f32(float *y, float a, const float *x, int n) {
 #endif
     for (; i < n; i++) y[i] += a * x[i];
 }
-
-#if HAVE_AVX2
-/* The four sums of a0..a3's lanes, as one vector. */
-static inline __m128 hsum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
-    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
-    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-}
-#endif
 
 /* Scores of one or two queries (q0, and q1 unless NULL) against the n rows K_j of K (stride d):
  * out0[j] = scale · dot(K_j, q0), out1 likewise; four rows at a time, each row loaded once for
