@@ -323,16 +323,18 @@ msrnn_status kv_cache_attend_seqs(void *const *states, int layer, int n_seq, con
         MSRNN_TRY(kv_room(states[i], layer, nt));
         n_single += nt == 1;
     }
-    /* sequences of several tokens (prompt chunks) one after another, each spread over the threads
-     * inside; the single tokens of decoding sequences one sequence per thread (nested regions run
-     * on one thread, so each sequence's arithmetic is the same as alone) */
+    /* with two or more decoding sessions (one token each), those are attended one session per
+     * thread (nested regions run on one thread, so each session's arithmetic is the same as
+     * alone); every other sequence (prompt chunks, or a lone decoding token) before them, one
+     * after another, each spread over the threads inside */
+    const int spread = n_single >= 2;
     for (int i = 0; i < n_seq; i++) {
         const int t0 = seq_start[i], nt = seq_start[i + 1] - t0;
-        if (nt != 1 || n_single == 1)
+        if (!(spread && nt == 1))
             kv_attend(states[i], layer, nt, q + t0 * qd, k + t0 * kvd, v + t0 * kvd, pos + t0,
                       out + t0 * qd);
     }
-    if (n_single < 2) return MSRNN_OK;
+    if (!spread) return MSRNN_OK;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
     for (int i = 0; i < n_seq; i++) {
         const int t0 = seq_start[i];

@@ -607,10 +607,9 @@ void dot_rows_f32(float *out, size_t ld_out, const float *K, int n, int d, const
                       scale);
 }
 
-#ifndef PF_ROWS
-#define PF_ROWS                                                                                    \
-    4 /* rows ahead that mix_rows_f32 prefetches: a batch of sessions reads values from DRAM */
-#endif
+/* Rows ahead that mix_rows_f32 prefetches: a batch of sessions reads its values from DRAM. */
+#define PF_ROWS 4
+
 void mix_rows_f32(float *o, const float *V, int n, int d, const float *p) {
     int i = 0;
 #if HAVE_AVX2
