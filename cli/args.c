@@ -420,36 +420,104 @@ int arg_bytes(const char *cmd, const char *flag, const char *s, uint64_t *out) {
     return 0;
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if it is not one. */
-static int utf8_len(const unsigned char *s, size_t left) {
-    unsigned c = s[0];
-    int n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (!n || (size_t)n > left) return 0;
-    for (int i = 1; i < n; i++)
-        if ((s[i] & 0xc0) != 0x80) return 0;
-    uint32_t cp = n == 1 ? c : n == 2 ? c & 0x1f : n == 3 ? c & 0x0f : c & 0x07;
-    for (int i = 1; i < n; i++) cp = (cp << 6) | (s[i] & 0x3f);
-    static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < min[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-    return n;
+/* The unit of UTF-8 at s[0..len) (len >= 1): a whole character (UTF8_CHAR), the maximal ill-formed
+ * subpart that one U+FFFD replaces (UTF8_BAD), or a valid character's start cut off by the end of
+ * the input (UTF8_CUT). Its length goes to *n. The ranges are Unicode's Table 3-7 (no overlong
+ * forms, surrogates or code points above U+10FFFF); replacing maximal subparts is the practice
+ * Unicode §3.9 recommends, and the one Python's errors="replace" and WHATWG decoders follow. */
+utf8_unit utf8_next(const char *str, size_t len, size_t *n) {
+    const unsigned char *s = (const unsigned char *)str;
+    const unsigned c = s[0];
+    size_t need;
+    unsigned lo = 0x80, hi = 0xBF; /* the second byte's range */
+    if (c < 0x80) {
+        *n = 1;
+        return UTF8_CHAR;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+        need = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        need = 3;
+        if (c == 0xE0) lo = 0xA0;
+        if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        need = 4;
+        if (c == 0xF0) lo = 0x90;
+        if (c == 0xF4) hi = 0x8F;
+    } else {
+        *n = 1; /* a continuation byte alone, C0, C1 or F5..FF */
+        return UTF8_BAD;
+    }
+    for (size_t i = 1; i < need; i++) {
+        if (i == len) {
+            *n = i;
+            return UTF8_CUT;
+        }
+        if (s[i] < lo || s[i] > hi) {
+            *n = i;
+            return UTF8_BAD;
+        }
+        lo = 0x80, hi = 0xBF;
+    }
+    *n = need;
+    return UTF8_CHAR;
 }
 
-size_t utf8_valid_prefix(const char *str, size_t len) {
-    const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0;
-    for (int n; i < len && (n = utf8_len(s + i, len - i)) > 0;) i += (size_t)n;
+size_t utf8_valid_prefix(const char *s, size_t len) {
+    size_t i = 0, n;
+    while (i < len && utf8_next(s + i, len - i, &n) == UTF8_CHAR) i += n;
     return i;
+}
+
+size_t utf8_clean(const char *s, size_t len, char *out) {
+    size_t i = 0, o = 0, n;
+    while (i < len) {
+        if (utf8_next(s + i, len - i, &n) == UTF8_CHAR) {
+            memcpy(out + o, s + i, n);
+            o += n;
+        } else {
+            memcpy(out + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+        }
+        i += n;
+    }
+    return o;
+}
+
+size_t utf8_cut_tail(const char *s, size_t len) {
+    size_t n;
+    for (size_t back = 1; back <= 3 && back <= len; back++)
+        if (utf8_next(s + len - back, back, &n) == UTF8_CUT) return back;
+    return 0;
+}
+
+void utf8_stream_write(utf8_stream *u, FILE *f, const char *s, size_t len) {
+    char buf[256 + 3];
+    while (len > 0) {
+        /* the held bytes (a character's start) and as much of s as fits, cleaned as one run */
+        size_t take = len < sizeof buf - u->held ? len : sizeof buf - u->held;
+        memcpy(buf, u->bytes, u->held);
+        memcpy(buf + u->held, s, take);
+        size_t run = u->held + take, keep = utf8_cut_tail(buf, run);
+        char out[3 * sizeof buf];
+        fwrite(out, 1, utf8_clean(buf, run - keep, out), f);
+        memcpy(u->bytes, buf + run - keep, keep);
+        u->held = keep;
+        s += take, len -= take;
+    }
+}
+
+void utf8_stream_end(utf8_stream *u, FILE *f) {
+    if (u->held) fwrite("\xEF\xBF\xBD", 1, 3, f); /* a character's start that never ended */
+    u->held = 0;
 }
 
 void json_string(FILE *f, const char *str, size_t len) {
     const unsigned char *s = (const unsigned char *)str;
     fputc('"', f);
-    for (size_t i = 0; i < len;) {
-        unsigned c = s[i];
-        int n = utf8_len(s + i, len - i);
-        if (n == 0) {
-            fputs("\\ufffd", f);
-            i++;
+    for (size_t i = 0, n; i < len; i += n) {
+        const unsigned c = s[i];
+        if (utf8_next(str + i, len - i, &n) != UTF8_CHAR) {
+            fputs("\\ufffd", f); /* one per maximal ill-formed subpart, as utf8_clean */
             continue;
         }
         if (n == 1) {
@@ -468,9 +536,8 @@ void json_string(FILE *f, const char *str, size_t len) {
             else
                 fputc((int)c, f);
         } else {
-            fwrite(s + i, 1, (size_t)n, f);
+            fwrite(s + i, 1, n, f);
         }
-        i += (size_t)n;
     }
     fputc('"', f);
 }

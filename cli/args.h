@@ -104,8 +104,25 @@ void read_text_set_limit(uint64_t bytes);
  * (powers of 1024). 0 on success; else prints "msrnn CMD: FLAG: ..." and returns 2. */
 int arg_bytes(const char *cmd, const char *flag, const char *s, uint64_t *out);
 
+/* UTF-8 as Unicode §3.9 reads it (see utf8_next in args.c). */
+typedef enum { UTF8_CHAR, UTF8_BAD, UTF8_CUT } utf8_unit;
+utf8_unit utf8_next(const char *s, size_t len, size_t *n);
 /* The length of the longest prefix of s[0..len) that is valid UTF-8 (len when all of it is). */
 size_t utf8_valid_prefix(const char *s, size_t len);
+/* s[0..len) into out (room for 3 * len bytes) with each maximal ill-formed subpart replaced by
+ * U+FFFD; returns the bytes written. */
+size_t utf8_clean(const char *s, size_t len, char *out);
+/* Bytes at the end of s[0..len) that begin a valid character the input cut off (0..3). */
+size_t utf8_cut_tail(const char *s, size_t len);
+/* Text written in pieces (generated tokens) as valid UTF-8: a character split between pieces is
+ * held until it is whole, ill-formed bytes become U+FFFD, and utf8_stream_end replaces a start
+ * left unfinished. Zero-initialise. */
+typedef struct {
+    char bytes[3];
+    size_t held;
+} utf8_stream;
+void utf8_stream_write(utf8_stream *u, FILE *f, const char *s, size_t len);
+void utf8_stream_end(utf8_stream *u, FILE *f);
 
 /* Write s as a JSON string literal; invalid UTF-8 becomes U+FFFD. */
 void json_string(FILE *f, const char *s, size_t len);

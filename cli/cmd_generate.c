@@ -144,8 +144,11 @@ int cmd_generate(int argc, char **argv) {
      * allocate memory that is never used */
     run_options_cap(cmd, &o, (int64_t)n_prompt + (n_predict > 0 ? n_predict - 1 : 0));
     if ((rc = open_session(cmd, &o, m, &s))) goto done;
+    /* the text goes out as valid UTF-8: a character whose bytes come in several byte tokens is
+     * written once whole, and bytes that make no character are written as U+FFFD */
+    utf8_stream out = {0};
     if (!json) {
-        fwrite(prompt, 1, plen, stdout);
+        utf8_stream_write(&out, stdout, prompt, plen);
         fflush(stdout);
     }
     double t0 = now_seconds();
@@ -172,7 +175,7 @@ int cmd_generate(int argc, char **argv) {
         if (id == in->eos_id && !ignore_eos) break;
         if (!json) {
             size_t len = msrnn_token_to_text(m, ids[n_prompt + n_gen - 2], id, piece, sizeof piece);
-            fwrite(piece, 1, len < sizeof piece ? len : sizeof piece, stdout);
+            utf8_stream_write(&out, stdout, piece, len < sizeof piece ? len : sizeof piece);
             fflush(stdout);
         }
         if (n_gen == n_predict) break;
@@ -206,6 +209,7 @@ int cmd_generate(int argc, char **argv) {
         free(text);
         printf(", \"prompt_tps\": %.3f, \"gen_tps\": %.3f}\n", pp_tps, tg_tps);
     } else {
+        utf8_stream_end(&out, stdout);
         printf("\n");
     }
     fprintf(stderr,

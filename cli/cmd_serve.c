@@ -115,25 +115,14 @@ static enum MHD_Result send_error(struct MHD_Connection *c, int status, const ch
 }
 
 /* Text as a JSON-safe string: invalid UTF-8 becomes U+FFFD (cJSON copies bytes as they are). */
-static char *utf8_clean(const char *s, size_t n) {
-    char *out = malloc(n * 3 + 1), *o = out;
-    if (!out) return NULL;
-    size_t i = 0;
-    while (i < n) {
-        const size_t ok = utf8_valid_prefix(s + i, n - i);
-        memcpy(o, s + i, ok);
-        o += ok, i += ok;
-        if (i < n) { /* one bad byte */
-            memcpy(o, "\xEF\xBF\xBD", 3);
-            o += 3, i++;
-        }
-    }
-    *o = 0;
+static char *utf8_clean_dup(const char *s, size_t n) {
+    char *out = malloc(n * 3 + 1);
+    if (out) out[utf8_clean(s, n, out)] = 0;
     return out;
 }
 
 static void add_text(cJSON *o, const char *key, const char *s, size_t n) {
-    char *clean = utf8_clean(s, n);
+    char *clean = utf8_clean_dup(s, n);
     cJSON_AddStringToObject(o, key, clean ? clean : "");
     free(clean);
 }
@@ -554,14 +543,14 @@ static cJSON *logprobs_json(const server *sv, const serve_job *j, int t0, int t1
         const serve_token *tk = serve_job_token(j, t);
         const serve_top *tp = serve_job_tops(j, t);
         const char *s = token_text(sv, tk->id, &len);
-        char *clean = utf8_clean(s, len);
+        char *clean = utf8_clean_dup(s, len);
         cJSON_AddItemToArray(tokens, cJSON_CreateString(clean ? clean : ""));
         free(clean);
         cJSON_AddItemToArray(lps, cJSON_CreateNumber(tk->logprob));
         cJSON *top = cJSON_CreateObject();
         for (int k = 0; k < tk->n_top; k++) {
             const char *ts = token_text(sv, tp[k].id, &len);
-            char *c2 = utf8_clean(ts, len);
+            char *c2 = utf8_clean_dup(ts, len);
             if (c2 && !cJSON_GetObjectItemCaseSensitive(top, c2))
                 cJSON_AddNumberToObject(top, c2, tp[k].logprob);
             free(c2);

@@ -309,17 +309,6 @@ void serve_wait(serve_engine *e, serve_job *job, int n_tokens_seen, size_t n_tex
         if (pthread_cond_timedwait(&job->cond, &e->mu, &until) == ETIMEDOUT) break;
 }
 
-/* Bytes at the end of s[0..n) that start a UTF-8 character not yet complete. */
-static size_t utf8_partial_tail(const char *s, size_t n) {
-    for (size_t back = 1; back <= 3 && back <= n; back++) {
-        const unsigned char c = (unsigned char)s[n - back];
-        if ((c & 0xC0) == 0x80) continue; /* continuation: look further back */
-        const size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
-        return need > back ? back : 0;
-    }
-    return 0;
-}
-
 size_t serve_job_sendable(const serve_job *job) {
     if (job->state == JOB_DONE) return job->n_text;
     size_t n = job->n_text - job->text_base; /* bytes held, from job->text */
@@ -334,7 +323,7 @@ size_t serve_job_sendable(const serve_job *job) {
             }
     }
     n -= hold;
-    return job->text_base + n - utf8_partial_tail(job->text, n);
+    return job->text_base + n - utf8_cut_tail(job->text, n);
 }
 
 void serve_job_consume(serve_job *j, int tokens, size_t text) {
