@@ -12,7 +12,7 @@
  *   4. one segment covering the input: the llama file converted by model_convert (segment = T and
  *      4T) against the llama file itself, both prefilling the whole sequence with blocked sgemm
  *      attention: bit for bit (the same arithmetic in the same order); one token per call, where
- *      the llama path takes its decoding kernels (dot_rows_f32, mix_rows_f32) and infini sgemm,
+ *      the llama path takes its decoding kernels (dot_rows, mix_rows) and infini sgemm,
  *      within DECODE_TOL;
  *   5. training: train_model_step's loss and the gradient of every tensor (β and Q/K/V through the
  *      memory across every segment included) against autograd: loss within 1e-5 relative, each

@@ -190,43 +190,55 @@ static void test_conversions(void) {
               "q4_0 error at %d", i);
 }
 
-/* The attention rows of a decoding step (dot_rows_f32 for one to three queries, mix_rows_f32),
- * and the vectorised softmax and SwiGLU, against double loops: widths with and without the
- * 8-, 32- and 64-wide paths, row counts with and without a remainder of four. */
+/* The attention rows of a decoding step (dot_rows for one to three queries, mix_rows; f32 and f16
+ * rows, the reference reading the f16 values through the bit-level converter), and the vectorised
+ * softmax and SwiGLU, against double loops: widths with and without the 8-, 32- and 64-wide paths,
+ * row counts with and without a remainder of four. */
 static void test_attention_rows(void) {
     const int ds[] = {4, 12, 40, 64, 96, 128}, ns[] = {1, 3, 4, 5, 215};
-    for (int a = 0; a < 6; a++)
-        for (int b = 0; b < 5; b++)
-            for (int nq = 1; nq <= 3; nq++) {
-                const int d = ds[a], n = ns[b];
-                const size_t ld = (size_t)n + 3;
-                float *K = malloc(sizeof(float) * n * d), *q = malloc(sizeof(float) * nq * d);
-                float *out = malloc(sizeof(float) * nq * ld), *ref = malloc(sizeof(float) * n);
-                float *o = malloc(sizeof(float) * d), *oref = malloc(sizeof(float) * d);
-                for (int i = 0; i < n * d; i++) K[i] = frand();
-                for (int i = 0; i < nq * d; i++) q[i] = frand();
-                dot_rows_f32(out, ld, K, n, d, q, nq, 0.125f);
-                for (int h = 0; h < nq; h++) {
-                    for (int j = 0; j < n; j++) {
-                        double s = 0;
-                        for (int i = 0; i < d; i++) s += (double)K[j * d + i] * q[h * d + i];
-                        ref[j] = (float)(s * 0.125);
+    for (int f16 = 0; f16 <= 1; f16++)
+        for (int a = 0; a < 6; a++)
+            for (int b = 0; b < 5; b++)
+                for (int nq = 1; nq <= 3; nq++) {
+                    const int d = ds[a], n = ns[b];
+                    const tensor_type t = f16 ? TYPE_F16 : TYPE_F32;
+                    const size_t ld = (size_t)n + 3;
+                    float *K = malloc(sizeof(float) * n * d), *q = malloc(sizeof(float) * nq * d);
+                    uint16_t *Kh = malloc(sizeof(uint16_t) * n * d);
+                    float *out = malloc(sizeof(float) * nq * ld), *ref = malloc(sizeof(float) * n);
+                    float *o = malloc(sizeof(float) * d), *oref = malloc(sizeof(float) * d);
+                    for (int i = 0; i < n * d; i++) {
+                        K[i] = frand();
+                        if (f16) { /* the reference sees the stored value */
+                            Kh[i] = fp32_to_fp16(K[i]);
+                            K[i] = fp16_to_fp32_ref(Kh[i]);
+                        }
                     }
-                    double e = nmse(out + h * ld, ref, n);
-                    CHECK(e < 1e-11, "dot_rows d=%d n=%d query %d of %d: nmse %.3g", d, n, h, nq,
+                    const void *rows = f16 ? (const void *)Kh : (const void *)K;
+                    for (int i = 0; i < nq * d; i++) q[i] = frand();
+                    dot_rows(t, out, ld, rows, n, d, q, nq, 0.125f);
+                    for (int h = 0; h < nq; h++) {
+                        for (int j = 0; j < n; j++) {
+                            double s = 0;
+                            for (int i = 0; i < d; i++) s += (double)K[j * d + i] * q[h * d + i];
+                            ref[j] = (float)(s * 0.125);
+                        }
+                        double e = nmse(out + h * ld, ref, n);
+                        CHECK(e < 1e-11, "dot_rows %s d=%d n=%d query %d of %d: nmse %.3g",
+                              f16 ? "f16" : "f32", d, n, h, nq, e);
+                    }
+                    for (int j = 0; j < n; j++) ref[j] = frand() * 0.5f + 0.5f;
+                    mix_rows(t, o, rows, n, d, ref);
+                    for (int i = 0; i < d; i++) {
+                        double s = 0;
+                        for (int j = 0; j < n; j++) s += (double)ref[j] * K[j * d + i];
+                        oref[i] = (float)s;
+                    }
+                    double e = nmse(o, oref, d);
+                    CHECK(e < 1e-11, "mix_rows %s d=%d n=%d: nmse %.3g", f16 ? "f16" : "f32", d, n,
                           e);
+                    free(K), free(Kh), free(q), free(out), free(ref), free(o), free(oref);
                 }
-                for (int j = 0; j < n; j++) ref[j] = frand() * 0.5f + 0.5f;
-                mix_rows_f32(o, K, n, d, ref);
-                for (int i = 0; i < d; i++) {
-                    double s = 0;
-                    for (int j = 0; j < n; j++) s += (double)ref[j] * K[j * d + i];
-                    oref[i] = (float)s;
-                }
-                double e = nmse(o, oref, d);
-                CHECK(e < 1e-11, "mix_rows d=%d n=%d: nmse %.3g", d, n, e);
-                free(K), free(q), free(out), free(ref), free(o), free(oref);
-            }
     const int ms[] = {1, 7, 8, 9, 64, 1001};
     for (int a = 0; a < 6; a++) {
         const int n = ms[a];

@@ -187,7 +187,6 @@ static void attend_token(memory *m, const layout *L, int layer, const float *q, 
     for (int set = 0; set < L->n_sets; set++) count[set]++;
 
     const tensor_type et = s->kv_f16 ? TYPE_F16 : TYPE_F32;
-    const vec_dot_fn dot = kernels_for(et)->dot_simd;
     const float scale = 1.0f / sqrtf((float)d);
     float *probs = (float *)((uint8_t *)m->state + L->off_probs);
     const kv_summary *sm = pol ? pol->summary : NULL;
@@ -199,28 +198,19 @@ static void attend_token(memory *m, const layout *L, int layer, const float *q, 
         const int g = job / pairs, h0 = g * group + 2 * (job % pairs);
         const int nq = g * group + group - h0 < 2 ? 1 : 2;
         const int n_keys = count[L->n_sets > 1 ? g : 0];
-        if (et == TYPE_F32) /* one head's keys and values are contiguous; one pass for two heads */
-            dot_rows_f32(probs + (size_t)h0 * L->ld, L->ld, kv_row(m, L, layer, 0, g, 0), n_keys, d,
-                         q + (size_t)h0 * d, nq, scale);
+        /* one head's keys and values are contiguous; one pass over the keys for two heads */
+        dot_rows(et, probs + (size_t)h0 * L->ld, L->ld, kv_row(m, L, layer, 0, g, 0), n_keys, d,
+                 q + (size_t)h0 * d, nq, scale);
         for (int hq = h0; hq < h0 + nq; hq++) {
             float *p = probs + (size_t)hq * L->ld;
             const float *qh = q + (size_t)hq * d;
             float *o = out + (size_t)hq * d;
-            if (et != TYPE_F32)
-                for (int j = 0; j < n_keys; j++)
-                    p[j] = dot(kv_row(m, L, layer, 0, g, j), qh, d) * scale;
             /* the summary's columns are more entries of the softmax, after the cached ones */
             if (n_cols > 0)
                 summary_logits(sm, cols_of(m, L, layer, g), n_cols, qh, d, scale, s->merge_bias,
                                p + n_keys);
             softmax(p, n_keys + n_cols);
-            if (et == TYPE_F32) {
-                mix_rows_f32(o, kv_row(m, L, layer, 1, g, 0), n_keys, d, p);
-            } else {
-                memset(o, 0, (size_t)d * sizeof(float));
-                for (int j = 0; j < n_keys; j++)
-                    axpy_row(et, o, p[j], kv_row(m, L, layer, 1, g, j), d);
-            }
+            mix_rows(et, o, kv_row(m, L, layer, 1, g, 0), n_keys, d, p);
             if (n_cols > 0) summary_read(sm, cols_of(m, L, layer, g), n_cols, p + n_keys, d, o);
         }
     }

@@ -553,25 +553,42 @@ void axpy_f32(float *y, float a, const float *x, int n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
-/* Scores of one or two queries (q0, and q1 unless NULL) against the n rows K_j of K (stride d):
- * out0[j] = scale · dot(K_j, q0), out1 likewise; four rows at a time, each row loaded once for
- * both queries. */
-static void dot_rows_pair(float *out0, float *out1, const float *K, int n, int d, const float *q0,
-                          const float *q1, float scale) {
+#if HAVE_AVX2
+/* Eight elements of a KV row from element i: f32 as they are, f16 converted (F16C). */
+static inline __m256 kv_load8(const void *row, size_t i, int f16) {
+    return f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + i)))
+               : _mm256_loadu_ps((const float *)row + i);
+}
+#endif
+
+/* Element i of a KV row of f32 or f16. */
+static inline float kv_elem(const void *row, size_t i, int f16) {
+    return f16 ? fp16_to_fp32(((const uint16_t *)row)[i]) : ((const float *)row)[i];
+}
+
+/* Scores of one or two queries (q0, and q1 unless NULL) against the n rows K_j of K (stride d
+ * elements of f32, or of f16 with f16 set): out0[j] = scale · dot(K_j, q0), out1 likewise; four
+ * rows at a time, each row loaded once for both queries. Inlined into dot_rows once per type. */
+static inline __attribute__((always_inline)) void dot_rows_pair(float *out0, float *out1,
+                                                                const void *K, int f16, int n,
+                                                                int d, const float *q0,
+                                                                const float *q1, float scale) {
+    const size_t es = f16 ? 2 : 4; /* bytes an element */
     int j = 0;
 #if HAVE_AVX2
     if (d % 8 == 0) {
         const __m128 sc = _mm_set1_ps(scale);
         for (; j + 4 <= n; j += 4) {
-            const float *k0 = K + (size_t)j * d, *k1 = k0 + d, *k2 = k1 + d, *k3 = k2 + d;
+            const char *k0 = (const char *)K + (size_t)j * d * es, *k1 = k0 + d * es,
+                       *k2 = k1 + d * es, *k3 = k2 + d * es;
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             if (!q1) {
                 for (int i = 0; i < d; i += 8) {
                     const __m256 qv = _mm256_loadu_ps(q0 + i);
-                    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(k0 + i), qv, a0);
-                    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(k1 + i), qv, a1);
-                    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(k2 + i), qv, a2);
-                    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(k3 + i), qv, a3);
+                    a0 = _mm256_fmadd_ps(kv_load8(k0, i, f16), qv, a0);
+                    a1 = _mm256_fmadd_ps(kv_load8(k1, i, f16), qv, a1);
+                    a2 = _mm256_fmadd_ps(kv_load8(k2, i, f16), qv, a2);
+                    a3 = _mm256_fmadd_ps(kv_load8(k3, i, f16), qv, a3);
                 }
                 _mm_storeu_ps(out0 + j, _mm_mul_ps(hsum4(a0, a1, a2, a3), sc));
                 continue;
@@ -579,13 +596,13 @@ static void dot_rows_pair(float *out0, float *out1, const float *K, int n, int d
             __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
             for (int i = 0; i < d; i += 8) {
                 const __m256 qv = _mm256_loadu_ps(q0 + i), rv = _mm256_loadu_ps(q1 + i);
-                __m256 kv = _mm256_loadu_ps(k0 + i);
+                __m256 kv = kv_load8(k0, i, f16);
                 a0 = _mm256_fmadd_ps(kv, qv, a0), b0 = _mm256_fmadd_ps(kv, rv, b0);
-                kv = _mm256_loadu_ps(k1 + i);
+                kv = kv_load8(k1, i, f16);
                 a1 = _mm256_fmadd_ps(kv, qv, a1), b1 = _mm256_fmadd_ps(kv, rv, b1);
-                kv = _mm256_loadu_ps(k2 + i);
+                kv = kv_load8(k2, i, f16);
                 a2 = _mm256_fmadd_ps(kv, qv, a2), b2 = _mm256_fmadd_ps(kv, rv, b2);
-                kv = _mm256_loadu_ps(k3 + i);
+                kv = kv_load8(k3, i, f16);
                 a3 = _mm256_fmadd_ps(kv, qv, a3), b3 = _mm256_fmadd_ps(kv, rv, b3);
             }
             _mm_storeu_ps(out0 + j, _mm_mul_ps(hsum4(a0, a1, a2, a3), sc));
@@ -593,44 +610,54 @@ static void dot_rows_pair(float *out0, float *out1, const float *K, int n, int d
         }
     }
 #endif
+    const vec_dot_fn dot = kernels_for(f16 ? TYPE_F16 : TYPE_F32)->dot_simd;
     for (; j < n; j++) {
-        out0[j] = dot_f32(K + (size_t)j * d, q0, d) * scale;
-        if (q1) out1[j] = dot_f32(K + (size_t)j * d, q1, d) * scale;
+        const void *row = (const char *)K + (size_t)j * d * es;
+        out0[j] = dot(row, q0, d) * scale;
+        if (q1) out1[j] = dot(row, q1, d) * scale;
     }
 }
 
-void dot_rows_f32(float *out, size_t ld_out, const float *K, int n, int d, const float *q, int nq,
-                  float scale) {
+static void dot_rows_typed(float *out, size_t ld_out, const void *K, int f16, int n, int d,
+                           const float *q, int nq, float scale) {
     for (int h = 0; h < nq; h += 2)
         dot_rows_pair(out + (size_t)h * ld_out, h + 1 < nq ? out + (size_t)(h + 1) * ld_out : NULL,
-                      K, n, d, q + (size_t)h * d, h + 1 < nq ? q + (size_t)(h + 1) * d : NULL,
+                      K, f16, n, d, q + (size_t)h * d, h + 1 < nq ? q + (size_t)(h + 1) * d : NULL,
                       scale);
 }
 
-/* Rows ahead that mix_rows_f32 prefetches: a batch of sessions reads its values from DRAM. */
+void dot_rows(tensor_type t, float *out, size_t ld_out, const void *K, int n, int d, const float *q,
+              int nq, float scale) {
+    if (t == TYPE_F16)
+        dot_rows_typed(out, ld_out, K, 1, n, d, q, nq, scale);
+    else
+        dot_rows_typed(out, ld_out, K, 0, n, d, q, nq, scale);
+}
+
+/* Rows ahead that mix_rows prefetches: a batch of sessions reads its values from DRAM. */
 #define PF_ROWS 4
 
-void mix_rows_f32(float *o, const float *V, int n, int d, const float *p) {
+static inline __attribute__((always_inline)) void mix_rows_typed(float *o, const void *V, int f16,
+                                                                 int n, int d, const float *p) {
+    const size_t es = f16 ? 2 : 4, row = (size_t)d * es; /* bytes an element, a row */
     int i = 0;
 #if HAVE_AVX2
     for (; i + 64 <= d; i += 64) { /* 64 columns (a whole row of a 64-wide head) in 8 registers */
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
                a7 = a0;
-        const float *v = V + i;
-        for (int j = 0; j < n; j++, v += d) {
+        const char *v = (const char *)V + i * es;
+        for (int j = 0; j < n; j++, v += row) {
             const __m256 pj = _mm256_broadcast_ss(p + j);
-            _mm_prefetch((const char *)(v + PF_ROWS * d), _MM_HINT_T0);
-            _mm_prefetch((const char *)(v + PF_ROWS * d + 16), _MM_HINT_T0);
-            _mm_prefetch((const char *)(v + PF_ROWS * d + 32), _MM_HINT_T0);
-            _mm_prefetch((const char *)(v + PF_ROWS * d + 48), _MM_HINT_T0);
-            a0 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v), a0);
-            a1 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 8), a1);
-            a2 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 16), a2);
-            a3 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 24), a3);
-            a4 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 32), a4);
-            a5 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 40), a5);
-            a6 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 48), a6);
-            a7 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 56), a7);
+            for (size_t b = 0; b < 64 * es; b += 64) /* the 64 columns' cache lines */
+                _mm_prefetch(v + PF_ROWS * row + b, _MM_HINT_T0);
+            a0 = _mm256_fmadd_ps(pj, kv_load8(v, 0, f16), a0);
+            a1 = _mm256_fmadd_ps(pj, kv_load8(v, 8, f16), a1);
+            a2 = _mm256_fmadd_ps(pj, kv_load8(v, 16, f16), a2);
+            a3 = _mm256_fmadd_ps(pj, kv_load8(v, 24, f16), a3);
+            a4 = _mm256_fmadd_ps(pj, kv_load8(v, 32, f16), a4);
+            a5 = _mm256_fmadd_ps(pj, kv_load8(v, 40, f16), a5);
+            a6 = _mm256_fmadd_ps(pj, kv_load8(v, 48, f16), a6);
+            a7 = _mm256_fmadd_ps(pj, kv_load8(v, 56, f16), a7);
         }
         _mm256_storeu_ps(o + i, a0), _mm256_storeu_ps(o + i + 8, a1);
         _mm256_storeu_ps(o + i + 16, a2), _mm256_storeu_ps(o + i + 24, a3);
@@ -640,16 +667,24 @@ void mix_rows_f32(float *o, const float *V, int n, int d, const float *p) {
     for (; i + 8 <= d; i += 8) {
         __m256 a = _mm256_setzero_ps();
         for (int j = 0; j < n; j++)
-            a = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j), _mm256_loadu_ps(V + (size_t)j * d + i),
-                                a);
+            a = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j),
+                                kv_load8((const char *)V + (size_t)j * row, (size_t)i, f16), a);
         _mm256_storeu_ps(o + i, a);
     }
 #endif
     for (; i < d; i++) {
         float acc = 0;
-        for (int j = 0; j < n; j++) acc += p[j] * V[(size_t)j * d + i];
+        for (int j = 0; j < n; j++)
+            acc += p[j] * kv_elem((const char *)V + (size_t)j * row, i, f16);
         o[i] = acc;
     }
+}
+
+void mix_rows(tensor_type t, float *o, const void *V, int n, int d, const float *p) {
+    if (t == TYPE_F16)
+        mix_rows_typed(o, V, 1, n, d, p);
+    else
+        mix_rows_typed(o, V, 0, n, d, p);
 }
 
 void axpy_row(tensor_type t, float *y, float a, const void *x, int n) {

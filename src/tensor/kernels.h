@@ -58,11 +58,12 @@ void weight_row(const weight *w, int i, float *dst);
 
 float dot_f32(const float *a, const float *b, int n);
 void axpy_f32(float *y, float a, const float *x, int n); /* y += a x */
-/* Attention over f32 rows (stride d): out[h·ld_out + j] = scale · dot(K_j, q_h) for j < n and nq
- * queries q_h (stride d), each row of K read once for two queries; o = Σ_j p[j] V_j. */
-void dot_rows_f32(float *out, size_t ld_out, const float *K, int n, int d, const float *q, int nq,
-                  float scale);
-void mix_rows_f32(float *o, const float *V, int n, int d, const float *p);
+/* Attention over KV rows of type t (TYPE_F32 or TYPE_F16; stride d elements): out[h·ld_out + j] =
+ * scale · dot(K_j, q_h) for j < n and nq queries q_h (stride d), each row of K read once for two
+ * queries; o = Σ_j p[j] V_j. */
+void dot_rows(tensor_type t, float *out, size_t ld_out, const void *K, int n, int d, const float *q,
+              int nq, float scale);
+void mix_rows(tensor_type t, float *o, const void *V, int n, int d, const float *p);
 /* y += a x, x a row of type t (f32 or f16: KV cache rows) */
 void axpy_row(tensor_type t, float *y, float a, const void *x, int n);
 /* Keep OpenBLAS single-threaded (all parallelism is OpenMP's, see matmul) and set the calling
