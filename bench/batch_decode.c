@@ -1,11 +1,11 @@
 /* batch_decode.c — aggregate decode speed of B sessions advanced together (msrnn_batch_eval), the
  * library-level half of bench/serve-throughput.
  *
- * usage: batch_decode MODEL THREADS STEPS MEMORY KV_SIZE B1,B2,...
- * For each B: B sessions (memory MEMORY, kv_size KV_SIZE; "full": context 4096) each get a 64-token
- * prompt (one batch), then STEPS steps in which every session feeds its greedy token (one
- * msrnn_batch_eval of B tokens). Prints one JSON line per B: {"B", "tokens_per_s",
- * "step_ms", "session_bytes"}; the best of 3 repeats of the timed steps.
+ * usage: batch_decode MODEL THREADS STEPS MEMORY KV_SIZE B1,B2,... [f16]
+ * (f16: the KV cache stored as f16, --kv-type f16.) For each B: B sessions (memory MEMORY, kv_size
+ * KV_SIZE; "full": context 4096) each get a 64-token prompt (one batch), then STEPS steps in which
+ * every session feeds its greedy token (one msrnn_batch_eval of B tokens). Prints one JSON line per
+ * B: {"B", "tokens_per_s", "step_ms", "session_bytes"}; the best of 3 repeats of the timed steps.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -36,8 +36,8 @@ static int argmax(const float *x, int n) {
     } while (0)
 
 int main(int argc, char **argv) {
-    if (argc != 7) {
-        fprintf(stderr, "usage: batch_decode MODEL THREADS STEPS MEMORY KV_SIZE B1,B2,...\n");
+    if (argc != 7 && !(argc == 8 && !strcmp(argv[7], "f16"))) {
+        fprintf(stderr, "usage: batch_decode MODEL THREADS STEPS MEMORY KV_SIZE B1,B2,... [f16]\n");
         return 2;
     }
     const int threads = atoi(argv[2]), steps = atoi(argv[3]), kv_size = atoi(argv[5]);
@@ -46,7 +46,7 @@ int main(int argc, char **argv) {
     const int V = msrnn_model_get_info(m)->n_vocab;
     msrnn_session_params p = msrnn_session_default_params();
     p.n_ctx = 4096, p.n_threads = threads, p.n_batch = 1;
-    p.memory = argv[4], p.kv_size = kv_size;
+    p.memory = argv[4], p.kv_size = kv_size, p.kv_f16 = argc == 8;
     char *list = strdup(argv[6]);
     for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
         const int B = atoi(tok);
