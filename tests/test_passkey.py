@@ -12,7 +12,8 @@
   well-formed SVG with one cell per (depth, length);
 - the full cache marks lengths beyond its context as not run, and refuses a grid with none;
 - bounded memory at any length: peak RSS at 16K tokens within 10% (+4 MB) of the peak at 1K (sink);
-- --make-data: the shard's header and size (N examples of L tokens and a closing BOS), each example
+- --make-data: the shard's header and size (a leading BOS, then N examples of L tokens; train's window i has
+  example i as its targets, so --loss-last scores the whole answer), each example
   decoded by SentencePiece is a tail of filler (the slack), filler, key sentence, filler, question
   and the same key as its last tokens; keys and depths vary, the bytes are deterministic, msrnn train accepts the shard;
 - bad flags exit 2 naming the flag.
@@ -224,8 +225,13 @@ with tempfile.TemporaryDirectory() as tmp:
               f"shard of {n_tok} tokens, {n_docs} documents, {len(raw)} bytes")
         ids = np.frombuffer(raw[64:], dtype="<u2").astype(np.int64)
         keys, depths = set(), []
+        # train's window i is ids[iL : iL + L + 1]: its targets (all but the first) must be example
+        # i exactly, so that --loss-last scores the whole answer (one BOS leads the shard)
+        check(ids[0] == 1, f"the shard starts with one BOS before the examples: {ids[:3]}")
         for i in range(N):
-            ex = ids[i * L:(i + 1) * L].tolist()
+            ex = ids[1 + i * L:1 + (i + 1) * L].tolist()
+            window = ids[i * L:i * L + L + 1].tolist()
+            check(window[1:] == ex, f"window {i}: its targets are example {i}")
             check(ex[0] == 1 and ex.count(1) == 1, f"example {i}: one BOS, first")
             text = sp.decode(ex[1:])
             head, sep, tail = text.partition(QUESTION + " ")

@@ -471,6 +471,14 @@ msrnn_status passkey_make_data(const msrnn_model *m, const char *path, int n_exa
             (uint64_t)n_examples * (uint64_t)length + 1, (uint64_t)n_examples + 1, 0, &w);
     int64_t answer_tokens_sum = 0;
     int max_answer = 0;
+    /* one token before the first example: train's window i is tokens [iL, iL + L], inputs the
+     * first L and targets the last L, so with this lead the targets of window i are example i
+     * exactly and its last targets are the answer (before: the answer's first token was an input
+     * only, and the next example's BOS a target) */
+    if (st == MSRNN_OK) {
+        const int32_t lead = in->bos_id;
+        token_shard_writer_put(w, &lead, 1);
+    }
     for (int i = 0; st == MSRNN_OK && i < n_examples; i++) {
         /* key and depth from the seed and the example's index */
         const uint64_t h = splitmix64(splitmix64(seed ^ 0x70a55e7da7aull) ^ (uint64_t)i);
@@ -506,11 +514,9 @@ msrnn_status passkey_make_data(const msrnn_model *m, const char *path, int n_exa
         free(k0.ids), free(k.ids), free(ans.ids);
     }
     if (w) {
-        if (st == MSRNN_OK) {
-            const int32_t bos = in->bos_id; /* the last window's last target */
-            token_shard_writer_put(w, &bos, 1);
+        if (st == MSRNN_OK)
             st = token_shard_writer_commit(w);
-        } else
+        else
             token_shard_writer_abort(w);
     }
     if (st == MSRNN_OK && info) {

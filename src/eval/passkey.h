@@ -95,8 +95,9 @@ msrnn_status passkey_run(msrnn_model *m, const passkey_params *p, passkey_trial 
  * the example to its length (fewer tokens than a unit), the rest of a prompt as passkey_run makes
  * it (key and depth drawn from seed and the example's index, depth uniform in 0..1), and the
  * answer (" NNNNN." tokenized as it follows the question) as the example's last tokens, so that
- * `msrnn train --loss-last max_answer_tokens` scores the answer alone; one BOS after the
- * last example (the target of the last window's last input, so that every example is a window).
+ * `msrnn train --loss-last max_answer_tokens` scores the answer alone; one BOS before the
+ * first example (the first window's first input), so that the targets of train's window i (tokens
+ * [iL, iL + L]) are example i exactly.
  * Written atomically;
  * MSRNN_ERR_INVALID for a count outside 1..2^24 or a length below passkey_min_length. */
 typedef struct {
