@@ -36,18 +36,14 @@ const cli_command man_command = {
 
 static void usage(FILE *f) { cli_help(f, &man_command); }
 
-/* The code point of the UTF-8 sequence at s (*len: its bytes); a stray byte is U+FFFD. */
-static unsigned utf8_decode(const unsigned char *s, int *len) {
-    const unsigned c = s[0];
-    const int n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    unsigned cp = n == 1 ? c : n == 2 ? c & 0x1f : n == 3 ? c & 0x0f : c & 0x07;
-    *len = 1;
-    for (int i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80) return 0xfffd; /* also stops at the terminating NUL */
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    if (!n) return 0xfffd;
-    *len = n;
+/* The code point of the UTF-8 unit at s[0..len) (utf8_next's reading; *n: its bytes): U+FFFD
+ * for a maximal ill-formed subpart or a character cut off by the end. */
+static unsigned code_point(const char *str, size_t len, size_t *n) {
+    if (utf8_next(str, len, n) != UTF8_CHAR) return 0xfffd;
+    const unsigned char *s = (const unsigned char *)str;
+    static const unsigned lead_mask[5] = {0, 0x7f, 0x1f, 0x0f, 0x07};
+    unsigned cp = s[0] & lead_mask[*n];
+    for (size_t i = 1; i < *n; i++) cp = (cp << 6) | (s[i] & 0x3f);
     return cp;
 }
 
@@ -56,7 +52,7 @@ static unsigned utf8_decode(const unsigned char *s, int *len) {
 static void roff_text(FILE *f, const char *str, size_t n) {
     const unsigned char *s = (const unsigned char *)str;
     for (size_t i = 0; i < n;) {
-        int len = 1;
+        size_t len = 1;
         if (s[i] == '-')
             fputs("\\-", f);
         else if (s[i] == '\\')
@@ -64,8 +60,8 @@ static void roff_text(FILE *f, const char *str, size_t n) {
         else if (s[i] < 0x80)
             fputc(s[i], f);
         else
-            fprintf(f, "\\[u%04X]", utf8_decode(s + i, &len));
-        i += (size_t)len;
+            fprintf(f, "\\[u%04X]", code_point(str + i, n - i, &len));
+        i += len;
     }
 }
 
