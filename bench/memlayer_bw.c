@@ -9,6 +9,15 @@
  * one JSON object: table bytes read per token (K rows of every table), decode tokens/s and GB/s,
  * prefill tokens/s and its ratio to decode. f16 tables with -f16.
  *
+ * Beside them, in the same run, the two ceilings the decode figure is read against:
+ *   seq_gbs   the tables read front to back by `threads` threads (what bench/membw measures);
+ *   rows_gbs  one thread reading rows as a decode token does (K random rows of every table in
+ *             model order, no hash, no arithmetic beyond a sum), in gather's order (256-byte
+ *             column blocks across the K rows, the next block prefetched): a plain read of this
+ *             access pattern, to tell the kernel's own cost from the memory's;
+ * and omp_region_us, the cost of one empty OpenMP parallel region of `threads` threads: a decode
+ * token makes 36 memory-layer calls of 1–3 µs, so a region per call costs more than it can save.
+ *
  * usage: memlayer_bw [-t threads] [-n decode tokens] [-b prefill batch] [-f16]
  * build: gcc -O2 -mavx2 -mfma -mf16c -fopenmp -Isrc bench/memlayer_bw.c src/nn/memlayer.c \
  *            src/tensor/types.c -lm -o memlayer_bw
@@ -36,6 +45,93 @@ static double uniform(void) {
 }
 static float normal(void) {
     return (float)(sqrt(-2 * log(uniform() + 1e-300)) * cos(6.283185307179586 * uniform()));
+}
+
+#include <immintrin.h>
+
+/* the tables read front to back, `threads` threads; GB/s */
+static double seq_read(void *const *T, const size_t *bytes, int n, int threads) {
+    double best = 0, sink = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        size_t total = 0;
+        const double t0 = now();
+        for (int i = 0; i < n; i++) {
+            const float *p = T[i];
+            const long m = (long)(bytes[i] / 4 / 32);
+            double s = 0;
+#pragma omp parallel for num_threads(threads) reduction(+ : s) schedule(static)
+            for (long j = 0; j < m; j++) {
+                __m256 a = _mm256_loadu_ps(p + 32 * j), b = _mm256_loadu_ps(p + 32 * j + 8);
+                a = _mm256_add_ps(a, _mm256_loadu_ps(p + 32 * j + 16));
+                b = _mm256_add_ps(b, _mm256_loadu_ps(p + 32 * j + 24));
+                float f[8];
+                _mm256_storeu_ps(f, _mm256_add_ps(a, b));
+                s += f[0];
+            }
+            sink += s, total += (size_t)m * 128;
+        }
+        const double g = total / (now() - t0) / 1e9;
+        if (g > best) best = g;
+    }
+    return sink == 12345.678 ? 0 : best;
+}
+
+/* one thread reading n_tok tokens' rows (K random rows of each layer's table, in order) in 256-byte
+ * column blocks across the rows, the next block prefetched; GB/s */
+static double rows_read(const memlayer *L, void *const *T, int n, size_t elem, int n_tok) {
+    double best = 0, sink = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        size_t total = 0;
+        const double t0 = now();
+        for (int t = 0; t < n_tok; t++)
+            for (int i = 0; i < n; i++) {
+                const size_t rows = (size_t)1 << L[i].bits, stride = (size_t)L[i].out * elem;
+                const char *r[64];
+                for (int k = 0; k < L[i].K; k++)
+                    r[k] = (const char *)T[i] +
+                           ((size_t)k * rows + (size_t)(uniform() * rows)) * stride;
+                for (int k = 0; k < L[i].K; k++)
+                    for (size_t l = 0; l < 256 && l < stride; l += 64)
+                        __builtin_prefetch(r[k] + l, 0, 3);
+                __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+                for (size_t o = 0; o < stride; o += 256) {
+                    const size_t e = o + 256 < stride ? o + 256 : stride;
+                    for (int k = 0; k < L[i].K; k++) {
+                        for (size_t l = e; l < e + 256 && l < stride; l += 64)
+                            __builtin_prefetch(r[k] + l, 0, 3);
+                        size_t c = o;
+                        for (; c + 128 <= e; c += 128) {
+                            const float *q = (const float *)(r[k] + c);
+                            a0 = _mm256_add_ps(a0, _mm256_loadu_ps(q));
+                            a1 = _mm256_add_ps(a1, _mm256_loadu_ps(q + 8));
+                            a2 = _mm256_add_ps(a2, _mm256_loadu_ps(q + 16));
+                            a3 = _mm256_add_ps(a3, _mm256_loadu_ps(q + 24));
+                        }
+                        for (; c + 32 <= e; c += 32)
+                            a0 = _mm256_add_ps(a0, _mm256_loadu_ps((const float *)(r[k] + c)));
+                    }
+                }
+                const __m256 acc = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+                float f[8];
+                _mm256_storeu_ps(f, acc);
+                sink += f[0], total += (size_t)L[i].K * stride;
+            }
+        const double g = total / (now() - t0) / 1e9;
+        if (g > best) best = g;
+    }
+    return sink == 12345.678 ? 0 : best;
+}
+
+/* microseconds per empty parallel region of `threads` threads */
+static double omp_region_us(int threads) {
+    volatile int s = 0;
+    const int n = 20000;
+    const double t0 = now();
+    for (int i = 0; i < n; i++) {
+#pragma omp parallel num_threads(threads)
+        s += 1;
+    }
+    return (now() - t0) / n * 1e6;
 }
 
 enum { LAYERS = 6, D = 256, TAU = 8, TAU2 = 10, K = D / TAU, F = K * TAU2, N_TABLES = 3 * LAYERS };
@@ -117,11 +213,19 @@ int main(int argc, char **argv) {
         const double r = (double)calls * batch / (now() - t0);
         if (r > best_pre) best_pre = r;
     }
+    size_t tbytes[N_TABLES];
+    for (int i = 0; i < N_TABLES; i++) tbytes[i] = memlayer_table_elems(&L[i]) * elem;
+    const double seq = seq_read(T, tbytes, N_TABLES, threads);
+    const double rows = rows_read(L, T, N_TABLES, elem, n_dec);
+    const double region = threads > 1 ? omp_region_us(threads) : 0;
+    const double dec_gbs = best_dec * bytes_per_token / 1e9;
     printf(
         "{\"threads\": %d, \"tables_bytes\": %zu, \"f16\": %d, \"table_bytes_per_token\": %zu, "
         "\"decode_tps\": %.1f, \"decode_gbs\": %.2f, \"prefill_batch\": %d, \"prefill_tps\": %.1f, "
-        "\"prefill_over_decode\": %.2f, \"sink\": %g}\n",
-        threads, total, f16, bytes_per_token, best_dec, best_dec * bytes_per_token / 1e9, batch,
-        best_pre, best_pre / best_dec, sink);
+        "\"prefill_over_decode\": %.2f, \"seq_gbs\": %.2f, \"rows_gbs\": %.2f, "
+        "\"decode_over_seq\": %.2f, \"decode_over_rows\": %.2f, \"omp_region_us\": %.2f, "
+        "\"sink\": %g}\n",
+        threads, total, f16, bytes_per_token, best_dec, dec_gbs, batch, best_pre,
+        best_pre / best_dec, seq, rows, dec_gbs / seq, dec_gbs / rows, region, sink);
     return 0;
 }
