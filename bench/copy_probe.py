@@ -70,7 +70,9 @@ with tempfile.TemporaryDirectory() as tmp:
             s1 = s2 = n1 = n2 = 0
             for ids, first, second in cs:
                 open(ids_path, "wb").write(struct.pack(f"<{len(ids)}i", *ids))
-                subprocess.run([a.tool_nll, m, ids_path, str(len(ids)), nll_path], capture_output=True, check=True)
+                r = subprocess.run([a.tool_nll, m, ids_path, str(len(ids)), nll_path], capture_output=True, text=True)
+                if r.returncode != 0:
+                    raise SystemExit(f"copy_probe: {a.tool_nll} failed on {m}: {r.stderr.strip() or r.stdout.strip()}")
                 raw = open(nll_path, "rb").read()
                 nll = struct.unpack(f"<{len(raw) // 8}d", raw)  # nll[t - 1]: -log p(ids[t] | ids[:t])
                 for t in range(first[0] + 1, first[1]):
